@@ -1,0 +1,141 @@
+"""The PE-score metric: `PEConfig` and batched, device-agnostic torch functions.
+
+Every function works on any leading batch shape: maps are ``(..., H, W)`` float tensors in
+[0, 1], probabilities ``(...)``. Nothing here knows about models or xarray.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+
+TARGETS = ("label", "reference")
+COMBINES = ("product", "mean")
+CLASS_WEIGHTS = ("support", "macro")
+CONFIG_ATTRIBUTE = "pe_config"
+
+
+@dataclasses.dataclass(frozen=True)
+class PEConfig:
+    """Every parameter of the PE-score, with the defaults of ``PESCORE.md``.
+
+    target: whose class the CAMs explain: ``"label"`` (the true label) or ``"reference"``
+        (the reference model's prediction).
+    ssim_window, ssim_sigma, ssim_k1, ssim_k2: the Gaussian-window SSIM of Wang et al. 2004
+        (data range 1), as ``skimage.metrics.structural_similarity(gaussian_weights=True,
+        use_sample_covariance=False, data_range=1)``.
+    iou_threshold: maps are binarised as ``heatmap >= iou_threshold`` for the IoU.
+    combine: ``"product"`` (SSIM * IoU * Conf) or ``"mean"`` (their arithmetic mean).
+    class_weights: ``"support"`` (w_k = N_k / N) or ``"macro"`` (w_k = 1 / K).
+    """
+
+    target: Literal["label", "reference"] = "label"
+    ssim_window: int = 11
+    ssim_sigma: float = 1.5
+    ssim_k1: float = 0.01
+    ssim_k2: float = 0.03
+    iou_threshold: float = 0.5
+    combine: Literal["product", "mean"] = "product"
+    class_weights: Literal["support", "macro"] = "support"
+
+    def __post_init__(self):
+        _check_choice("target", self.target, TARGETS)
+        _check_choice("combine", self.combine, COMBINES)
+        _check_choice("class_weights", self.class_weights, CLASS_WEIGHTS)
+        if self.ssim_window < 3 or self.ssim_window % 2 == 0:
+            raise ValueError(f"PEConfig.ssim_window must be an odd integer >= 3, got {self.ssim_window}.")
+        if self.ssim_sigma <= 0:
+            raise ValueError(f"PEConfig.ssim_sigma must be > 0, got {self.ssim_sigma}.")
+        if not 0.0 < self.iou_threshold <= 1.0:
+            raise ValueError(f"PEConfig.iou_threshold must be in (0, 1], got {self.iou_threshold}.")
+
+    def to_json(self) -> str:
+        """The config as a JSON string (stored in a Dataset's attrs under ``pe_config``)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "PEConfig":
+        """Rebuild a config from :meth:`to_json`'s output."""
+        return cls(**json.loads(text))
+
+    @classmethod
+    def from_attrs(cls, attrs: dict) -> "PEConfig":
+        """The config recorded in a Dataset's attrs by ``evaluate``."""
+        if CONFIG_ATTRIBUTE not in attrs:
+            raise KeyError(f"The Dataset has no '{CONFIG_ATTRIBUTE}' attribute: it was not made by "
+                           "pescore_nb.evaluate, or its attrs were dropped (keep_attrs=True keeps them).")
+        return cls.from_json(attrs[CONFIG_ATTRIBUTE])
+
+
+def _check_choice(field: str, value, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"PEConfig.{field} must be one of {choices}, got {value!r}.")
+
+
+def gaussian_window(size: int, sigma: float, device=None) -> torch.Tensor:
+    """The normalised 1-D Gaussian window ``(size,)`` float64 that scipy's gaussian_filter uses."""
+    offsets = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+    window = torch.exp(-0.5 * (offsets / sigma) ** 2)
+    return window / window.sum()
+
+
+def ssim(maps_a: torch.Tensor, maps_b: torch.Tensor, config: PEConfig = PEConfig()) -> torch.Tensor:
+    """Mean SSIM of each pair of maps ``(..., H, W)`` -> ``(...)``, clipped to [0, 1].
+
+    Matches ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
+    use_sample_covariance=False, data_range=1)``: the mean is taken over the pixels at least
+    ``window // 2`` away from the border, so padding never enters (the sums run in float64
+    on the maps' device).
+    """
+    if maps_a.shape != maps_b.shape:
+        raise ValueError(f"ssim needs maps of one shape, got {tuple(maps_a.shape)} and {tuple(maps_b.shape)}.")
+    height, width = maps_a.shape[-2:]
+    if min(height, width) < config.ssim_window:
+        raise ValueError(f"Maps of {height}x{width} are smaller than the SSIM window "
+                         f"({config.ssim_window}); use larger images or a smaller PEConfig.ssim_window.")
+    batch_shape = maps_a.shape[:-2]
+    a = maps_a.reshape(-1, 1, height, width).to(torch.float64)
+    b = maps_b.reshape(-1, 1, height, width).to(torch.float64)
+    window = gaussian_window(config.ssim_window, config.ssim_sigma, device=a.device)
+
+    def blur(x: torch.Tensor) -> torch.Tensor:
+        x = F.conv2d(x, window.view(1, 1, -1, 1))
+        return F.conv2d(x, window.view(1, 1, 1, -1))
+
+    stacked = torch.cat([a, b, a * a, b * b, a * b], dim=1)  # (B, 5, H, W): one blur for all moments
+    blurred = blur(stacked.reshape(-1, 1, height, width)).reshape(a.shape[0], 5, height - config.ssim_window + 1, -1)
+    mean_a, mean_b, mean_aa, mean_bb, mean_ab = blurred.unbind(1)
+    var_a = mean_aa - mean_a ** 2
+    var_b = mean_bb - mean_b ** 2
+    cov_ab = mean_ab - mean_a * mean_b
+    c1, c2 = config.ssim_k1 ** 2, config.ssim_k2 ** 2
+    ssim_map = ((2 * mean_a * mean_b + c1) * (2 * cov_ab + c2)) / (
+        (mean_a ** 2 + mean_b ** 2 + c1) * (var_a + var_b + c2))
+    return ssim_map.mean(dim=(-2, -1)).clamp(0.0, 1.0).to(maps_a.dtype).reshape(batch_shape)
+
+
+def iou(maps_a: torch.Tensor, maps_b: torch.Tensor, threshold: float = 0.5) -> torch.Tensor:
+    """IoU of the binarised maps ``map >= threshold``: ``(..., H, W)`` -> ``(...)``; 1 when both are empty."""
+    mask_a, mask_b = maps_a >= threshold, maps_b >= threshold
+    intersection = (mask_a & mask_b).sum(dim=(-2, -1))
+    union = (mask_a | mask_b).sum(dim=(-2, -1))
+    ratio = intersection.to(torch.float32) / union.clamp(min=1).to(torch.float32)
+    return torch.where(union == 0, torch.ones_like(ratio), ratio)
+
+
+def confidence(ref_prob: torch.Tensor, cand_prob: torch.Tensor) -> torch.Tensor:
+    """The confidence term ``1 - |p_R - p_C|`` of softmax probabilities of the target class ``(...)``."""
+    return 1.0 - (ref_prob - cand_prob).abs()
+
+
+def combine(ssim_values: torch.Tensor, iou_values: torch.Tensor, conf_values: torch.Tensor,
+            how: str = "product") -> torch.Tensor:
+    """Per-image PE from its three terms (broadcast together): their product or their mean."""
+    _check_choice("combine", how, COMBINES)
+    if how == "product":
+        return ssim_values * iou_values * conf_values
+    return (ssim_values + iou_values + conf_values) / 3.0
+

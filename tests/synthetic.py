@@ -1,0 +1,56 @@
+"""A schema-conform results Dataset built by hand, without any model, for tests of the views."""
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from pescore_nb import schema
+from pescore_nb.metrics import PEConfig
+
+
+def results_dataset(n_images: int = 12, size: int = 16, pruners=("l2", "random"), ratios=(0.3, 0.6),
+                    layers=("features.3", "features.7"), methods=("gradcam++",), n_classes: int = 3,
+                    seed: int = 0) -> xr.Dataset:
+    """A Dataset with the names of ``PESCORE.md``: PE falls as the ratio grows, faster for "random".
+
+    Heatmaps ``(model, layer, method, image, size, size)`` drift away from the reference's blob as
+    the ratio grows; scores are random but ordered so tests can check directions.
+    """
+    rng = np.random.default_rng(seed)
+    names = [schema.REFERENCE] + [f"{p}@{r:.2f}" for p in pruners for r in ratios]
+    model_ratio = [0.0] + [r for _ in pruners for r in ratios]
+    model_pruner = [schema.UNPRUNED] + [p for p in pruners for _ in ratios]
+    drift = np.array([0.0] + [r * (2.0 if p == "random" else 1.0) for p in pruners for r in ratios])
+    labels = np.arange(n_images) % n_classes
+    shape = (len(names), len(layers), len(methods), n_images)
+    noise = rng.uniform(0, 0.05, size=shape)
+    pe_like = np.clip(1.0 - drift[:, None, None, None] * (0.5 + labels / n_classes) - noise, 0, 1)
+    pe_like[0] = 1.0
+    yy, xx = np.mgrid[0:size, 0:size] / size
+    centre = 0.5 + drift[:, None, None, None, None, None] * 0.4
+    heatmap = np.exp(-((yy - 0.5) ** 2 + (xx - centre) ** 2) / 0.05) * np.ones(shape + (1, 1))
+    prob = np.clip(0.9 - drift[:, None] * 0.3 + rng.uniform(0, 0.05, (len(names), n_images)), 0, 1)
+    pred = np.where(rng.uniform(size=(len(names), n_images)) < 0.95 - drift[:, None] * 0.2,
+                    labels[None, :], (labels[None, :] + 1) % n_classes)
+    score_vars = {name: (schema.SCORE_DIMS, pe_like ** power)
+                  for name, power in ((schema.SSIM, 0.5), (schema.IOU, 1.0), (schema.CONF, 0.25))}
+    ds = xr.Dataset(
+        {schema.HEATMAP: (schema.HEATMAP_DIMS, heatmap.astype(np.float32)),
+         schema.PROB: (schema.OUTPUT_DIMS, prob.astype(np.float32)),
+         schema.PRED: (schema.OUTPUT_DIMS, pred.astype(np.int64)),
+         **score_vars,
+         schema.PE: (schema.SCORE_DIMS, pe_like ** 1.75),
+         schema.DEGENERATE: (schema.SCORE_DIMS, np.zeros(shape, dtype=bool)),
+         schema.INPUT: (schema.INPUT_DIMS, rng.integers(0, 256, (n_images, 3, size, size), dtype=np.uint8))},
+        coords={schema.MODEL: names, schema.LAYER: list(layers), schema.METHOD: list(methods),
+                schema.IMAGE: np.arange(n_images),
+                schema.RATIO: (schema.MODEL, model_ratio), schema.PRUNER: (schema.MODEL, model_pruner),
+                schema.PARAMS: (schema.MODEL, [int(1e5 * (1 - r) ** 2) for r in model_ratio]),
+                schema.MACS: (schema.MODEL, [int(1e7 * (1 - r) ** 2) for r in model_ratio]),
+                schema.ACCURACY: (schema.MODEL, (pred == labels[None, :]).mean(axis=1)),
+                schema.LABEL: (schema.IMAGE, labels),
+                schema.CLASS_NAME: (schema.IMAGE, [f"class{k}" for k in labels]),
+                schema.INDEX: (schema.IMAGE, np.arange(n_images) * 2)},
+        attrs={"pe_config": PEConfig().to_json(), "reference_name": "SyntheticNet",
+               "input_height": size, "input_width": size})
+    return ds
