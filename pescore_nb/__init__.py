@@ -1,8 +1,10 @@
 """pescore_nb: does a pruned CNN still look at the same pixels, with the same confidence?"""
-from .cam import CamEngine
-from .explorer import explore
-from .metrics import PEConfig
-from . import accessor  # registers ds.pescore
-from .scores import by_class, score
+__version__ = "0.1.0"
 
-__all__ = ["CamEngine", "PEConfig", "explore", "by_class", "score"]
+from .cam import CamEngine
+from .evaluate import evaluate
+from .metrics import PEConfig
+from .scores import by_class, score
+from .store import load, save
+
+__all__ = ["CamEngine", "PEConfig", "by_class", "evaluate", "load", "save", "score"]

@@ -227,7 +227,7 @@ class CamEngine:
 
     def compute(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> CamOutput:
         """Maps, logits, explained targets and degenerate flags of one batch (see `CamOutput`)."""
-        _check_images(images)
+        check_images(images)
         if targets is not None:
             _check_targets(targets, len(images))
         with self:
@@ -238,6 +238,7 @@ class CamEngine:
                 raise ValueError(f"targets must be class indices in [0, {logits.shape[1]}) for this "
                                  f"model's {logits.shape[1]} outputs, got max {int(targets.max())}.")
             gradients = self._gradients(logits, targets, activations)
+            activations = [activation.detach() for activation in activations]
             size = tuple(images.shape[-2:])
             per_method = {method: [normalise_maps(NATIVE_METHODS[method](activations[i], gradients[i]), size)
                                    for i in range(len(self.layers))]
@@ -313,7 +314,7 @@ def _find_layer(model: nn.Module, name: str) -> nn.Module:
     return modules[name]
 
 
-def _check_images(images) -> None:
+def check_images(images) -> None:
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"images must be a torch.Tensor (N, C, H, W), got {type(images).__name__}.")
     if images.ndim != 4:

@@ -26,7 +26,8 @@ class PEConfig:
         (the reference model's prediction).
     ssim_window, ssim_sigma, ssim_k1, ssim_k2: the Gaussian-window SSIM of Wang et al. 2004
         (data range 1), as ``skimage.metrics.structural_similarity(gaussian_weights=True,
-        use_sample_covariance=False, data_range=1)``.
+        use_sample_covariance=False, data_range=1)``, whose window is ``2 * int(3.5 * sigma + 0.5) + 1``
+        wide (11 for sigma 1.5): change both together to stay comparable with scikit-image.
     iou_threshold: maps are binarised as ``heatmap >= iou_threshold`` for the IoU.
     combine: ``"product"`` (SSIM * IoU * Conf) or ``"mean"`` (their arithmetic mean).
     class_weights: ``"support"`` (w_k = N_k / N) or ``"macro"`` (w_k = 1 / K).
