@@ -36,3 +36,4 @@ SCORE_VARIABLES = (SSIM, IOU, CONF, PE)
 # ``model.pescore_pruning = {"pruner": "l2", "ratio": 0.3}`` (set by ``pescore_nb.prune``).
 PRUNING_ATTRIBUTE = "pescore_pruning"
 UNPRUNED = "none"
+SP2PS = "sp2ps"
