@@ -3,8 +3,10 @@ __version__ = "0.1.0"
 
 from .cam import CamEngine
 from .evaluate import evaluate
+from .explorer import explore
 from .metrics import PEConfig
 from .scores import by_class, score
 from .store import load, save
+from . import accessor  # registers the ds.pescore accessor
 
-__all__ = ["CamEngine", "PEConfig", "by_class", "evaluate", "load", "save", "score"]
+__all__ = ["CamEngine", "PEConfig", "by_class", "evaluate", "explore", "load", "save", "score"]

@@ -10,11 +10,13 @@ from pescore_nb.metrics import PEConfig
 
 def results_dataset(n_images: int = 12, size: int = 16, pruners=("l2", "random"), ratios=(0.3, 0.6),
                     layers=("features.3", "features.7"), methods=("gradcam++",), n_classes: int = 3,
-                    seed: int = 0) -> xr.Dataset:
+                    seed: int = 0, distinct_maps: bool = False) -> xr.Dataset:
     """A Dataset with the names of ``PESCORE.md``: PE falls as the ratio grows, faster for "random".
 
     Heatmaps ``(model, layer, method, image, size, size)`` drift away from the reference's blob as
-    the ratio grows; scores are random but ordered so tests can check directions.
+    the ratio grows; scores are random but ordered so tests can check directions. With
+    ``distinct_maps`` the blob also moves up with the layer, the method and the image, so every
+    (layer, method, image) has its own maps.
     """
     rng = np.random.default_rng(seed)
     names = [schema.REFERENCE] + [f"{p}@{r:.2f}" for p in pruners for r in ratios]
@@ -28,7 +30,12 @@ def results_dataset(n_images: int = 12, size: int = 16, pruners=("l2", "random")
     pe_like[0] = 1.0
     yy, xx = np.mgrid[0:size, 0:size] / size
     centre = 0.5 + drift[:, None, None, None, None, None] * 0.4
-    heatmap = np.exp(-((yy - 0.5) ** 2 + (xx - centre) ** 2) / 0.05) * np.ones(shape + (1, 1))
+    centre_y = 0.5
+    if distinct_maps:
+        shift = (0.15 * np.arange(len(layers))[:, None, None] + 0.07 * np.arange(len(methods))[None, :, None]
+                 + 0.01 * np.arange(n_images)[None, None, :])  # (layer, method, image)
+        centre_y = 0.5 - shift[None, ..., None, None]
+    heatmap = np.exp(-((yy - centre_y) ** 2 + (xx - centre) ** 2) / 0.05) * np.ones(shape + (1, 1))
     prob = np.clip(0.9 - drift[:, None] * 0.3 + rng.uniform(0, 0.05, (len(names), n_images)), 0, 1)
     pred = np.where(rng.uniform(size=(len(names), n_images)) < 0.95 - drift[:, None] * 0.2,
                     labels[None, :], (labels[None, :] + 1) % n_classes)

@@ -1,0 +1,4 @@
+"""Interactive explorers of a results Dataset (ipywidgets); they read the Dataset, never a model."""
+from .app import Explorer, explore
+
+__all__ = ["Explorer", "explore"]

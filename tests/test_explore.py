@@ -1,0 +1,181 @@
+"""The explorer driven from Python, in the style of ipywidgets' own tests: set a control, check outputs."""
+import io
+import re
+
+import dask.array
+import numpy as np
+import pytest
+import xarray as xr
+from PIL import Image
+
+import pescore_nb
+from pescore_nb import by_class, schema
+from pescore_nb.explorer import Explorer, explore
+from pescore_nb.explorer.app import ALL
+from tests.synthetic import results_dataset
+
+
+@pytest.fixture
+def ds():
+    return results_dataset(n_images=12, size=24, methods=("gradcam++", "gradcam"), distinct_maps=True)
+
+
+def readout_numbers(explorer: Explorer) -> dict:
+    """The SSIM, IoU, Conf and PE shown in the readout, parsed from its HTML."""
+    return {name.lower(): float(value)
+            for name, value in re.findall(r"(SSIM|IoU|Conf|PE) <b>([0-9.]+)</b>", explorer.readout.value)}
+
+
+def selected(explorer: Explorer) -> dict:
+    """The Dataset labels of what the controls select: model name, layer, method, image."""
+    c, catalog = explorer.controls, explorer.catalog
+    return {schema.MODEL: catalog.name(catalog.model_at(c.pruner.value, c.ratio.value)),
+            schema.LAYER: catalog.layers[c.layer.value], schema.METHOD: catalog.methods[c.method.value],
+            schema.IMAGE: int(catalog.small[schema.IMAGE].values[c.image.value])}
+
+
+def pixels(png_or_jpeg: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(png_or_jpeg)))
+
+
+def test_explore_returns_a_widget_and_the_accessor_builds_the_same(ds):
+    explorer = ds.pescore.explore()
+    assert isinstance(explorer, Explorer)
+    assert isinstance(pescore_nb.explore(ds), Explorer)
+    assert pixels(explorer.panels.candidate.value).shape == (24, 24, 3)
+    assert explorer.controls.ratio.options == (("0.30", 0.3), ("0.60", 0.6))
+
+
+def test_ratio_changes_the_candidate_panels_but_not_the_reference(ds):
+    explorer = explore(ds)
+    panels = explorer.panels
+    before = {name: getattr(panels, name).value for name in ("picture", "reference", "candidate", "difference",
+                                                            "masks", "side_b", "summary")}
+    explorer.controls.ratio.value = 0.6
+    assert panels.picture.value == before["picture"]
+    assert panels.reference.value == before["reference"]
+    for name in ("candidate", "difference", "masks", "side_b", "summary"):
+        assert getattr(panels, name).value != before[name], f"{name} did not change with the ratio"
+    assert panels.side_a.value == panels.candidate.value
+    assert "l2 @ 0.60" in explorer.captions.candidate.value
+
+
+def test_readout_numbers_equal_the_datasets_for_every_selection(ds):
+    explorer = explore(ds)
+    c = explorer.controls
+    for pruner, ratio, layer, method in [("l2", 0.3, 0, 0), ("random", 0.6, 1, 0), ("random", 0.3, 1, 1)]:
+        c.pruner.value, c.ratio.value, c.layer.value, c.method.value = pruner, ratio, layer, method
+        c.image.value = c.image.options[-1][1]  # the highest PE of the list
+        where = selected(explorer)
+        assert where[schema.MODEL] == f"{pruner}@{ratio:.2f}"
+        shown = readout_numbers(explorer)
+        for name in ("ssim", "iou", "conf", "pe"):
+            assert shown[name] == pytest.approx(float(ds[name].sel(where)), abs=5e-5), name
+
+
+def test_the_image_panels_show_the_datasets_maps(ds):
+    explorer = explore(ds)
+    c = explorer.controls
+    c.ratio.value, c.layer.value = 0.6, 1
+    c.image.value = 5
+    where = selected(explorer)
+    reference = ds.heatmap.sel({**where, schema.MODEL: schema.REFERENCE}).values
+    candidate = ds.heatmap.sel(where).values
+    threshold = pescore_nb.PEConfig.from_attrs(ds.attrs).iou_threshold
+    shown = pixels(explorer.panels.masks.value)  # PNG: exact colours
+    both = (reference >= threshold) & (candidate >= threshold)
+    assert np.array_equal(np.all(shown == 255, axis=-1), both)
+    assert np.array_equal(np.all(shown == 0, axis=-1), (reference < threshold) & (candidate < threshold))
+    picture = pixels(explorer.panels.picture.value).astype(float)  # JPEG: close, not exact
+    assert np.abs(picture - ds.input.sel(image=5).values.transpose(1, 2, 0)).mean() < 12
+    assert np.abs(picture - ds.input.sel(image=6).values.transpose(1, 2, 0)).mean() > 50
+
+
+def test_summary_curves_and_bars_equal_by_class(ds):
+    explorer = explore(ds)
+    c, summary = explorer.controls, explorer.summary
+    c.pruner.value, c.compare.value, c.layer.value, c.method.value, c.ratio.value = "random", "l2", 1, 1, 0.3
+    pe = by_class(ds).sel({schema.LAYER: "features.7", schema.METHOD: "gradcam"})  # method= is sel's own
+    models = [schema.REFERENCE, "random@0.30", "random@0.60"]
+    for k, line in enumerate(summary.pe_lines):
+        np.testing.assert_allclose(line.get_xdata(), [0.0, 0.3, 0.6])
+        np.testing.assert_allclose(line.get_ydata(), pe.sel(model=models, **{schema.CLASS: k}).values)
+    correct = (ds.pred == ds.label).groupby(ds.label).mean(schema.IMAGE)
+    np.testing.assert_allclose(summary.accuracy_lines[2].get_ydata(), correct.sel(model=models, label=2).values)
+    np.testing.assert_allclose(summary.pe_line.get_ydata(),
+                               pescore_nb.score(ds).sel({schema.MODEL: models, schema.LAYER: "features.7",
+                                                         schema.METHOD: "gradcam"}))
+    assert list(summary.marker.get_xdata()) == [0.3, 0.3]
+    heights = [bar.get_height() for bar in summary.bars[:-1]]
+    np.testing.assert_allclose(heights, pe.sel(model="random@0.30").values)
+    compared = [bar.get_height() for bar in summary.compared_bars[:-1]]
+    np.testing.assert_allclose(compared, pe.sel(model="l2@0.30").values)
+
+
+def test_class_filter_restricts_the_picker_to_that_class_lowest_pe_first(ds):
+    explorer = explore(ds)
+    c = explorer.controls
+    pe = ds.pe.sel({schema.MODEL: "l2@0.30", schema.LAYER: "features.3", schema.METHOD: "gradcam++"}).values
+    c.label.value = 1
+    images = [value for _, value in c.image.options]
+    assert set(images) == set(np.flatnonzero(ds.label.values == 1))
+    assert list(pe[images]) == sorted(pe[images])
+    assert c.image.value in images
+    assert [line.get_alpha() for line in explorer.summary.pe_lines] == [0.2, 1.0, 0.2]
+    c.label.value = ALL
+    assert len(c.image.options) == ds.sizes[schema.IMAGE]
+
+
+def test_pruner_change_offers_its_ratios_and_keeps_the_nearest():
+    ds = results_dataset(size=16).drop_sel(model="random@0.60")
+    explorer = explore(ds)
+    c = explorer.controls
+    c.ratio.value = 0.6
+    assert "no random model @ 0.60" in explorer.captions.side_b.value
+    assert all(np.isnan(bar.get_height()) or bar.get_height() == 0 for bar in explorer.summary.compared_bars)
+    c.pruner.value = "random"
+    assert c.ratio.options == (("0.30", 0.3),)
+    assert selected(explorer)[schema.MODEL] == "random@0.30"
+
+
+def test_compare_changes_only_the_side_by_side_view(ds):
+    explorer = explore(ds)
+    panels, c = explorer.panels, explorer.controls
+    candidate, side_b = panels.candidate.value, panels.side_b.value
+    c.compare.value = "l2"
+    assert panels.candidate.value == candidate
+    assert panels.side_b.value != side_b
+    assert panels.side_b.value == panels.side_a.value  # l2 against itself
+
+
+def test_degenerate_maps_are_flagged_in_the_readout(ds):
+    explorer = explore(ds)
+    assert "degenerate" not in explorer.readout.value
+    ds = ds.copy(deep=True)
+    ds[schema.DEGENERATE][:] = True
+    assert "degenerate" in explore(ds).readout.value
+
+
+def test_lazy_dataset_from_disk_shows_the_same_panels(ds, tmp_path):
+    path = tmp_path / "results.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    with xr.open_dataset(path, engine="h5netcdf", chunks={}) as lazy:
+        assert isinstance(lazy.heatmap.data, dask.array.Array)
+        from_disk, in_memory = explore(lazy), explore(ds)
+        for explorer in (from_disk, in_memory):
+            explorer.controls.ratio.value, explorer.controls.layer.value = 0.6, 1
+            explorer.controls.image.value = 7
+        for name in ("picture", "reference", "candidate", "masks", "summary"):
+            assert getattr(from_disk.panels, name).value == getattr(in_memory.panels, name).value, name
+        assert from_disk.readout.value == in_memory.readout.value
+        assert isinstance(lazy.heatmap.data, dask.array.Array)  # the explorer did not load the maps
+
+
+def test_errors_name_the_problem_and_the_fix(ds):
+    with pytest.raises(ValueError, match=r"lacks \['input'\].*pescore_nb.evaluate"):
+        explore(ds.drop_vars(schema.INPUT))
+    twice = ds.assign_coords({schema.RATIO: (schema.MODEL, [0.0, 0.3, 0.3, 0.3, 0.6])})
+    with pytest.raises(ValueError, match=r"both pruned by 'l2' at ratio 0.3.*isel"):
+        explore(twice)
+    with pytest.raises(ValueError, match="only the reference"):
+        explore(ds.isel(model=[0]))
