@@ -120,8 +120,11 @@ def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torc
     per_model = []
     for output in outputs:
         prob = _target_prob(output)
-        ssim_values = ssim(reference.heatmaps, output.heatmaps, config)
-        iou_values = iou(reference.heatmaps, output.heatmaps, config.iou_threshold)
+        if output is reference:  # SSIM and IoU of a map with itself are exactly 1: skip the work
+            ssim_values = iou_values = torch.ones(output.heatmaps.shape[:3], device=prob.device)
+        else:
+            ssim_values = ssim(reference.heatmaps, output.heatmaps, config)
+            iou_values = iou(reference.heatmaps, output.heatmaps, config.iou_threshold)
         conf_values = confidence(ref_prob, prob).expand_as(ssim_values)
         per_model.append({
             schema.HEATMAP: output.heatmaps, schema.PROB: prob, schema.PRED: output.logits.argmax(dim=1),
