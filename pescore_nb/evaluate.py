@@ -1,6 +1,7 @@
 """`evaluate`: images -> CAMs of the reference and each candidate -> scores -> one labelled Dataset."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from typing import Iterator, Mapping, Sequence
@@ -15,12 +16,16 @@ from tqdm.auto import tqdm
 from . import schema
 from .cam import CamEngine, CamOutput, check_images
 from .metrics import PEConfig, combine, confidence, iou, ssim
+from .sp2ps import Sp2PSConfig, sp2ps
+
+SSIM_FIELDS = ("ssim_window", "ssim_sigma", "ssim_k1", "ssim_k2")
 
 
 def evaluate(reference: nn.Module, candidates: Mapping[str, nn.Module], data: Dataset | DataLoader, *,
              layers: Sequence[str], methods: Sequence[str] = ("gradcam++",), batch_size: int = 32,
              device: str | torch.device | None = None, config: PEConfig = PEConfig(),
-             class_names: Sequence[str] | None = None, progress: bool = True) -> xr.Dataset:
+             class_names: Sequence[str] | None = None, sp2ps_config: Sp2PSConfig | None = Sp2PSConfig(),
+             progress: bool = True) -> xr.Dataset:
     """PE-score of each candidate against the reference, for every layer, method and image.
 
     reference: the unpruned model; candidates: name -> pruned model (same layer names, same
@@ -28,7 +33,9 @@ def evaluate(reference: nn.Module, candidates: Mapping[str, nn.Module], data: Da
     (``shuffle=False``). layers: qualified module names present in every model. Returns the
     Dataset of ``PESCORE.md``: ``heatmap (model, layer, method, image, y, x)``, ``prob``/``pred
     (model, image)``, ``ssim``/``iou``/``conf``/``pe``/``degenerate (model, layer, method, image)``,
-    and ``energy_in_mask`` when the data has ``masks (N, H, W)``. The models are left as found.
+    ``sp2ps`` beside ``pe`` (skipped with ``sp2ps_config=None``), ``energy_in_mask`` when the data
+    has ``masks (N, H, W)``, and ``input (image, channel, y, x)`` uint8 pictures for display.
+    The models are left as found.
     """
     models = _named_models(reference, candidates)
     loader = _loader(data, batch_size)
@@ -50,7 +57,7 @@ def evaluate(reference: nn.Module, candidates: Mapping[str, nn.Module], data: Da
                                  f"{tuple(first_images.shape[1:])}. Resize them in the dataset's transform.")
             indices = torch.arange(start, start + len(images))
             start += len(images)
-            chunk = _evaluate_batch(engines, images, torch.as_tensor(labels), config)
+            chunk = _evaluate_batch(engines, images, torch.as_tensor(labels), config, sp2ps_config)
             if masks is not None:
                 chunk[schema.ENERGY_IN_MASK] = _energy_in_mask(chunk[schema.HEATMAP], masks[indices])
             chunk[schema.INDEX] = indices.numpy()
@@ -60,7 +67,10 @@ def evaluate(reference: nn.Module, candidates: Mapping[str, nn.Module], data: Da
               for name in chunks[0]}
     names = class_names or getattr(loader.dataset, "classes", None)
     info = [_model_info(model, first_images, name == schema.REFERENCE) for name, model in models.items()]
-    return _to_dataset(arrays, list(models), info, layers, methods, names, config, reference)
+    ds = _to_dataset(arrays, list(models), info, layers, methods, names, config, reference)
+    if sp2ps_config is not None:
+        ds.attrs[sp2ps_config.attribute] = sp2ps_config.to_json()
+    return ds
 
 
 def _named_models(reference: nn.Module, candidates: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
@@ -111,8 +121,8 @@ def _check_class_counts(engines: list[CamEngine], names: list[str], image: torch
                          "Keep the classifier's output layer when pruning (pescore_nb.prune does).")
 
 
-def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torch.Tensor,
-                    config: PEConfig) -> dict[str, np.ndarray]:
+def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torch.Tensor, config: PEConfig,
+                    sp2ps_config: Sp2PSConfig | None = None) -> dict[str, np.ndarray]:
     """One batch of N images: CAMs of every model, then every score, as numpy arrays."""
     reference = engines[0].compute(images, labels if config.target == "label" else None)
     outputs = [reference] + [engine.compute(images, reference.targets) for engine in engines[1:]]
@@ -126,8 +136,15 @@ def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torc
             ssim_values = ssim(reference.heatmaps, output.heatmaps, config)
             iou_values = iou(reference.heatmaps, output.heatmaps, config.iou_threshold)
         conf_values = confidence(ref_prob, prob).expand_as(ssim_values)
+        scores = {}
+        if sp2ps_config is not None:
+            same_ssim = sp2ps_config.ssim_config == dataclasses.replace(
+                PEConfig(), **{field: getattr(config, field) for field in SSIM_FIELDS})
+            scores[schema.SP2PS] = (torch.ones_like(ssim_values) if output is reference else
+                                    sp2ps(reference.heatmaps, output.heatmaps, sp2ps_config,
+                                          spatial=ssim_values if same_ssim else None))
         per_model.append({
-            schema.HEATMAP: output.heatmaps, schema.PROB: prob, schema.PRED: output.logits.argmax(dim=1),
+            **scores, schema.HEATMAP: output.heatmaps, schema.PROB: prob, schema.PRED: output.logits.argmax(dim=1),
             schema.SSIM: ssim_values, schema.IOU: iou_values, schema.CONF: conf_values,
             schema.PE: combine(ssim_values, iou_values, conf_values, config.combine),
             schema.DEGENERATE: output.degenerate | reference.degenerate})

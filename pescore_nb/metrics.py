@@ -17,8 +17,31 @@ CLASS_WEIGHTS = ("support", "macro")
 CONFIG_ATTRIBUTE = "pe_config"
 
 
+class JsonConfig:
+    """JSON round-trip for the frozen config dataclasses stored in a Dataset's attrs."""
+
+    attribute: str  # the attrs key under which `evaluate` stores the config
+
+    def to_json(self) -> str:
+        """The config as a JSON string (stored in a Dataset's attrs under ``attribute``)."""
+        return json.dumps(dataclasses.asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        """Rebuild a config from :meth:`to_json`'s output."""
+        return cls(**json.loads(text))
+
+    @classmethod
+    def from_attrs(cls, attrs: dict):
+        """The config recorded in a Dataset's attrs by ``evaluate``."""
+        if cls.attribute not in attrs:
+            raise KeyError(f"The Dataset has no '{cls.attribute}' attribute: it was not made by "
+                           "pescore_nb.evaluate, or its attrs were dropped (keep_attrs=True keeps them).")
+        return cls.from_json(attrs[cls.attribute])
+
+
 @dataclasses.dataclass(frozen=True)
-class PEConfig:
+class PEConfig(JsonConfig):
     """Every parameter of the PE-score, with the defaults of ``PESCORE.md``.
 
     target: whose class the CAMs explain: ``"label"`` (the true label) or ``"reference"``
@@ -40,6 +63,7 @@ class PEConfig:
     iou_threshold: float = 0.5
     combine: Literal["product", "mean"] = "product"
     class_weights: Literal["support", "macro"] = "support"
+    attribute = CONFIG_ATTRIBUTE
 
     def __post_init__(self):
         _check_choice("target", self.target, TARGETS)
@@ -51,23 +75,6 @@ class PEConfig:
             raise ValueError(f"PEConfig.ssim_sigma must be > 0, got {self.ssim_sigma}.")
         if not 0.0 < self.iou_threshold <= 1.0:
             raise ValueError(f"PEConfig.iou_threshold must be in (0, 1], got {self.iou_threshold}.")
-
-    def to_json(self) -> str:
-        """The config as a JSON string (stored in a Dataset's attrs under ``pe_config``)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "PEConfig":
-        """Rebuild a config from :meth:`to_json`'s output."""
-        return cls(**json.loads(text))
-
-    @classmethod
-    def from_attrs(cls, attrs: dict) -> "PEConfig":
-        """The config recorded in a Dataset's attrs by ``evaluate``."""
-        if CONFIG_ATTRIBUTE not in attrs:
-            raise KeyError(f"The Dataset has no '{CONFIG_ATTRIBUTE}' attribute: it was not made by "
-                           "pescore_nb.evaluate, or its attrs were dropped (keep_attrs=True keeps them).")
-        return cls.from_json(attrs[CONFIG_ATTRIBUTE])
 
 
 def _check_choice(field: str, value, choices: tuple) -> None:

@@ -33,12 +33,11 @@ has spectral similarity 0.
 from __future__ import annotations
 
 import dataclasses
-import json
 from typing import Literal
 
 import torch
 
-from .metrics import PEConfig, ssim
+from .metrics import JsonConfig, PEConfig, ssim
 
 SPECTRA = ("magnitude", "log")
 SPECTRAL_SIMILARITIES = ("ssim", "cosine")
@@ -46,7 +45,7 @@ CONFIG_ATTRIBUTE = "sp2ps_config"
 
 
 @dataclasses.dataclass(frozen=True)
-class Sp2PSConfig:
+class Sp2PSConfig(JsonConfig):
     """Every parameter of our Sp2PS reconstruction (see the module docstring).
 
     ssim_window, ssim_sigma, ssim_k1, ssim_k2: the spatial SSIM, as in :class:`PEConfig`.
@@ -60,6 +59,7 @@ class Sp2PSConfig:
     ssim_k2: float = 0.03
     spectrum: Literal["magnitude", "log"] = "magnitude"
     spectral_similarity: Literal["ssim", "cosine"] = "ssim"
+    attribute = CONFIG_ATTRIBUTE
 
     def __post_init__(self):
         for field, value, choices in (("spectrum", self.spectrum, SPECTRA),
@@ -76,23 +76,6 @@ class Sp2PSConfig:
         """The SSIM parameters as the :class:`PEConfig` that :func:`metrics.ssim` takes."""
         return PEConfig(ssim_window=self.ssim_window, ssim_sigma=self.ssim_sigma,
                         ssim_k1=self.ssim_k1, ssim_k2=self.ssim_k2)
-
-    def to_json(self) -> str:
-        """The config as a JSON string (stored in a Dataset's attrs under ``sp2ps_config``)."""
-        return json.dumps(dataclasses.asdict(self), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Sp2PSConfig":
-        """Rebuild a config from :meth:`to_json`'s output."""
-        return cls(**json.loads(text))
-
-    @classmethod
-    def from_attrs(cls, attrs: dict) -> "Sp2PSConfig":
-        """The config recorded in a Dataset's attrs by ``evaluate``."""
-        if CONFIG_ATTRIBUTE not in attrs:
-            raise KeyError(f"The Dataset has no '{CONFIG_ATTRIBUTE}' attribute: it holds no Sp2PS "
-                           "scores, or its attrs were dropped (keep_attrs=True keeps them).")
-        return cls.from_json(attrs[CONFIG_ATTRIBUTE])
 
 
 def spectrum(maps: torch.Tensor, kind: str = "magnitude") -> torch.Tensor:
@@ -128,10 +111,13 @@ def harmonic_mean(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
                        torch.zeros_like(total))
 
 
-def sp2ps(ref_maps: torch.Tensor, cand_maps: torch.Tensor, config: Sp2PSConfig = Sp2PSConfig()) -> torch.Tensor:
+def sp2ps(ref_maps: torch.Tensor, cand_maps: torch.Tensor, config: Sp2PSConfig = Sp2PSConfig(),
+          spatial: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image Sp2PS of reference and candidate maps ``(..., H, W)`` in [0, 1] -> ``(...)`` in [0, 1].
 
     The harmonic mean of the spatial SSIM and the spectral similarity; runs on the maps' device.
+    ``spatial (...)``: the SSIM of the pairs when already computed with ``config.ssim_config``.
     """
-    spatial = ssim(ref_maps, cand_maps, config.ssim_config)
+    if spatial is None:
+        spatial = ssim(ref_maps, cand_maps, config.ssim_config)
     return harmonic_mean(spatial, spectral_similarity(ref_maps, cand_maps, config))

@@ -12,6 +12,7 @@ import pescore_nb
 from pescore_nb import PEConfig, by_class, evaluate, load, save, schema, score
 from pescore_nb.cam import CamEngine
 from pescore_nb.metrics import combine, confidence, iou, ssim
+from pescore_nb.sp2ps import Sp2PSConfig, sp2ps
 
 
 def tiny_cnn(classes: int = 3, width: int = 8, seed: int = 0) -> nn.Module:
@@ -57,7 +58,8 @@ def results(data):
 def test_the_dataset_has_the_schema_of_pescore_md(results, data):
     ds, _, _ = results
     assert ds[schema.HEATMAP].dims == schema.HEATMAP_DIMS and ds[schema.HEATMAP].dtype == np.float32
-    for name in (schema.SSIM, schema.IOU, schema.CONF, schema.PE, schema.DEGENERATE, schema.ENERGY_IN_MASK):
+    for name in (schema.SSIM, schema.IOU, schema.CONF, schema.PE, schema.SP2PS, schema.DEGENERATE,
+                 schema.ENERGY_IN_MASK):
         assert ds[name].dims == schema.SCORE_DIMS
     assert ds[schema.PROB].dims == ds[schema.PRED].dims == schema.OUTPUT_DIMS
     assert list(ds[schema.MODEL].values) == ["reference", "l2@0.30", "other"]
@@ -93,6 +95,9 @@ def test_heatmaps_probabilities_and_scores_equal_a_direct_recomputation(results,
     np.testing.assert_allclose(ds.iou.sel(model="l2@0.30").values, expected_iou.numpy(), atol=1e-6)
     np.testing.assert_allclose(ds.pe.sel(model="l2@0.30").values,
                                combine(expected_ssim, expected_iou, expected_conf).numpy(), atol=1e-5)
+    np.testing.assert_allclose(ds.sp2ps.sel(model="l2@0.30").values, sp2ps(expected_ref, expected_cand).numpy(),
+                               atol=1e-5)
+    assert Sp2PSConfig.from_attrs(ds.attrs) == Sp2PSConfig()
 
 
 def test_energy_in_mask_on_a_hand_built_case(data):
@@ -127,7 +132,7 @@ def test_a_copy_of_the_reference_scores_exactly_one(data):
                   methods=["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"],
                   batch_size=3, progress=False)
     assert (score(ds).values == 1.0).all()
-    assert (ds.pe.values == 1.0).all()
+    assert (ds.pe.values == 1.0).all() and (ds.sp2ps.values == 1.0).all()
 
 
 def test_score_weights_classes_by_support_or_macro(results):
