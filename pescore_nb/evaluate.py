@@ -1,13 +1,21 @@
-"""`evaluate`: images -> CAMs of the reference and each candidate -> scores -> one labelled Dataset."""
+"""`evaluate`: images -> CAMs of the reference and each candidate -> scores -> one labelled Dataset.
+
+Batches flow one way: a batch of images -> every model's `CamEngine` -> the metrics (on the
+device, from full-resolution float32 maps) -> one small Dataset per batch (a *chunk*) -> kept in
+memory, or written to a Zarr store as it goes (``store=``) so a killed run resumes, and so dask
+workers (``client=``) can share the work.
+"""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
-from typing import Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 import xarray as xr
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, SequentialSampler
@@ -17,63 +25,76 @@ from . import schema
 from .cam import CamEngine, CamOutput, check_images
 from .metrics import PEConfig, combine, confidence, iou, ssim
 from .sp2ps import Sp2PSConfig, sp2ps
+from .store import ZarrRun
 
 SSIM_FIELDS = ("ssim_window", "ssim_sigma", "ssim_k1", "ssim_k2")
+HEATMAP_DTYPES = ("float32", "float16")
+ModelOrFactory = nn.Module | Callable[[], nn.Module]
 
 
-def evaluate(reference: nn.Module, candidates: Mapping[str, nn.Module], data: Dataset | DataLoader, *,
+def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory], data: Dataset | DataLoader, *,
              layers: Sequence[str], methods: Sequence[str] = ("gradcam++",), batch_size: int = 32,
              device: str | torch.device | None = None, config: PEConfig = PEConfig(),
              class_names: Sequence[str] | None = None, sp2ps_config: Sp2PSConfig | None = Sp2PSConfig(),
-             progress: bool = True) -> xr.Dataset:
+             heatmap_size: tuple[int, int] | None = None, heatmap_dtype: str = "float32",
+             store: str | None = None, client=None, progress: bool = True) -> xr.Dataset:
     """PE-score of each candidate against the reference, for every layer, method and image.
 
     reference: the unpruned model; candidates: name -> pruned model (same layer names, same
-    classes). data: a torch Dataset of ``(image (C, H, W), label)`` or a DataLoader over one
-    (``shuffle=False``). layers: qualified module names present in every model. Returns the
-    Dataset of ``PESCORE.md``: ``heatmap (model, layer, method, image, y, x)``, ``prob``/``pred
-    (model, image)``, ``ssim``/``iou``/``conf``/``pe``/``degenerate (model, layer, method, image)``,
-    ``sp2ps`` beside ``pe`` (skipped with ``sp2ps_config=None``), ``energy_in_mask`` when the data
-    has ``masks (N, H, W)``, and ``input (image, channel, y, x)`` uint8 pictures for display.
-    The models are left as found.
+    classes); with ``client`` either may be a picklable factory returning the model. data: a
+    torch Dataset of ``(image (C, H, W), label)`` or an in-order DataLoader over one. layers:
+    qualified module names present in every model.
+
+    Returns the Dataset of ``PESCORE.md``: ``heatmap (model, layer, method, image, y, x)``,
+    ``prob``/``pred (model, image)``, ``ssim``/``iou``/``conf``/``pe``/``degenerate (model, layer,
+    method, image)``, ``sp2ps`` beside ``pe`` (skipped with ``sp2ps_config=None``),
+    ``energy_in_mask`` when the data has ``masks (N, H, W)``, and ``input (image, channel, y, x)``
+    uint8 pictures for display. Scores always come from full-resolution float32 maps; the stored
+    heatmaps (and pictures) may be smaller (``heatmap_size=(h, w)``) and/or ``float16``.
+
+    store: a ``.zarr`` path written batch by batch; the returned Dataset is opened lazily from it.
+    Started again with the same arguments, a killed run continues where it stopped; a store
+    written with other arguments is refused. client: a ``dask.distributed.Client`` whose workers
+    share the batches (needs ``store``). The user's models are left as found.
     """
+    if heatmap_dtype not in HEATMAP_DTYPES:
+        raise ValueError(f"heatmap_dtype must be one of {HEATMAP_DTYPES}, got {heatmap_dtype!r}.")
+    if client is not None and store is None:
+        raise ValueError("evaluate(client=...) writes through a Zarr store: pass store='results.zarr' too.")
     models = _named_models(reference, candidates)
-    loader = _loader(data, batch_size)
-    if len(loader.dataset) == 0:
-        raise ValueError("The dataset is empty: evaluate needs at least one (image, label) pair.")
-    masks = getattr(loader.dataset, "masks", None)
-    engines = [CamEngine(model, layers, methods, device=device) for model in models.values()]
-    chunks: list[dict[str, np.ndarray]] = []
-    first_images, start = None, 0
-    with _entered(engines):
-        bar = tqdm(loader, desc="PE-score", unit="batch", disable=not progress)
-        for images, labels in bar:
-            if first_images is None:
-                check_images(images)
-                first_images = images[:1]
-                _check_class_counts(engines, list(models), first_images)
-            elif images.shape[1:] != first_images.shape[1:]:
-                raise ValueError(f"All images must have one size: got {tuple(images.shape[1:])} after "
-                                 f"{tuple(first_images.shape[1:])}. Resize them in the dataset's transform.")
-            indices = torch.arange(start, start + len(images))
-            start += len(images)
-            chunk = _evaluate_batch(engines, images, torch.as_tensor(labels), config, sp2ps_config)
-            if masks is not None:
-                chunk[schema.ENERGY_IN_MASK] = _energy_in_mask(chunk[schema.HEATMAP], masks[indices])
-            chunk[schema.INDEX] = indices.numpy()
-            chunk[schema.INPUT] = _display_images(images)
-            chunks.append(chunk)
-    arrays = {name: np.concatenate([chunk[name] for chunk in chunks], axis=_image_axis(name))
-              for name in chunks[0]}
-    names = class_names or getattr(loader.dataset, "classes", None)
-    info = [_model_info(model, first_images, name == schema.REFERENCE) for name, model in models.items()]
-    ds = _to_dataset(arrays, list(models), info, layers, methods, names, config, reference)
-    if sp2ps_config is not None:
-        ds.attrs[sp2ps_config.attribute] = sp2ps_config.to_json()
-    return ds
+    dataset, batch_size, collate_fn = _source(data, batch_size)
+    names = list(class_names or getattr(dataset, "classes", None) or []) or None
+    job = _Job(models, dataset, collate_fn, tuple(layers), tuple(m.lower() for m in methods),
+               None if device is None else str(device), config, sp2ps_config,
+               None if heatmap_size is None else tuple(heatmap_size), heatmap_dtype, names)
+    engines = job.engines(_built(models))
+    example, probe = job.probe(engines)
+    info = [_model_info(engine.model, example, name == schema.REFERENCE) for name, engine in zip(models, engines)]
+    ranges = _batch_ranges(len(dataset), batch_size)
+    attrs = _attrs(job, type(engines[0].model).__name__, example)
+    if store is None:
+        bar = tqdm(total=len(ranges), desc="PE-score", unit="batch", disable=not progress)
+        chunks = [chunk for _, chunk in job.run(engines, ranges, after_each=lambda: bar.update())]
+        bar.close()
+        ds = xr.concat(chunks, dim=schema.IMAGE)
+        return _finish(ds, info, attrs, _accuracy(ds).values)
+    arguments = _run_arguments(job, engines, batch_size, example)
+    run = ZarrRun.open_or_create(store, arguments, lambda: _template(probe, len(dataset), batch_size, info, attrs))
+    done = run.done()
+    todo = [(start, stop) for start, stop in ranges if not done[start:stop].all()]
+    bar = tqdm(total=len(ranges), initial=len(ranges) - len(todo), desc="PE-score", unit="batch",
+               disable=not progress)
+    if client is None:
+        for start, chunk in job.run(engines, todo):
+            run.write(chunk, start)
+            bar.update()
+    else:
+        _run_distributed(client, job, todo, store, bar)
+    bar.close()
+    return run.finish(_accuracy)
 
 
-def _named_models(reference: nn.Module, candidates: Mapping[str, nn.Module]) -> dict[str, nn.Module]:
+def _named_models(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]) -> dict[str, ModelOrFactory]:
     if not isinstance(candidates, Mapping):
         raise TypeError("candidates must map a name to a model, e.g. {'l2@0.30': pruned_model}.")
     if schema.REFERENCE in candidates:
@@ -81,15 +102,107 @@ def _named_models(reference: nn.Module, candidates: Mapping[str, nn.Module]) -> 
     return {schema.REFERENCE: reference, **candidates}
 
 
-def _loader(data: Dataset | DataLoader, batch_size: int) -> DataLoader:
+def _built(models: Mapping[str, ModelOrFactory]) -> list[nn.Module]:
+    built = [model if isinstance(model, nn.Module) else model() for model in models.values()]
+    wrong = [name for name, model in zip(models, built) if not isinstance(model, nn.Module)]
+    if wrong:
+        raise TypeError(f"{wrong} are neither torch models nor factories returning one.")
+    return built
+
+
+def _source(data: Dataset | DataLoader, batch_size: int) -> tuple[Dataset, int, Callable | None]:
+    """The dataset, the batch size and the collate function to batch it with."""
     if isinstance(data, DataLoader):
-        if not isinstance(data.sampler, SequentialSampler):
+        if not isinstance(data.sampler, SequentialSampler) or data.batch_size is None:
             raise ValueError("The DataLoader must iterate in order (shuffle=False, no sampler) so each "
                              "result keeps its image's index; pass the Dataset itself to let evaluate batch it.")
-        return data
+        dataset, batch_size, collate_fn = data.dataset, data.batch_size, data.collate_fn
+    else:
+        dataset, collate_fn = data, None
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
-    return DataLoader(data, batch_size=batch_size, shuffle=False)
+    if len(dataset) == 0:
+        raise ValueError("The dataset is empty: evaluate needs at least one (image, label) pair.")
+    return dataset, batch_size, collate_fn
+
+
+def _batch_ranges(count: int, batch_size: int) -> list[tuple[int, int]]:
+    return [(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Job:
+    """What turns batches of images into chunks of results; picklable, so dask workers can run it."""
+
+    models: Mapping[str, ModelOrFactory]
+    dataset: Dataset
+    collate_fn: Callable | None
+    layers: tuple[str, ...]
+    methods: tuple[str, ...]
+    device: str | None
+    config: PEConfig
+    sp2ps_config: Sp2PSConfig | None
+    heatmap_size: tuple[int, int] | None
+    heatmap_dtype: str
+    class_names: list[str] | None
+
+    def engines(self, models: list[nn.Module]) -> list[CamEngine]:
+        return [CamEngine(model, self.layers, self.methods, device=self.device) for model in models]
+
+    def batches(self, ranges: Sequence[tuple[int, int]]) -> Iterable:
+        """``(images (B, C, H, W), labels (B,))`` for each range of dataset positions, in order."""
+        return DataLoader(self.dataset, batch_sampler=[list(range(start, stop)) for start, stop in ranges],
+                          **({"collate_fn": self.collate_fn} if self.collate_fn is not None else {}))
+
+    def probe(self, engines: list[CamEngine]) -> tuple[torch.Tensor, xr.Dataset]:
+        """Check the data and models on the first image; its image ``(1, C, H, W)`` and its chunk."""
+        images, _ = next(iter(self.batches([(0, 1)])))
+        check_images(images)
+        with _entered(engines):
+            _check_class_counts(engines, list(self.models), images)
+        (_, chunk), = self.run(engines, [(0, 1)])
+        return images, chunk
+
+    def run(self, engines: list[CamEngine], ranges: Sequence[tuple[int, int]],
+            after_each: Callable[[], None] = lambda: None) -> Iterator[tuple[int, xr.Dataset]]:
+        """``(start, chunk)`` of each range: the results of its images as a Dataset."""
+        masks = getattr(self.dataset, "masks", None)
+        image_shape = None
+        with _entered(engines):
+            for (start, stop), (images, labels) in zip(ranges, self.batches(ranges)):
+                image_shape = image_shape or images.shape[1:]
+                if images.shape[1:] != image_shape:
+                    raise ValueError(f"All images must have one size: got {tuple(images.shape[1:])} after "
+                                     f"{tuple(image_shape)}. Resize them in the dataset's transform.")
+                arrays = _evaluate_batch(engines, images, torch.as_tensor(labels), self.config, self.sp2ps_config,
+                                         None if masks is None else masks[start:stop])
+                arrays[schema.INPUT] = _display_images(images)
+                yield start, self._chunk(arrays, start)
+                after_each()
+
+    def _chunk(self, arrays: dict[str, torch.Tensor], start: int) -> xr.Dataset:
+        """One batch's results as a Dataset over ``image`` positions ``start ...``."""
+        arrays[schema.HEATMAP] = _stored_maps(arrays[schema.HEATMAP], self.heatmap_size, self.heatmap_dtype)
+        arrays[schema.INPUT] = _stored_maps(arrays[schema.INPUT], self.heatmap_size, "uint8")
+        labels = arrays.pop(schema.LABEL).cpu().numpy()
+        positions = np.arange(start, start + len(labels))
+        names = [str(self.class_names[label]) if self.class_names else str(label) for label in labels]
+        return xr.Dataset(
+            {name: (_DIMS.get(name, schema.SCORE_DIMS), values.cpu().numpy()) for name, values in arrays.items()},
+            coords={schema.MODEL: list(self.models), schema.LAYER: list(self.layers),
+                    schema.METHOD: list(self.methods), schema.IMAGE: positions,
+                    schema.LABEL: (schema.IMAGE, labels),
+                    schema.CLASS_NAME: (schema.IMAGE, np.array(names, dtype=f"<U{self.name_width}")),
+                    schema.INDEX: (schema.IMAGE, positions)})
+
+    @property
+    def name_width(self) -> int:
+        """Width of the fixed-length class-name strings (int64 labels print in at most 20)."""
+        return max(len(str(name)) for name in self.class_names) if self.class_names else 20
+
+
+_DIMS = {schema.HEATMAP: schema.HEATMAP_DIMS, schema.INPUT: schema.INPUT_DIMS,
+         schema.PROB: schema.OUTPUT_DIMS, schema.PRED: schema.OUTPUT_DIMS}
 
 
 class _entered:
@@ -122,8 +235,13 @@ def _check_class_counts(engines: list[CamEngine], names: list[str], image: torch
 
 
 def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torch.Tensor, config: PEConfig,
-                    sp2ps_config: Sp2PSConfig | None = None) -> dict[str, np.ndarray]:
-    """One batch of N images: CAMs of every model, then every score, as numpy arrays."""
+                    sp2ps_config: Sp2PSConfig | None = None,
+                    masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+    """One batch of N images: CAMs of every model, then every score, on the engines' device.
+
+    Returns ``heatmap (models, layers, methods, N, H, W)``, ``prob``/``pred (models, N)``, the scores
+    ``(models, layers, methods, N)`` and ``label (N,)``.
+    """
     reference = engines[0].compute(images, labels if config.target == "label" else None)
     outputs = [reference] + [engine.compute(images, reference.targets) for engine in engines[1:]]
     ref_prob = _target_prob(reference)
@@ -143,14 +261,16 @@ def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torc
             scores[schema.SP2PS] = (torch.ones_like(ssim_values) if output is reference else
                                     sp2ps(reference.heatmaps, output.heatmaps, sp2ps_config,
                                           spatial=ssim_values if same_ssim else None))
+        if masks is not None:
+            scores[schema.ENERGY_IN_MASK] = _energy_in_mask(output.heatmaps, masks)
         per_model.append({
             **scores, schema.HEATMAP: output.heatmaps, schema.PROB: prob, schema.PRED: output.logits.argmax(dim=1),
             schema.SSIM: ssim_values, schema.IOU: iou_values, schema.CONF: conf_values,
             schema.PE: combine(ssim_values, iou_values, conf_values, config.combine),
             schema.DEGENERATE: output.degenerate | reference.degenerate})
-    chunk = {name: torch.stack([values[name] for values in per_model]).cpu().numpy() for name in per_model[0]}
-    chunk[schema.LABEL] = labels.numpy()
-    return chunk
+    arrays = {name: torch.stack([values[name] for values in per_model]) for name in per_model[0]}
+    arrays[schema.LABEL] = labels
+    return arrays
 
 
 def _target_prob(output: CamOutput) -> torch.Tensor:
@@ -158,28 +278,33 @@ def _target_prob(output: CamOutput) -> torch.Tensor:
     return output.logits.float().softmax(dim=1).gather(1, output.targets[:, None])[:, 0]
 
 
-def _energy_in_mask(heatmaps: np.ndarray, masks: torch.Tensor) -> np.ndarray:
-    """Fraction of each map's energy inside its object mask: heatmaps ``(..., N, H, W)`` -> ``(..., N)``."""
-    masks = np.asarray(masks, dtype=bool)
+def _energy_in_mask(heatmaps: torch.Tensor, masks) -> torch.Tensor:
+    """Fraction of each map's energy inside its object mask: ``(..., N, H, W)`` -> ``(..., N)``; 0 for empty maps."""
+    masks = torch.as_tensor(masks, dtype=torch.bool, device=heatmaps.device)
     if masks.shape[-2:] != heatmaps.shape[-2:]:
-        raise ValueError(f"The data's masks are {masks.shape[-2:]} but the images {heatmaps.shape[-2:]}; "
-                         "masks must have the images' height and width.")
-    total = heatmaps.sum(axis=(-2, -1), dtype=np.float64)
-    inside = (heatmaps * masks).sum(axis=(-2, -1), dtype=np.float64)
-    return np.where(total > 0, inside / np.maximum(total, 1e-300), 0.0).astype(np.float32)
+        raise ValueError(f"The data's masks are {tuple(masks.shape[-2:])} but the images "
+                         f"{tuple(heatmaps.shape[-2:])}; masks must have the images' height and width.")
+    total = heatmaps.sum(dim=(-2, -1), dtype=torch.float64)
+    inside = (heatmaps * masks).sum(dim=(-2, -1), dtype=torch.float64)
+    return torch.where(total > 0, inside / total.clamp(min=1e-300), torch.zeros_like(total)).float()
 
 
-def _display_images(images: torch.Tensor) -> np.ndarray:
-    """Images ``(N, C, H, W)`` min-max scaled per image to uint8 ``(N, C, H, W)``, for display only."""
+def _display_images(images: torch.Tensor) -> torch.Tensor:
+    """Images ``(N, C, H, W)`` min-max scaled per image to [0, 255] ``(N, C, H, W)``, for display only."""
     low = images.amin(dim=(1, 2, 3), keepdim=True)
     high = images.amax(dim=(1, 2, 3), keepdim=True)
-    return ((images - low) / (high - low).clamp(min=1e-12) * 255).round().to(torch.uint8).numpy()
+    return (images - low) / (high - low).clamp(min=1e-12) * 255
 
 
-def _image_axis(name: str) -> int:
-    if name in (schema.LABEL, schema.INDEX, schema.INPUT):
-        return 0
-    return 1 if name in (schema.PROB, schema.PRED) else 3
+def _stored_maps(maps: torch.Tensor, size: tuple[int, int] | None, dtype: str) -> torch.Tensor:
+    """Maps ``(..., H, W)`` resized (antialiased bilinear) to ``size`` and cast for storage."""
+    if size is not None and tuple(maps.shape[-2:]) != tuple(size):
+        flat = maps.reshape(-1, 1, *maps.shape[-2:]).float()
+        maps = F.interpolate(flat, size=size, mode="bilinear", antialias=True,
+                             align_corners=False).reshape(*maps.shape[:-2], *size)
+    if dtype == "uint8":
+        return maps.round().clamp(0, 255).to(torch.uint8)
+    return maps.to(getattr(torch, dtype))
 
 
 def _model_info(model: nn.Module, example: torch.Tensor, is_reference: bool) -> dict:
@@ -198,32 +323,89 @@ def _model_info(model: nn.Module, example: torch.Tensor, is_reference: bool) -> 
             schema.PARAMS: int(meta["params"]), schema.MACS: int(meta["macs"])}
 
 
-def _versions() -> str:
+def _model_coords(info: list[dict]) -> dict:
+    return {key: (schema.MODEL, [model[key] for model in info])
+            for key in (schema.RATIO, schema.PRUNER, schema.PARAMS, schema.MACS)}
+
+
+def _accuracy(ds: xr.Dataset) -> xr.DataArray:
+    """Share of images each model classifies as labelled: ``(model,)``."""
+    return (ds[schema.PRED] == ds[schema.LABEL]).mean(schema.IMAGE)
+
+
+def _finish(ds: xr.Dataset, info: list[dict], attrs: dict, accuracy: np.ndarray) -> xr.Dataset:
+    """Add the ``model`` coordinates (``accuracy (model,)`` given) and the attrs."""
+    ds = ds.assign_coords({**_model_coords(info), schema.ACCURACY: (schema.MODEL, accuracy.astype(np.float64))})
+    ds.attrs.update(attrs)
+    return ds
+
+
+def _attrs(job: _Job, reference_name: str, example: torch.Tensor) -> dict:
     from importlib.metadata import version
 
     from . import __version__
 
-    return json.dumps({"pescore_nb": __version__, **{package: version(package) for package in
-                       ("torch", "torchvision", "grad-cam", "xarray", "numpy")}})
+    attrs = {job.config.attribute: job.config.to_json(), "reference_name": reference_name,
+             "versions": json.dumps({"pescore_nb": __version__, **{package: version(package) for package in
+                                     ("torch", "torchvision", "grad-cam", "xarray", "numpy")}}),
+             "input_height": int(example.shape[-2]), "input_width": int(example.shape[-1])}
+    if job.sp2ps_config is not None:
+        attrs[job.sp2ps_config.attribute] = job.sp2ps_config.to_json()
+    return attrs
 
 
-def _to_dataset(arrays: dict[str, np.ndarray], model_names: list[str], info: list[dict], layers, methods,
-                class_names, config: PEConfig, reference: nn.Module) -> xr.Dataset:
-    labels = arrays.pop(schema.LABEL)
-    indices = arrays.pop(schema.INDEX)
-    dims = {name: schema.HEATMAP_DIMS if name == schema.HEATMAP else schema.INPUT_DIMS if name == schema.INPUT
-            else schema.OUTPUT_DIMS if name in (schema.PROB, schema.PRED) else schema.SCORE_DIMS for name in arrays}
-    accuracy = (arrays[schema.PRED] == labels[None, :]).mean(axis=1)
-    names = [str(class_names[label]) if class_names is not None else str(label) for label in labels]
-    height, width = arrays[schema.HEATMAP].shape[-2:]
-    return xr.Dataset(
-        {name: (dims[name], values) for name, values in arrays.items()},
-        coords={schema.MODEL: model_names, schema.LAYER: list(layers), schema.METHOD: [m.lower() for m in methods],
-                schema.IMAGE: np.arange(len(labels)),
-                **{key: (schema.MODEL, [model[key] for model in info])
-                   for key in (schema.RATIO, schema.PRUNER, schema.PARAMS, schema.MACS)},
-                schema.ACCURACY: (schema.MODEL, accuracy),
-                schema.LABEL: (schema.IMAGE, labels), schema.CLASS_NAME: (schema.IMAGE, names),
-                schema.INDEX: (schema.IMAGE, indices)},
-        attrs={"pe_config": config.to_json(), "reference_name": type(reference).__name__,
-               "versions": _versions(), "input_height": int(height), "input_width": int(width)})
+def _template(probe: xr.Dataset, count: int, batch_size: int, info: list[dict], attrs: dict) -> xr.Dataset:
+    """A lazy, all-zero Dataset shaped like ``count`` images of ``probe``, chunked by batch along ``image``."""
+    import dask.array
+
+    def empty(variable: xr.DataArray):
+        shape = tuple(count if dim == schema.IMAGE else size for dim, size in variable.sizes.items())
+        chunks = tuple(batch_size if dim == schema.IMAGE else size for dim, size in variable.sizes.items())
+        return variable.dims, dask.array.zeros(shape, dtype=variable.dtype, chunks=chunks)
+
+    image_coords = {name: empty(probe[name]) for name in (schema.LABEL, schema.CLASS_NAME, schema.INDEX)}
+    template = xr.Dataset({name: empty(variable) for name, variable in probe.data_vars.items()},
+                          coords={**{name: probe[name] for name in (schema.MODEL, schema.LAYER, schema.METHOD)},
+                                  schema.IMAGE: np.arange(count), **image_coords})
+    return _finish(template, info, attrs, np.full(len(info), np.nan))  # accuracy is written last
+
+
+def _run_arguments(job: _Job, engines: list[CamEngine], batch_size: int, example: torch.Tensor) -> dict:
+    """What a store's content depends on, as short strings: a resumed run must match every one."""
+    def digest(tensors: Iterable[torch.Tensor]) -> str:
+        hasher = hashlib.sha256()
+        for tensor in tensors:
+            hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return hasher.hexdigest()[:16]
+
+    return {"models": json.dumps(list(job.models)),
+            "weights": json.dumps([digest(engine.model.state_dict().values()) for engine in engines]),
+            "layers": json.dumps(job.layers), "methods": json.dumps(job.methods),
+            "config": job.config.to_json(), "sp2ps_config": "none" if job.sp2ps_config is None else
+            job.sp2ps_config.to_json(), "batch_size": str(batch_size), "images": str(len(job.dataset)),
+            "first_image": digest([example]), "heatmap_size": json.dumps(job.heatmap_size),
+            "heatmap_dtype": job.heatmap_dtype}
+
+
+_WORKER_ENGINES: dict[int, list[CamEngine]] = {}
+
+
+def _run_on_worker(job: _Job, ranges: list[tuple[int, int]], store: str) -> int:
+    """Evaluate ``ranges`` on a dask worker and write them to the store; the models are built once per worker."""
+    key = id(job)
+    if key not in _WORKER_ENGINES:
+        _WORKER_ENGINES.clear()
+        _WORKER_ENGINES[key] = job.engines(_built(job.models))
+    run = ZarrRun(store)
+    for start, chunk in job.run(_WORKER_ENGINES[key], ranges):
+        run.write(chunk, start)
+    return len(ranges)
+
+
+def _run_distributed(client, job: _Job, todo: list[tuple[int, int]], store: str, bar) -> None:
+    from distributed import as_completed
+
+    [shared_job] = client.scatter([job], broadcast=True)
+    futures = [client.submit(_run_on_worker, shared_job, [batch], store, pure=False) for batch in todo]
+    for future in as_completed(futures):
+        bar.update(future.result())

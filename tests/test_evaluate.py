@@ -216,7 +216,7 @@ BAD_EVALUATIONS = [
                               dict(layers=["7"])), ValueError, "NaN or inf"),
     (lambda ref, cand, data: (ref, {"c": cand}, TensorDataset(torch.rand(2, 8, 8), torch.zeros(2, dtype=torch.long)),
                               dict(layers=["7"])), ValueError, r"images must be \(N, C, H, W\)"),
-    (lambda ref, cand, data: (ref, {"c": cand}, TensorDataset(torch.rand(2, 3, 8, 8), torch.tensor([0, 7])),
+    (lambda ref, cand, data: (ref, {"c": cand}, TensorDataset(torch.rand(2, 3, 16, 16), torch.tensor([0, 7])),
                               dict(layers=["7"])), ValueError, r"class indices in \[0, 3\)"),
     (lambda ref, cand, data: (ref, {"reference": cand}, data, dict(layers=["7"])), ValueError,
      "names the reference model"),
