@@ -233,10 +233,13 @@ class CamEngine:
         with self:
             images = images.to(self.device, non_blocking=True)
             logits, activations = self._forward(images)
-            targets = logits.argmax(dim=1) if targets is None else targets.to(self.device)
-            if int(targets.max()) >= logits.shape[1]:
-                raise ValueError(f"targets must be class indices in [0, {logits.shape[1]}) for this "
-                                 f"model's {logits.shape[1]} outputs, got max {int(targets.max())}.")
+            if targets is None:
+                targets = logits.argmax(dim=1)
+            else:  # checked where the caller keeps them (the CPU, usually): no device sync
+                if int(targets.max()) >= logits.shape[1]:
+                    raise ValueError(f"targets must be class indices in [0, {logits.shape[1]}) for this "
+                                     f"model's {logits.shape[1]} outputs, got max {int(targets.max())}.")
+                targets = targets.to(self.device, non_blocking=True)
             gradients = self._gradients(logits, targets, activations)
             activations = [activation.detach() for activation in activations]
             size = tuple(images.shape[-2:])

@@ -242,8 +242,10 @@ def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torc
     Returns ``heatmap (models, layers, methods, N, H, W)``, ``prob``/``pred (models, N)``, the scores
     ``(models, layers, methods, N)`` and ``label (N,)``.
     """
-    reference = engines[0].compute(images, labels if config.target == "label" else None)
-    outputs = [reference] + [engine.compute(images, reference.targets) for engine in engines[1:]]
+    targets = labels if config.target == "label" else None  # None: the reference's predictions
+    reference = engines[0].compute(images, targets)
+    targets = reference.targets if targets is None else targets
+    outputs = [reference] + [engine.compute(images, targets) for engine in engines[1:]]
     ref_prob = _target_prob(reference)
     per_model = []
     for output in outputs:
