@@ -28,11 +28,13 @@ def gradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
 
 
 def gradcam_plusplus(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
-    """Grad-CAM++ (eq. 19 of Chattopadhay et al. 2018, as pytorch-grad-cam computes it)."""
-    grads_2 = gradients ** 2
+    """Grad-CAM++ (eq. 19 of Chattopadhay et al. 2018, as pytorch-grad-cam computes it).
+
+    alpha = g^2 / (2 g^2 + sum(A) g^3 + 1e-6) is already 0 where g = 0, so no mask is needed.
+    """
+    grads_2 = gradients * gradients
     sum_activations = activations.sum(dim=(2, 3), keepdim=True)
-    alpha = grads_2 / (2 * grads_2 + sum_activations * grads_2 * gradients + 1e-6)
-    alpha = torch.where(gradients != 0, alpha, torch.zeros_like(alpha))
+    alpha = grads_2 / (grads_2 * (2 + sum_activations * gradients) + 1e-6)
     return _weighted_sum(activations, (gradients.clamp(min=0) * alpha).sum(dim=(2, 3)))
 
 

@@ -117,8 +117,8 @@ def ssim(maps_a: torch.Tensor, maps_b: torch.Tensor, config: PEConfig = PEConfig
     b = maps_b.to(torch.float32)
     window = gaussian_window(config.ssim_window, config.ssim_sigma, device=a.device).to(torch.float32)
     blur_rows, blur_cols = _valid_blur_matrix(height, window), _valid_blur_matrix(width, window)
-    moments = torch.stack([a, b, a * a, b * b, a * b])  # (5, ..., H, W): one blur for all moments
-    mean_a, mean_b, mean_aa, mean_bb, mean_ab = blur_rows @ moments @ blur_cols.T
+    mean_a, mean_b, mean_aa, mean_bb, mean_ab = (blur_rows @ moment @ blur_cols.T
+                                                 for moment in (a, b, a * a, b * b, a * b))
     var_a = mean_aa - mean_a ** 2
     var_b = mean_bb - mean_b ** 2
     cov_ab = mean_ab - mean_a * mean_b
