@@ -27,7 +27,6 @@ from .metrics import PEConfig, combine, confidence, iou, ssim
 from .sp2ps import Sp2PSConfig, sp2ps
 from .store import ZarrRun
 
-SSIM_FIELDS = ("ssim_window", "ssim_sigma", "ssim_k1", "ssim_k2")
 HEATMAP_DTYPES = ("float32", "float16")
 ModelOrFactory = nn.Module | Callable[[], nn.Module]
 
@@ -258,8 +257,7 @@ def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torc
         conf_values = confidence(ref_prob, prob).expand_as(ssim_values)
         scores = {}
         if sp2ps_config is not None:
-            same_ssim = sp2ps_config.ssim_config == dataclasses.replace(
-                PEConfig(), **{field: getattr(config, field) for field in SSIM_FIELDS})
+            same_ssim = sp2ps_config.ssim_parameters() == config.ssim_parameters()
             scores[schema.SP2PS] = (torch.ones_like(ssim_values) if output is reference else
                                     sp2ps(reference.heatmaps, output.heatmaps, sp2ps_config,
                                           spatial=ssim_values if same_ssim else None))

@@ -41,38 +41,55 @@ class JsonConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class PEConfig(JsonConfig):
+class SSIMParameters(JsonConfig):
+    """The Gaussian-window SSIM of Wang et al. 2004 (data range 1), shared by PE and Sp2PS configs.
+
+    As ``skimage.metrics.structural_similarity(gaussian_weights=True, use_sample_covariance=False,
+    data_range=1)``, whose window is ``2 * int(3.5 * sigma + 0.5) + 1`` wide (11 for sigma 1.5):
+    change ``ssim_window`` and ``ssim_sigma`` together to stay comparable with scikit-image.
+    """
+
+    ssim_window: int = 11
+    ssim_sigma: float = 1.5
+    ssim_k1: float = 0.01
+    ssim_k2: float = 0.03
+
+    def __post_init__(self):
+        name = type(self).__name__
+        if self.ssim_window < 3 or self.ssim_window % 2 == 0:
+            raise ValueError(f"{name}.ssim_window must be an odd integer >= 3, got {self.ssim_window}.")
+        if self.ssim_sigma <= 0:
+            raise ValueError(f"{name}.ssim_sigma must be > 0, got {self.ssim_sigma}.")
+
+    def ssim_parameters(self) -> "SSIMParameters":
+        """Only the SSIM fields, to compare two configs' SSIM or to call :func:`ssim`."""
+        return SSIMParameters(**{field.name: getattr(self, field.name)
+                                 for field in dataclasses.fields(SSIMParameters)})
+
+
+@dataclasses.dataclass(frozen=True)
+class PEConfig(SSIMParameters):
     """Every parameter of the PE-score, with the defaults of ``PESCORE.md``.
 
     target: whose class the CAMs explain: ``"label"`` (the true label) or ``"reference"``
         (the reference model's prediction).
-    ssim_window, ssim_sigma, ssim_k1, ssim_k2: the Gaussian-window SSIM of Wang et al. 2004
-        (data range 1), as ``skimage.metrics.structural_similarity(gaussian_weights=True,
-        use_sample_covariance=False, data_range=1)``, whose window is ``2 * int(3.5 * sigma + 0.5) + 1``
-        wide (11 for sigma 1.5): change both together to stay comparable with scikit-image.
+    ssim_window, ssim_sigma, ssim_k1, ssim_k2: the SSIM (see :class:`SSIMParameters`).
     iou_threshold: maps are binarised as ``heatmap >= iou_threshold`` for the IoU.
     combine: ``"product"`` (SSIM * IoU * Conf) or ``"mean"`` (their arithmetic mean).
     class_weights: ``"support"`` (w_k = N_k / N) or ``"macro"`` (w_k = 1 / K).
     """
 
     target: Literal["label", "reference"] = "label"
-    ssim_window: int = 11
-    ssim_sigma: float = 1.5
-    ssim_k1: float = 0.01
-    ssim_k2: float = 0.03
     iou_threshold: float = 0.5
     combine: Literal["product", "mean"] = "product"
     class_weights: Literal["support", "macro"] = "support"
     attribute = CONFIG_ATTRIBUTE
 
     def __post_init__(self):
+        super().__post_init__()
         _check_choice("target", self.target, TARGETS)
         _check_choice("combine", self.combine, COMBINES)
         _check_choice("class_weights", self.class_weights, CLASS_WEIGHTS)
-        if self.ssim_window < 3 or self.ssim_window % 2 == 0:
-            raise ValueError(f"PEConfig.ssim_window must be an odd integer >= 3, got {self.ssim_window}.")
-        if self.ssim_sigma <= 0:
-            raise ValueError(f"PEConfig.ssim_sigma must be > 0, got {self.ssim_sigma}.")
         if not 0.0 < self.iou_threshold <= 1.0:
             raise ValueError(f"PEConfig.iou_threshold must be in (0, 1], got {self.iou_threshold}.")
 
@@ -98,7 +115,7 @@ def _valid_blur_matrix(length: int, window: torch.Tensor) -> torch.Tensor:
     return matrix
 
 
-def ssim(maps_a: torch.Tensor, maps_b: torch.Tensor, config: PEConfig = PEConfig()) -> torch.Tensor:
+def ssim(maps_a: torch.Tensor, maps_b: torch.Tensor, config: SSIMParameters = SSIMParameters()) -> torch.Tensor:
     """Mean SSIM of each pair of maps ``(..., H, W)`` -> ``(...)``, clipped to [0, 1].
 
     Matches ``skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,

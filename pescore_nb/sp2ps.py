@@ -37,7 +37,7 @@ from typing import Literal
 
 import torch
 
-from .metrics import JsonConfig, PEConfig, ssim
+from .metrics import SSIMParameters, ssim
 
 SPECTRA = ("magnitude", "log")
 SPECTRAL_SIMILARITIES = ("ssim", "cosine")
@@ -45,37 +45,24 @@ CONFIG_ATTRIBUTE = "sp2ps_config"
 
 
 @dataclasses.dataclass(frozen=True)
-class Sp2PSConfig(JsonConfig):
+class Sp2PSConfig(SSIMParameters):
     """Every parameter of our Sp2PS reconstruction (see the module docstring).
 
-    ssim_window, ssim_sigma, ssim_k1, ssim_k2: the spatial SSIM, as in :class:`PEConfig`.
+    ssim_window, ssim_sigma, ssim_k1, ssim_k2: the spatial SSIM (see :class:`SSIMParameters`).
     spectrum: ``"magnitude"`` (normalised DFT magnitude) or ``"log"`` (normalised ``log1p`` of it).
     spectral_similarity: ``"ssim"`` or ``"cosine"`` between the two centred spectra.
     """
 
-    ssim_window: int = 11
-    ssim_sigma: float = 1.5
-    ssim_k1: float = 0.01
-    ssim_k2: float = 0.03
     spectrum: Literal["magnitude", "log"] = "magnitude"
     spectral_similarity: Literal["ssim", "cosine"] = "ssim"
     attribute = CONFIG_ATTRIBUTE
 
     def __post_init__(self):
+        super().__post_init__()
         for field, value, choices in (("spectrum", self.spectrum, SPECTRA),
                                       ("spectral_similarity", self.spectral_similarity, SPECTRAL_SIMILARITIES)):
             if value not in choices:
                 raise ValueError(f"Sp2PSConfig.{field} must be one of {choices}, got {value!r}.")
-        try:
-            self.ssim_config
-        except ValueError as error:  # PEConfig checks the SSIM window and sigma
-            raise ValueError(f"Sp2PSConfig: {error}") from None
-
-    @property
-    def ssim_config(self) -> PEConfig:
-        """The SSIM parameters as the :class:`PEConfig` that :func:`metrics.ssim` takes."""
-        return PEConfig(ssim_window=self.ssim_window, ssim_sigma=self.ssim_sigma,
-                        ssim_k1=self.ssim_k1, ssim_k2=self.ssim_k2)
 
 
 def spectrum(maps: torch.Tensor, kind: str = "magnitude") -> torch.Tensor:
@@ -95,7 +82,7 @@ def spectral_similarity(maps_a: torch.Tensor, maps_b: torch.Tensor,
                          f"and {tuple(maps_b.shape)}.")
     spec_a, spec_b = spectrum(maps_a, config.spectrum), spectrum(maps_b, config.spectrum)
     if config.spectral_similarity == "ssim":
-        similarity = ssim(spec_a, spec_b, config.ssim_config)
+        similarity = ssim(spec_a, spec_b, config)
     else:
         dot = (spec_a * spec_b).sum(dim=(-2, -1))
         norm_a, norm_b = (spec_a * spec_a).sum(dim=(-2, -1)), (spec_b * spec_b).sum(dim=(-2, -1))
@@ -116,8 +103,8 @@ def sp2ps(ref_maps: torch.Tensor, cand_maps: torch.Tensor, config: Sp2PSConfig =
     """Per-image Sp2PS of reference and candidate maps ``(..., H, W)`` in [0, 1] -> ``(...)`` in [0, 1].
 
     The harmonic mean of the spatial SSIM and the spectral similarity; runs on the maps' device.
-    ``spatial (...)``: the SSIM of the pairs when already computed with ``config.ssim_config``.
+    ``spatial (...)``: the SSIM of the pairs when already computed with ``config``.
     """
     if spatial is None:
-        spatial = ssim(ref_maps, cand_maps, config.ssim_config)
+        spatial = ssim(ref_maps, cand_maps, config)
     return harmonic_mean(spatial, spectral_similarity(ref_maps, cand_maps, config))
