@@ -41,7 +41,7 @@ class Explorer(widgets.VBox):
             pruner=widgets.Dropdown(options=catalog.pruners, description="pruner"),
             ratio=widgets.SelectionSlider(options=_ratio_options(catalog.ratios[first]), description="ratio"),
             compare=widgets.Dropdown(options=catalog.pruners, value=(others or [first])[0],
-                                     description="compare with"),
+                                     description="side by side with"),
             layer=widgets.Dropdown(options=list(zip(catalog.layers, range(len(catalog.layers)))),
                                    description="layer"),
             method=widgets.Dropdown(options=list(zip(catalog.methods, range(len(catalog.methods)))),
@@ -50,6 +50,10 @@ class Explorer(widgets.VBox):
                                                                      for k in catalog.classes],
                                    description="class"),
             image=widgets.Dropdown(options=[], description="image", layout={"width": "340px"}))
+        for control in vars(self.controls).values():
+            control.style.description_width = "initial"
+            if control is not self.controls.image:
+                control.layout.width = "250px"
         self.controls.ratio.add_class("pescore-ratio")
         self.panels = SimpleNamespace(**{name: widgets.Image(format=PANEL_FORMATS.get(name, "jpeg"),
                                                              layout={"width": f"{panel_width}px"})
@@ -194,15 +198,18 @@ class Explorer(widgets.VBox):
         c, p, captions = self.controls, self.panels, self.captions
 
         def panel(name):
-            return widgets.VBox([getattr(captions, name), getattr(p, name)])
+            return widgets.VBox([getattr(captions, name), getattr(p, name)], layout={"flex": "0 0 auto"})
 
-        return [widgets.HBox([c.pruner, c.ratio, c.compare]),
-                widgets.HBox([c.layer, c.method, c.label, c.image]),
-                widgets.HBox([panel(name) for name in PANELS[:5]]),
+        wrap = {"flex_flow": "row wrap"}
+
+        return [widgets.HBox([c.pruner, c.ratio, c.compare], layout=wrap),
+                widgets.HBox([c.layer, c.method, c.label, c.image], layout=wrap),
+                widgets.HBox([panel(name) for name in PANELS[:5]], layout=wrap),
                 self.readout,
                 widgets.HBox([widgets.VBox([widgets.HTML("<b>side by side</b>"),
                                             widgets.HBox([panel(name) for name in PANELS[5:]])]),
-                              widgets.VBox([captions.summary, p.summary])])]
+                              widgets.VBox([captions.summary, p.summary], layout={"flex": "0 0 auto"})],
+                             layout=wrap)]
 
 
 def _ratio_options(ratios: tuple) -> list:

@@ -23,7 +23,7 @@ class SummaryFigure:
     current ratio, for the selected pruner (solid) and the compared one (hatched).
     """
 
-    def __init__(self, class_names: list[str], max_ratio: float, size=(10.0, 3.0), dpi: int = 80):
+    def __init__(self, class_names: list[str], max_ratio: float, size=(8.5, 2.8), dpi: int = 80):
         self.figure = Figure(figsize=size, dpi=dpi)
         FigureCanvasAgg(self.figure)
         self.figure.subplots_adjust(left=0.06, right=0.99, top=0.97, bottom=0.2, wspace=0.18)

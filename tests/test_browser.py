@@ -1,0 +1,184 @@
+"""The explorer in a real JupyterLab in a real Chromium: run the notebook, move the ratio slider,
+see the candidate heatmap and the PE readout change. Fails (never skips) without Chromium.
+
+Needs Debian's ``chromium`` (``apt-get install -y chromium``) and Playwright's Python package; it
+drives ``/usr/bin/chromium``, never a browser of Playwright's own. A screenshot is kept in
+``test-artifacts/explorer.png``.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import nbformat
+import pytest
+from playwright.sync_api import TimeoutError as PlaywrightTimeout
+from playwright.sync_api import sync_playwright
+
+from tests.synthetic import results_dataset
+
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(420)]
+
+REPO = Path(__file__).resolve().parents[1]
+ARTIFACTS = REPO / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"]
+NOTEBOOK = "explorer.ipynb"
+CELLS = ['import xarray as xr\nimport pescore_nb\n'
+         'ds = xr.open_dataset("results.nc", engine="h5netcdf", chunks={})',
+         "ds.pescore.explore()"]
+CANDIDATE, READOUT, RATIO_HANDLE = "img.pescore-candidate", ".pescore-readout", ".pescore-ratio .noUi-handle"
+TRACEBACK = ".jp-OutputArea-output:has-text('Traceback')"
+START_SECONDS, KERNEL_SECONDS = 90, 180
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """A JupyterLab server on a free localhost port, serving ``tmp_path/work``; stopped always."""
+    work, home = tmp_path / "work", tmp_path / "jupyter"
+    work.mkdir()
+    settings = home / "settings" / "@jupyterlab" / "apputils-extension"
+    settings.mkdir(parents=True)
+    (settings / "notification.jupyterlab-settings").write_text(json.dumps({"fetchNews": "false",
+                                                                           "checkForUpdates": False}))
+    port = free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+           "JUPYTERLAB_SETTINGS_DIR": str(home / "settings"), "JUPYTERLAB_WORKSPACES_DIR": str(home / "workspaces"),
+           "JUPYTER_RUNTIME_DIR": str(home / "runtime"), "JUPYTER_CONFIG_DIR": str(home / "config")}
+    log = open(tmp_path / "jupyterlab.log", "w")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "jupyter", "lab", "--no-browser", "--allow-root", f"--port={port}",
+         "--ip=127.0.0.1", "--ServerApp.token=", "--ServerApp.password=", f"--ServerApp.root_dir={work}"],
+        stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        _wait_for_server(url, server, tmp_path / "jupyterlab.log")
+        yield url, work
+    finally:
+        _stop(server)
+        log.close()
+
+
+def _wait_for_server(url: str, server: subprocess.Popen, log: Path) -> None:
+    deadline = time.monotonic() + START_SECONDS
+    while time.monotonic() < deadline:
+        if server.poll() is not None:
+            pytest.fail(f"JupyterLab exited with {server.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{url}/api/status", timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    pytest.fail(f"JupyterLab did not answer on {url} within {START_SECONDS} s:\n{log.read_text()[-3000:]}")
+
+
+def _stop(server: subprocess.Popen) -> None:
+    """SIGTERM (the server shuts its kernels down), then SIGKILL to the whole process group."""
+    if server.poll() is None:
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            pass
+    try:
+        os.killpg(server.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    server.wait()
+
+
+def image_digest(page, selector: str) -> str:
+    """SHA-256 of the bytes the browser shows in ``<img selector>`` (its blob: URL fetched in the page)."""
+    data = page.eval_on_selector(
+        selector, "async img => Array.from(new Uint8Array(await (await fetch(img.src)).arrayBuffer()))")
+    return hashlib.sha256(bytes(data)).hexdigest()
+
+
+def run_all_cells(page, tries: int = 3) -> None:
+    """Run > Run All Cells once the kernel is idle; again if no cell started (a request sent while
+    the kernel was still connecting is dropped)."""
+    for _ in range(tries):
+        page.wait_for_selector(".jp-StatusBar-Widget:has-text('Idle')", timeout=KERNEL_SECONDS * 1000)
+        page.get_by_role("menuitem", name="Run", exact=True).click()
+        page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+        try:
+            page.wait_for_function("[...document.querySelectorAll('.jp-Cell .jp-InputPrompt')]"
+                                   ".some(prompt => /\\[(\\*|\\d+)\\]/.test(prompt.innerText))", timeout=20_000)
+            return
+        except PlaywrightTimeout:
+            continue
+    pytest.fail(f"No cell started after {tries} tries of Run All Cells.")
+
+
+def shown_pe(page) -> float:
+    return float(re.search(r"PE ([0-9.]+)", page.inner_text(READOUT)).group(1))
+
+
+def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package with "
+                    "'apt-get update && apt-get install -y chromium' (.ci/run does so in CI).")
+
+    url, work = lab
+    ds = results_dataset(n_images=12, size=64, distinct_maps=True)
+    ds.to_netcdf(work / "results.nc", engine="h5netcdf")
+    notebook = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS])
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nbformat.write(notebook, work / NOTEBOOK)
+    ARTIFACTS.mkdir(exist_ok=True)
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+            headless=True, viewport={"width": 1500, "height": 1100})
+        page = browser.new_page()
+        try:
+            page.goto(f"{url}/lab/tree/{NOTEBOOK}")
+            page.wait_for_selector(".jp-Notebook .jp-Cell .jp-InputArea-editor", timeout=KERNEL_SECONDS * 1000)
+            run_all_cells(page)
+            page.wait_for_selector(f"{CANDIDATE}, {TRACEBACK}", timeout=KERNEL_SECONDS * 1000)
+            assert page.query_selector(CANDIDATE), "a cell raised (its traceback is printed below)"
+            page.wait_for_function(f"document.querySelector('{CANDIDATE}').naturalWidth > 0")
+            before_src, before_digest, before_pe = (page.get_attribute(CANDIDATE, "src"),
+                                                    image_digest(page, CANDIDATE), shown_pe(page))
+            readout = page.inner_text(READOUT)
+            assert "l2@0.30" in readout
+
+            page.focus(RATIO_HANDLE)
+            page.keyboard.press("ArrowRight")
+            page.wait_for_function(f"document.querySelector('{CANDIDATE}').src !== {json.dumps(before_src)}",
+                                   timeout=30_000)
+            page.wait_for_function(f"document.querySelector('{READOUT}').innerText.includes('l2@0.60')",
+                                   timeout=30_000)
+            page.wait_for_function(f"document.querySelector('{CANDIDATE}').naturalWidth > 0")
+            page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
+
+            assert image_digest(page, CANDIDATE) != before_digest
+            image = int(re.search(r"image (\d+)", page.inner_text(READOUT)).group(1))
+            expected = float(ds.pe.sel({"model": "l2@0.60", "layer": "features.3", "method": "gradcam++",
+                                        "image": image}))
+            assert shown_pe(page) == pytest.approx(expected, abs=5e-5)
+            assert shown_pe(page) != before_pe
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"), full_page=True)
+            outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            print(f"Notebook outputs at the failure (screenshot in {ARTIFACTS}):\n{outputs[-3000:]}")
+            raise
+        finally:
+            browser.close()
