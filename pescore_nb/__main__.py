@@ -1,0 +1,4 @@
+"""``python -m pescore_nb``: the ``pescore`` command line."""
+from .cli import main
+
+raise SystemExit(main())

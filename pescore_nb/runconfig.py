@@ -1,0 +1,436 @@
+"""The YAML config of ``pescore run``: read and checked whole before anything runs.
+
+A sample (``examples/config.yaml`` runs it offline)::
+
+    reference:                      # the unpruned model: exactly one of zoo / factory / pickle
+      zoo: vgg                      #   a pescore_nb.zoo model ...
+      dataset: shapes               #   ... trained on this built-in dataset (trained once, cached)
+      # factory: mypackage.models:build_net   # or "package.module:callable" returning the model,
+      # kwargs: {num_classes: 6}              #    called with these keyword arguments,
+      # weights: reference.pt                 #    then given this state_dict (weights_only=True)
+      # pickle: reference-full.pt             # or a whole pickled model: needs --trust-pickle
+    prune:                          # candidates made from the reference by pescore_nb.prune.sweep ...
+      method: [l2, random]          #   l1, l2, random, unstructured (one name or a list)
+      ratios: [0.2, 0.5, 0.8]
+      seed: 0
+    # candidates:                   # ... or your own pruned models, by name (not both sections)
+    #   mine-50:
+    #     factory: mypackage.models:build_net
+    #     kwargs: {num_classes: 6, width: 0.5}
+    #     weights: pruned-50.pt
+    #     pruner: mine              # optional: the pruning method, for tables and recommend
+    #     ratio: 0.5                # optional: its pruning ratio
+    data:
+      source: shapes                # shapes, digits, or a folder with one sub-folder per class
+      split: test                   # built-in data only: train or test
+      limit: 120                    # optional: only the first N images
+      # size: 224                   # folders only: images are resized and cropped to size x size
+    layers: [features.9, features.14]   # optional when the reference has `cam_layers`
+    methods: [gradcam++]            # CAM methods (pescore_nb.cam.METHODS)
+    pe: {iou_threshold: 0.5, combine: product}   # any PEConfig field
+    recommend: {pe_threshold: 0.8, max_accuracy_drop: 0.02}
+    batch_size: 32
+    device: cpu                     # optional: cpu, cuda, cuda:1, mps
+    heatmap_size: [32, 32]          # optional: store smaller heatmaps (scores use full size)
+    heatmap_dtype: float16          # optional: float32 (default) or float16
+    output: pescore-results         # folder for results.nc and the figures
+
+Relative paths (weights, pickles, folders, output) are relative to the config file's folder,
+and that folder is importable, so ``factory: mymodels:Net`` finds ``mymodels.py`` beside it.
+Every problem raises :class:`ConfigError`, whose one-line message names the field and the fix.
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import importlib
+import numbers
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import yaml
+from torch import nn
+from torch.utils.data import Dataset, Subset
+
+from . import cam, data, prune, schema, zoo
+from .evaluate import HEATMAP_DTYPES
+from .metrics import PEConfig
+
+REQUIRED = object()
+SOURCE_KEYS = {"zoo": ("zoo", "dataset"), "factory": ("factory", "kwargs", "weights"), "pickle": ("pickle",)}
+RESULTS_FILE = "results.nc"
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message, one line, names the field and the fix."""
+
+    def __init__(self, field: str, problem: str):
+        super().__init__(f"{field}: {problem}")
+
+
+# ---------------------------------------------------------------- reading fields
+class _Section:
+    """A config mapping at ``path`` (e.g. ``"data"``); every error names the full field path."""
+
+    def __init__(self, values: Any, path: str, known: tuple[str, ...]):
+        if values is None:
+            raise ConfigError(path, f"missing; give a mapping with keys from {list(known)}.")
+        if not isinstance(values, dict):
+            raise ConfigError(path or "config", f"must be a mapping with keys from {list(known)}, "
+                              f"got {type(values).__name__} {values!r}.")
+        for key in values:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1) or [k for k in known if str(key) in k]
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(self._join(path, key), f"unknown key; {hint}known keys: {list(known)}.")
+        self.values, self.path = values, path
+
+    @staticmethod
+    def _join(path: str, key: str) -> str:
+        return f"{path}.{key}" if path else str(key)
+
+    def field(self, key: str) -> str:
+        return self._join(self.path, key)
+
+    def get(self, key: str, kinds: type | tuple, what: str, default: Any = REQUIRED,
+            check: Callable[[Any], bool] = lambda value: True) -> Any:
+        """``values[key]`` if it is one of ``kinds`` and passes ``check``, else a ConfigError."""
+        if key not in self.values or self.values[key] is None:
+            if default is REQUIRED:
+                raise ConfigError(self.field(key), f"missing; give {what}.")
+            return default
+        value = self.values[key]
+        if isinstance(value, bool) and bool not in (kinds if isinstance(kinds, tuple) else (kinds,)):
+            ok = False  # YAML's yes/no are bools, never numbers
+        else:
+            ok = isinstance(value, kinds) and check(value)
+        if not ok:
+            raise ConfigError(self.field(key), f"got {value!r}; give {what}.")
+        return value
+
+    def names(self, key: str, what: str, choices: tuple[str, ...] | None = None, default: Any = REQUIRED):
+        """A string or a non-empty list of strings, each in ``choices`` when given, as a tuple."""
+        value = self.get(key, (str, list), what, default)
+        if value is default:
+            return value
+        names = [value] if isinstance(value, str) else value
+        if not names or not all(isinstance(name, str) for name in names):
+            raise ConfigError(self.field(key), f"got {value!r}; give {what}.")
+        for name in names:
+            if choices is not None and name not in choices:
+                close = difflib.get_close_matches(name, choices, n=1)
+                hint = f"did you mean {close[0]!r}? " if close else ""
+                raise ConfigError(self.field(key), f"unknown name {name!r}; {hint}choose from {list(choices)}.")
+        return tuple(names)
+
+    def path_of(self, key: str, base: Path, what: str, default: Any = REQUIRED, must_exist: bool = True):
+        value = self.get(key, str, what, default)
+        if value is default:
+            return value
+        path = (base / Path(value).expanduser()).resolve()
+        if must_exist and not path.exists():
+            raise ConfigError(self.field(key), f"{path} does not exist; give {what}.")
+        return path
+
+
+def _fraction(value) -> bool:
+    return 0 <= value <= 1
+
+
+# ---------------------------------------------------------------- the parts of a config
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """How to build one model; ``field`` is where it sits in the config, for error messages."""
+
+    field: str
+    zoo: str | None = None
+    dataset: str | None = None
+    factory: str | None = None
+    kwargs: dict = dataclasses.field(default_factory=dict)
+    weights: Path | None = None
+    pickle: Path | None = None
+    pruner: str | None = None
+    ratio: float | None = None
+
+    def build(self) -> nn.Module:
+        """The model in eval mode, on the CPU; a ConfigError when it cannot be built or loaded."""
+        if self.zoo:
+            return zoo.load(self.zoo, self.dataset)
+        if self.pickle:
+            model = self._load(self.pickle, "pickle", weights_only=False)
+            if not isinstance(model, nn.Module):
+                raise ConfigError(f"{self.field}.pickle", f"{self.pickle} holds a {type(model).__name__}, "
+                                  "not a torch.nn.Module; save the model itself, or use factory + weights.")
+        else:
+            model = self._construct()
+            if self.weights:
+                self._load_state(model)
+        if self.pruner is not None or self.ratio is not None:
+            meta = {schema.PRUNER: self.pruner or "unknown", schema.RATIO: self.ratio}
+            setattr(model, schema.PRUNING_ATTRIBUTE, {k: v for k, v in meta.items() if v is not None})
+        return model.eval()
+
+    def _construct(self) -> nn.Module:
+        field = f"{self.field}.factory"
+        factory = _import(self.factory, field)
+        try:
+            model = factory(**self.kwargs)
+        except Exception as error:
+            raise ConfigError(f"{self.field}.kwargs", f"{self.factory}(**{self.kwargs}) failed: "
+                              f"{type(error).__name__}: {error}; fix the keyword arguments.") from None
+        if not isinstance(model, nn.Module):
+            raise ConfigError(field, f"{self.factory} returned a {type(model).__name__}, not a "
+                              "torch.nn.Module; point it at a callable that builds the model.")
+        return model
+
+    def _load(self, path: Path, key: str, weights_only: bool):
+        try:
+            return torch.load(path, map_location="cpu", weights_only=weights_only)
+        except Exception as error:
+            fix = ("save a state_dict with torch.save(model.state_dict(), path), or load a whole model "
+                   "with 'pickle:' and --trust-pickle") if weights_only else "save it with torch.save(model, path)"
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ConfigError(f"{self.field}.{key}", f"{path} does not load ({message}); {fix}.") from None
+
+    def _load_state(self, model: nn.Module) -> None:
+        state = self._load(self.weights, "weights", weights_only=True)
+        if not isinstance(state, dict):
+            raise ConfigError(f"{self.field}.weights", f"{self.weights} holds a {type(state).__name__}, "
+                              "not a state_dict; save it with torch.save(model.state_dict(), path).")
+        try:
+            model.load_state_dict(state)
+        except RuntimeError as error:
+            first = " ".join(str(error).split())[:300]
+            raise ConfigError(f"{self.field}.weights", f"{self.weights} does not fit {self.factory}: "
+                              f"{first}; give the weights of this architecture, or fix kwargs.") from None
+
+
+def _import(factory: str, field: str) -> Callable:
+    """The callable named ``"package.module:callable"``."""
+    module_name, _, attribute = factory.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(field, f"cannot import {factory!r} ({error}); give an importable "
+                          "'package.module:callable' (the config's folder is importable).") from None
+    if not callable(found):
+        raise ConfigError(field, f"{factory!r} is a {type(found).__name__}, not a callable; name a class or function.")
+    return found
+
+
+@dataclasses.dataclass(frozen=True)
+class PruneSpec:
+    """Candidates made by :func:`pescore_nb.prune.sweep`: every method at every ratio."""
+
+    methods: tuple[str, ...]
+    ratios: tuple[float, ...]
+    seed: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSpec:
+    """The images to evaluate: a built-in dataset's split or a folder, optionally the first ``limit``."""
+
+    source: str | Path
+    split: str = "test"
+    size: int = 224
+    limit: int | None = None
+
+    def build(self) -> Dataset:
+        """The dataset, with ``classes`` (and ``masks`` for ``shapes``)."""
+        if isinstance(self.source, Path):
+            dataset = data.image_folder(self.source, size=self.size)
+        else:
+            dataset = data.builtin(self.source, self.split)
+        return dataset if self.limit is None else first_images(dataset, self.limit)
+
+
+def first_images(dataset: Dataset, count: int) -> Dataset:
+    """The first ``count`` images of ``dataset``, keeping its ``classes`` and its ``masks (N, H, W)``."""
+    subset = Subset(dataset, range(min(count, len(dataset))))
+    subset.classes = dataset.classes
+    masks = getattr(dataset, "masks", None)
+    subset.masks = None if masks is None else masks[:count]
+    return subset
+
+
+@dataclasses.dataclass(frozen=True)
+class RunConfig:
+    """Everything ``pescore run`` needs, checked; see the module docstring for the YAML."""
+
+    reference: ModelSpec
+    candidates: dict[str, ModelSpec]
+    prune: PruneSpec | None
+    data: DataSpec
+    layers: tuple[str, ...] | None
+    methods: tuple[str, ...]
+    pe: PEConfig
+    pe_threshold: float
+    max_accuracy_drop: float
+    batch_size: int
+    device: str | None
+    heatmap_size: tuple[int, int] | None
+    heatmap_dtype: str
+    output: Path
+
+    @property
+    def results(self) -> Path:
+        return self.output / RESULTS_FILE
+
+
+TOP_KEYS = ("reference", "candidates", "prune", "data", "layers", "methods", "pe", "recommend",
+            "batch_size", "device", "heatmap_size", "heatmap_dtype", "output")
+
+
+def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
+    """Read and check the config at ``path``; raises :class:`ConfigError` at the first problem."""
+    path = Path(path).expanduser().resolve()
+    if not path.is_file():
+        raise ConfigError("config", f"{path} is not a file; give the path of a YAML config "
+                          "(examples/config.yaml is a sample).")
+    try:
+        values = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise ConfigError("config", f"{path} is not valid YAML{where} ({getattr(error, 'problem', error)}); "
+                          "fix the syntax.") from None
+    base = path.parent
+    if str(base) not in sys.path:  # modules beside the config are importable by factory paths
+        sys.path.insert(0, str(base))
+    top = _Section(values or {}, "", TOP_KEYS)
+    reference = _model(top, "reference", base, trust_pickle, candidate=False)
+    has_candidates, has_prune = top.values.get("candidates") is not None, top.values.get("prune") is not None
+    if has_candidates == has_prune:
+        raise ConfigError("candidates", "give either 'candidates' (your pruned models) or 'prune' (a sweep "
+                          "of the reference), " + ("not both." if has_candidates else "one of them."))
+    candidates = {}
+    if has_candidates:
+        if not isinstance(top.values["candidates"], dict) or not top.values["candidates"]:
+            raise ConfigError("candidates", "give a mapping from a name to each pruned model, e.g. "
+                              "{mine-50: {factory: mymodels:Net, weights: pruned-50.pt}}.")
+        listed = _Section(top.values["candidates"], "candidates", tuple(top.values["candidates"]))
+        for name in listed.values:
+            if name == schema.REFERENCE:
+                raise ConfigError(f"candidates.{name}", f"'{schema.REFERENCE}' names the reference; rename it.")
+            candidates[str(name)] = _model(listed, name, base, trust_pickle, candidate=True)
+    return RunConfig(
+        reference=reference, candidates=candidates,
+        prune=_prune(_Section(top.values["prune"], "prune", ("method", "ratios", "seed"))) if has_prune else None,
+        data=_data(top, base),
+        layers=top.names("layers", "a list of module names, e.g. [features.9, features.14]", default=None),
+        methods=top.names("methods", "a list of CAM methods, e.g. [gradcam++]", cam.METHODS, default=("gradcam++",)),
+        pe=_pe_config(top),
+        **_thresholds(top),
+        batch_size=top.get("batch_size", int, "a positive integer, e.g. 32", 32, lambda n: n >= 1),
+        device=_device(top),
+        heatmap_size=_heatmap_size(top),
+        heatmap_dtype=top.get("heatmap_dtype", str, f"one of {list(HEATMAP_DTYPES)}", "float32",
+                              lambda name: name in HEATMAP_DTYPES),
+        output=top.path_of("output", base, "a folder for the results, e.g. pescore-results",
+                           base / "pescore-results", must_exist=False))
+
+
+def _model(parent: _Section, key: str, base: Path, trust_pickle: bool, candidate: bool) -> ModelSpec:
+    known = tuple(key for keys in SOURCE_KEYS.values() for key in keys) + (("pruner", "ratio") if candidate else ())
+    spec = _Section(parent.values.get(key), parent.field(key), known)
+    sources = [source for source in SOURCE_KEYS if spec.values.get(source) is not None]
+    if len(sources) != 1:
+        raise ConfigError(spec.path, f"give exactly one of 'zoo', 'factory' or 'pickle' to say how to build "
+                          f"the model, got {sources or 'none'}.")
+    source = sources[0]
+    for other in (key for keys in SOURCE_KEYS.values() for key in keys):
+        if other in spec.values and other not in SOURCE_KEYS[source]:
+            raise ConfigError(spec.field(other), f"does not go with '{source}'; remove it.")
+    fields: dict[str, Any] = {"field": spec.path}
+    if source == "zoo":
+        fields["zoo"] = spec.get("zoo", str, f"one of {sorted(zoo.ARCHITECTURES)}", check=lambda a: a in zoo.ARCHITECTURES)
+        fields["dataset"] = spec.get("dataset", str, f"the built-in dataset it was trained on, one of "
+                                     f"{sorted(zoo.TRAINING)}", check=lambda d: d in zoo.TRAINING)
+    elif source == "factory":
+        fields["factory"] = spec.get("factory", str, "'package.module:callable', e.g. pescore_nb.zoo:VGG",
+                                     check=lambda f: f.count(":") == 1 and all(f.split(":")))
+        _import(fields["factory"], spec.field("factory"))
+        fields["kwargs"] = spec.get("kwargs", dict, "a mapping of keyword arguments for the factory", {})
+        fields["weights"] = spec.path_of("weights", base, "a state_dict file saved with torch.save", None)
+    else:
+        if not trust_pickle:
+            raise ConfigError(spec.field("pickle"), "loading a whole pickled model runs code from the file; "
+                              "pass --trust-pickle if you trust it, or use factory + weights (a state_dict).")
+        fields["pickle"] = spec.path_of("pickle", base, "a model file saved with torch.save(model, path)")
+    if candidate:
+        fields["pruner"] = spec.get("pruner", str, "the name of the pruning method, e.g. l2", None)
+        fields["ratio"] = spec.get("ratio", numbers.Real, "a pruning ratio in [0, 1), e.g. 0.5", None,
+                                   lambda r: 0 <= r < 1)
+    return ModelSpec(**fields)
+
+
+def _prune(section: _Section) -> PruneSpec:
+    ratios = section.get("ratios", list, "a list of ratios in [0, 1), e.g. [0.2, 0.5, 0.8]")
+    if not ratios or not all(isinstance(r, numbers.Real) and not isinstance(r, bool) and 0 <= r < 1 for r in ratios):
+        raise ConfigError(section.field("ratios"), f"got {ratios!r}; give a non-empty list of ratios in [0, 1), "
+                          "e.g. [0.2, 0.5, 0.8].")
+    return PruneSpec(methods=section.names("method", f"one or more of {list(prune.METHODS)}", prune.METHODS),
+                     ratios=tuple(float(r) for r in ratios),
+                     seed=section.get("seed", int, "an integer seed", 0))
+
+
+def _data(top: _Section, base: Path) -> DataSpec:
+    values = top.values.get("data")
+    section = _Section({"source": values} if isinstance(values, str) else values, "data",
+                       ("source", "split", "size", "limit"))
+    source = section.get("source", str, f"a built-in dataset {sorted(data.BUILTIN)} or a folder of class sub-folders")
+    if source not in data.BUILTIN:
+        folder = (base / Path(source).expanduser()).resolve()
+        if not folder.is_dir():
+            raise ConfigError(section.field("source"), f"{source!r} is neither a built-in dataset "
+                              f"{sorted(data.BUILTIN)} nor a folder ({folder} does not exist); fix the name or path.")
+        source = folder
+    return DataSpec(source=source,
+                    split=section.get("split", str, f"one of {list(data.SPLITS)}", "test", lambda s: s in data.SPLITS),
+                    size=section.get("size", int, "an image size in pixels >= 16, e.g. 224", 224, lambda n: n >= 16),
+                    limit=section.get("limit", int, "a positive number of images", None, lambda n: n >= 1))
+
+
+def _pe_config(top: _Section) -> PEConfig:
+    fields = tuple(field.name for field in dataclasses.fields(PEConfig))
+    section = _Section(top.values.get("pe") or {}, "pe", fields)
+    try:
+        return PEConfig(**section.values)
+    except (TypeError, ValueError) as error:
+        raise ConfigError("pe", f"{error} Fix the value in the config.") from None
+
+
+def _thresholds(top: _Section) -> dict[str, float]:
+    section = _Section(top.values.get("recommend") or {}, "recommend", ("pe_threshold", "max_accuracy_drop"))
+    return {"pe_threshold": float(section.get("pe_threshold", numbers.Real, "a PE threshold in [0, 1], e.g. 0.8",
+                                              0.8, _fraction)),
+            "max_accuracy_drop": float(section.get("max_accuracy_drop", numbers.Real,
+                                                   "an accuracy drop in [0, 1], e.g. 0.02 for two points",
+                                                   0.02, _fraction))}
+
+
+def _device(top: _Section) -> str | None:
+    name = top.get("device", str, "a torch device such as cpu, cuda or cuda:0", None)
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError("device", f"{name!r} is not a torch device; give cpu, cuda, cuda:0 or mps.") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(device.type, False):
+        raise ConfigError("device", f"{name!r} is not available on this machine; use cpu, or run where it is.")
+    if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
+        raise ConfigError("device", f"{name!r}: this machine has {torch.cuda.device_count()} CUDA device(s); "
+                          "pick an index below that.")
+    return name
+
+
+def _heatmap_size(top: _Section) -> tuple[int, int] | None:
+    size = top.get("heatmap_size", list, "[height, width] in pixels, e.g. [32, 32]", None,
+                   lambda s: len(s) == 2 and all(isinstance(n, int) and not isinstance(n, bool) and n >= 1 for n in s))
+    return None if size is None else tuple(size)
+

@@ -1,0 +1,173 @@
+"""The ``pescore`` command line: the quick demo end to end, ``pescore run`` on a tiny config, bad configs.
+
+The demo uses the zoo's cached VGG ($PESCORE_CACHE, else ~/.cache/pescore_nb): the first run on a
+machine trains it once (minutes on 2 cores); later runs only load it.
+"""
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from pescore_nb import cli, load, runconfig, schema, zoo
+
+TINY_VGG = [4, "M", 8]  # features.6 is its last ReLU
+EXAMPLE = Path(__file__).parents[1] / "examples" / "config.yaml"
+
+
+def pescore(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "pescore_nb", *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def quick_demo(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("demo")
+    return pescore("demo", "--quick", "--out", "out", cwd=folder), folder / "out"
+
+
+@pytest.mark.slow
+def test_quick_demo_writes_results_figures_and_the_table(quick_demo):
+    done, out = quick_demo
+    assert done.returncode == 0, done.stderr[-2000:]
+    ds = load(out / "results.nc", lazy=False)
+    assert ds[schema.HEATMAP].dims == schema.HEATMAP_DIMS
+    assert all(ds[name].dims == schema.SCORE_DIMS for name in schema.SCORE_VARIABLES)
+    assert set(ds[schema.PRUNER].values) == {schema.UNPRUNED, "l2", "random"}
+    assert sorted(set(ds[schema.RATIO].values.tolist())) == [0.0, *cli.QUICK_PRUNE.ratios]
+    assert ds.sizes[schema.LAYER] == 2 and ds[schema.METHOD].values.tolist() == ["gradcam++"]
+    figures = {path.name.split("_")[0] for path in out.glob("*.png")}
+    assert {"pe", "heatmaps", "drop"} <= figures
+    for text in ("trustworthy?", "params", "MACs", "accuracy", "l2@0.30", "random@0.90", "Largest trusted ratio"):
+        assert text in done.stdout
+    assert "PE-score" in done.stderr  # the progress bars
+
+
+@pytest.mark.slow
+def test_a_second_demo_refuses_and_leaves_the_results_untouched(quick_demo):
+    done, out = quick_demo
+    before = (out / "results.nc").read_bytes()
+    again = pescore("demo", "--quick", "--out", "out", cwd=out.parent)
+    assert again.returncode == 2
+    assert again.stderr.strip().count("\n") == 0 and "--overwrite" in again.stderr
+    assert "Traceback" not in again.stderr
+    assert (out / "results.nc").read_bytes() == before
+
+
+@pytest.fixture
+def tiny_config(tmp_path):
+    """A config for a tiny VGG on 20 digits, with its state_dict written beside it; returns a writer."""
+    torch.manual_seed(0)
+    torch.save(zoo.VGG(10, config=TINY_VGG).state_dict(), tmp_path / "tiny.pt")
+    base = {"reference": {"factory": "pescore_nb.zoo:VGG", "kwargs": {"num_classes": 10, "config": TINY_VGG},
+                          "weights": "tiny.pt"},
+            "prune": {"method": "l2", "ratios": [0.25, 0.5]},
+            "data": {"source": "digits", "limit": 20}, "layers": ["features.6"], "output": "out"}
+
+    def write(**changes):
+        config = {**base, **changes}
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump({key: value for key, value in config.items() if value is not None}))
+        return path
+    return write
+
+
+def test_run_scores_a_pruning_sweep_from_a_config(tiny_config, capsys):
+    path = tiny_config()
+    assert cli.main(["run", str(path)]) == 0
+    ds = load(path.parent / "out" / "results.nc", lazy=False)
+    assert ds[schema.MODEL].values.tolist() == [schema.REFERENCE, "l2@0.25", "l2@0.50"]
+    assert ds[schema.LAYER].values.tolist() == ["features.6"] and ds.sizes[schema.IMAGE] == 20
+    assert "trustworthy?" in capsys.readouterr().out
+    assert len(list((path.parent / "out").glob("*.png"))) == 3
+
+
+def test_run_scores_listed_candidates_including_a_trusted_pickle(tiny_config, tmp_path, capsys):
+    torch.manual_seed(1)
+    torch.save(zoo.VGG(10, config=[2, "M", 8]).state_dict(), tmp_path / "narrow.pt")
+    torch.save(zoo.VGG(10, config=[3, "M", 8]), tmp_path / "whole.pt")
+    path = tiny_config(prune=None, candidates={
+        "narrow": {"factory": "pescore_nb.zoo:VGG", "kwargs": {"num_classes": 10, "config": [2, "M", 8]},
+                   "weights": "narrow.pt", "pruner": "mine", "ratio": 0.5},
+        "whole": {"pickle": "whole.pt", "pruner": "mine", "ratio": 0.25}})
+    assert cli.main(["run", str(path), "--trust-pickle"]) == 0
+    ds = load(path.parent / "out" / "results.nc", lazy=False)
+    assert ds[schema.PRUNER].values.tolist() == [schema.UNPRUNED, "mine", "mine"]
+    assert ds[schema.RATIO].values.tolist() == [0.0, 0.5, 0.25]
+    assert "Largest trusted ratio" in capsys.readouterr().out
+
+
+def test_the_example_config_is_valid():
+    config = runconfig.read(EXAMPLE)
+    assert config.reference.zoo == "vgg" and config.prune.methods == ("l2", "random")
+
+
+BAD_CONFIGS = {  # case: (changes to the tiny config, field named, words of the fix)
+    "unknown key": ({"layrs": ["features.6"]}, "layrs", "did you mean 'layers'"),
+    "missing reference": ({"reference": None}, "reference", "missing"),
+    "missing weights file": ({"reference": {"factory": "pescore_nb.zoo:VGG", "weights": "nope.pt"}},
+                             "reference.weights", "does not exist"),
+    "weights of another architecture": ({"reference": {"factory": "pescore_nb.zoo:VGG",
+                                                       "kwargs": {"num_classes": 10}, "weights": "tiny.pt"}},
+                                        "reference.weights", "does not fit"),
+    "factory not importable": ({"reference": {"factory": "nowhere.models:Net"}}, "reference.factory",
+                               "cannot import"),
+    "bad factory kwargs": ({"reference": {"factory": "pescore_nb.zoo:VGG", "kwargs": {"classes": 3}}},
+                           "reference.kwargs", "fix the keyword arguments"),
+    "pickle without --trust-pickle": ({"reference": {"pickle": "tiny.pt"}}, "reference.pickle", "--trust-pickle"),
+    "two model sources": ({"reference": {"zoo": "vgg", "factory": "pescore_nb.zoo:VGG"}}, "reference",
+                          "exactly one of"),
+    "unknown zoo architecture": ({"reference": {"zoo": "alexnet", "dataset": "shapes"}}, "reference.zoo",
+                                 "'resnet', 'vgg'"),
+    "unknown pruning method": ({"prune": {"method": "l3", "ratios": [0.5]}}, "prune.method", "choose from ['l1'"),
+    "ratio out of range": ({"prune": {"method": "l2", "ratios": [0.5, 1.5]}}, "prune.ratios", "[0, 1)"),
+    "candidates and prune": ({"candidates": {"x": {"factory": "pescore_nb.zoo:VGG"}}}, "candidates", "not both"),
+    "unknown data source": ({"data": {"source": "shapez"}}, "data.source", "neither a built-in dataset"),
+    "unknown CAM method": ({"methods": ["gradcam+++"]}, "methods", "did you mean 'gradcam++'"),
+    "bad PE value": ({"pe": {"combine": "sum"}}, "pe", "combine must be one of"),
+    "unknown PE field": ({"pe": {"iou": 0.5}}, "pe.iou", "did you mean 'iou_threshold'"),
+    "bad batch size": ({"batch_size": 0}, "batch_size", "positive integer"),
+    "bad threshold": ({"recommend": {"pe_threshold": "high"}}, "recommend.pe_threshold", "in [0, 1]"),
+    "layer not in the model": ({"layers": ["features.99"]}, "layers", "named_modules"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_CONFIGS))
+def test_a_bad_config_gives_one_line_naming_the_field_and_exit_code_2(case, tiny_config, capsys):
+    changes, field, fix = BAD_CONFIGS[case]
+    assert cli.main(["run", str(tiny_config(**changes))]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error
+    assert error.startswith(f"pescore: error: {field}: ") and fix in error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_an_unavailable_device_is_refused(tiny_config, capsys):
+    assert cli.main(["run", str(tiny_config(device="cuda"))]) == 2
+    assert "device: 'cuda' is not available" in capsys.readouterr().err
+
+
+def test_existing_results_are_refused_before_any_work(tiny_config, capsys):
+    path = tiny_config()
+    (path.parent / "out").mkdir()
+    (path.parent / "out" / "results.nc").write_bytes(b"keep me")
+    assert cli.main(["run", str(path)]) == 2
+    assert "output: " in capsys.readouterr().err
+    assert (path.parent / "out" / "results.nc").read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("text, fix", [("reference: [unclosed", "not valid YAML at line 1"),
+                                       (None, "is not a file")])
+def test_an_unreadable_config_file_is_named(tmp_path, text, fix, capsys):
+    path = tmp_path / "config.yaml"
+    if text is not None:
+        path.write_text(text)
+    assert cli.main(["run", str(path)]) == 2
+    assert fix in capsys.readouterr().err
+
+
+def test_the_module_entry_point_exits_2_without_a_traceback(tiny_config):
+    done = pescore("run", str(tiny_config(layrs=["x"])), cwd=Path.cwd())
+    assert done.returncode == 2 and "Traceback" not in done.stderr and "layrs" in done.stderr
