@@ -1,4 +1,4 @@
-"""The explorer app: ipywidgets controls over a results Dataset, panels redrawn as PNG images.
+"""The explorer app: ipywidgets controls over a results Dataset, panels redrawn as JPEG or PNG images.
 
 Every control change calls :meth:`Explorer.redraw`, which recomputes only the panels whose
 inputs changed (each panel remembers the key it was drawn for).
