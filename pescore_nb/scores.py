@@ -32,7 +32,8 @@ def by_class(ds: xr.Dataset, variable: str = schema.PE) -> xr.DataArray:
     ``class`` holds the label values; its ``class_name`` coordinate their names.
     """
     _warn_if_degenerate(ds)
-    per_class = ds[variable].groupby(ds[schema.LABEL]).mean(schema.IMAGE)
+    labels = ds[schema.LABEL].load()  # grouping needs the labels' values, also in a lazily opened Dataset
+    per_class = ds[variable].groupby(labels).mean(schema.IMAGE)
     per_class = per_class.rename({schema.LABEL: schema.CLASS})
     names = _class_names(ds)
     return per_class.assign_coords(

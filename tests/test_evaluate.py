@@ -176,6 +176,7 @@ def test_save_and_load_round_trip_without_loss(results, tmp_path):
         assert loaded.heatmap.chunks is not None  # lazy, dask-backed
         xr.testing.assert_identical(loaded.load(), ds)
         assert PEConfig.from_attrs(loaded.attrs) == PEConfig()
+        xr.testing.assert_allclose(score(loaded).load(), score(ds))  # scores read lazy Datasets too
 
 
 def test_an_existing_output_path_is_never_overwritten(results, tmp_path):
