@@ -25,7 +25,7 @@ A sample (``examples/config.yaml`` runs it offline)::
       split: test                   # built-in data only: train or test
       limit: 120                    # optional: only the first N images
       # size: 224                   # folders only: images are resized and cropped to size x size
-    layers: [features.9, features.14]   # optional when the reference has `cam_layers`
+    layers: [features.14, features.17]   # optional when the reference has `cam_layers`
     methods: [gradcam++]            # CAM methods (pescore_nb.cam.METHODS)
     pe: {iou_threshold: 0.5, combine: product}   # any PEConfig field
     recommend: {pe_threshold: 0.8, max_accuracy_drop: 0.02}
@@ -320,7 +320,7 @@ def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
         reference=reference, candidates=candidates,
         prune=_prune(_Section(top.values["prune"], "prune", ("method", "ratios", "seed"))) if has_prune else None,
         data=_data(top, base),
-        layers=top.names("layers", "a list of module names, e.g. [features.9, features.14]", default=None),
+        layers=top.names("layers", "a list of module names, e.g. [features.14, features.17]", default=None),
         methods=top.names("methods", "a list of CAM methods, e.g. [gradcam++]", cam.METHODS, default=("gradcam++",)),
         pe=_pe_config(top),
         **_thresholds(top),

@@ -219,6 +219,23 @@ def _recipe_key(model: nn.Module, train_data: datasets.ImageTensorDataset, train
     return digest.hexdigest()[:16]
 
 
+def _recipe(arch: str, dataset: str, cache_dir: str | Path | None) -> tuple[nn.Module, Dataset, Path]:
+    """The untrained model, its training split, and the cache file of its trained weights."""
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"No architecture {arch!r} in the zoo; use one of {sorted(ARCHITECTURES)}.")
+    if dataset not in TRAINING:
+        raise ValueError(f"The zoo has no models for dataset {dataset!r}; use one of {sorted(TRAINING)}.")
+    train_data = datasets.builtin(dataset, "train")
+    model = ARCHITECTURES[arch](num_classes=len(train_data.classes))
+    folder = Path(cache_dir or default_cache_dir()).expanduser()
+    return model, train_data, folder / f"{arch}-{dataset}-{_recipe_key(model, train_data, TRAINING[dataset])}.pt"
+
+
+def cached_path(arch: str = "vgg", dataset: str = "shapes", *, cache_dir: str | Path | None = None) -> Path:
+    """The file in which :func:`load` keeps (or will keep) the trained weights of ``arch`` on ``dataset``."""
+    return _recipe(arch, dataset, cache_dir)[2]
+
+
 def load(arch: str = "vgg", dataset: str = "shapes", *, cache_dir: str | Path | None = None,
          train_if_missing: bool = True, progress: bool = True) -> nn.Module:
     """A model of ``arch`` ("vgg" or "resnet") trained on the built-in ``dataset`` ("shapes" or "digits").
@@ -229,14 +246,7 @@ def load(arch: str = "vgg", dataset: str = "shapes", *, cache_dir: str | Path | 
     that file with ``torch.load(weights_only=True)``. ``cache_dir`` defaults to :func:`default_cache_dir`.
     Returns the model in eval mode, on the CPU, taking ``(N, 3, H, W)`` images in ``[0, 1]``.
     """
-    if arch not in ARCHITECTURES:
-        raise ValueError(f"No architecture {arch!r} in the zoo; use one of {sorted(ARCHITECTURES)}.")
-    if dataset not in TRAINING:
-        raise ValueError(f"The zoo has no models for dataset {dataset!r}; use one of {sorted(TRAINING)}.")
-    train_data = datasets.builtin(dataset, "train")
-    model = ARCHITECTURES[arch](num_classes=len(train_data.classes))
-    path = Path(cache_dir or default_cache_dir()).expanduser()
-    path = path / f"{arch}-{dataset}-{_recipe_key(model, train_data, TRAINING[dataset])}.pt"
+    model, train_data, path = _recipe(arch, dataset, cache_dir)
     if path.exists():
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))

@@ -88,23 +88,23 @@ def test_load_rejects_unknown_names():
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory):
-    """A cache holding the default VGG trained on shapes (trained here, once)."""
-    directory = tmp_path_factory.mktemp("cache")
-    zoo.load("vgg", "shapes", cache_dir=directory, progress=False)
-    return directory
+def cached_vgg() -> Path:
+    """The default VGG trained on shapes, in the user's cache (trained here if missing; the CLI tests
+    and the notebooks load the same file)."""
+    zoo.load("vgg", "shapes", progress=False)
+    return zoo.cached_path("vgg", "shapes")
 
 
 @pytest.mark.slow
-def test_default_vgg_reaches_95_percent_on_shapes(cache):
-    model = zoo.load("vgg", "shapes", cache_dir=cache)
+def test_default_vgg_reaches_95_percent_on_shapes(cached_vgg):
+    model = zoo.load("vgg", "shapes", cache_dir=cached_vgg.parent)
     assert not model.training
     assert zoo.accuracy(model, data.builtin("shapes", "test")) >= 0.95
 
 
 @pytest.mark.slow
-def test_second_load_reads_the_cache_without_training(cache, monkeypatch):
-    [path] = cache.glob("vgg-shapes-*.pt")
+def test_second_load_reads_the_cache_without_training(cached_vgg, monkeypatch):
+    path, cache = cached_vgg, cached_vgg.parent
     modified = path.stat().st_mtime_ns
     monkeypatch.setattr(zoo, "train", lambda *a, **k: pytest.fail("load trained a cached model"))
     first, second = zoo.load("vgg", "shapes", cache_dir=cache), zoo.load("vgg", "shapes", cache_dir=cache)
@@ -113,8 +113,8 @@ def test_second_load_reads_the_cache_without_training(cache, monkeypatch):
 
 
 @pytest.mark.slow
-def test_cache_is_loaded_with_weights_only(cache, tmp_path):
-    [path] = cache.glob("vgg-shapes-*.pt")
+def test_cache_is_loaded_with_weights_only(cached_vgg, tmp_path):
+    path = cached_vgg
     torch.save({"features.0.weight": Path("not a tensor")}, tmp_path / path.name)  # needs full unpickling
     with pytest.raises(RuntimeError, match="weights_only=True"):
         zoo.load("vgg", "shapes", cache_dir=tmp_path)
