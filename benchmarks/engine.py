@@ -55,18 +55,24 @@ def library(model, images, targets) -> None:
             cam.activations_and_grads.release()
 
 
-def median_seconds(function, repeats: int, device: torch.device) -> float:
-    function()  # warm-up
-    times = []
-    for _ in range(repeats):
+def median_seconds(functions: dict, repeats: int, device: torch.device) -> dict[str, float]:
+    """Median wall time of each function, run round-robin (so drifts in machine load hit all alike)."""
+    def timed(function) -> float:
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
         function()
         if device.type == "cuda":
             torch.cuda.synchronize()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
+
+    for function in functions.values():  # warm-up
+        function()
+    times = {name: [] for name in functions}
+    for _ in range(repeats):
+        for name, function in functions.items():
+            times[name].append(timed(function))
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def main() -> None:
@@ -74,7 +80,7 @@ def main() -> None:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--batch", type=int, default=16)
     parser.add_argument("--size", type=int, default=224)
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=5)
     args = parser.parse_args()
     device = torch.device(args.device)
     torch.manual_seed(0)
@@ -85,17 +91,14 @@ def main() -> None:
     engines = [CamEngine(model, LAYERS, ["gradcam++"]) for model in (reference, candidate)]
     config = PEConfig()
 
-    seconds = {
-        "floor (1 model)": median_seconds(lambda: floor(reference, images, targets), args.repeats, device),
-        "engine (1 model)": median_seconds(lambda: engines[0](images, targets), args.repeats, device),
-        "pytorch-grad-cam (1 model)": median_seconds(lambda: library(reference, images, targets), args.repeats, device),
-        "floor (2 models)": median_seconds(lambda: [floor(m, images, targets) for m in (reference, candidate)],
-                                           args.repeats, device),
-        "PE pipeline (2 models)": median_seconds(lambda: _evaluate_batch(engines, images, targets.cpu(), config),
-                                                 args.repeats, device),
-        "pytorch-grad-cam (2 models)": median_seconds(
-            lambda: [library(m, images, targets) for m in (reference, candidate)], args.repeats, device),
-    }
+    seconds = median_seconds({
+        "floor (1 model)": lambda: floor(reference, images, targets),
+        "engine (1 model)": lambda: engines[0](images, targets),
+        "pytorch-grad-cam (1 model)": lambda: library(reference, images, targets),
+        "floor (2 models)": lambda: [floor(m, images, targets) for m in (reference, candidate)],
+        "PE pipeline (2 models)": lambda: _evaluate_batch(engines, images, targets.cpu(), config),
+        "pytorch-grad-cam (2 models)": lambda: [library(m, images, targets) for m in (reference, candidate)],
+    }, args.repeats, device)
     print(f"resnet18, batch {args.batch}, {args.size}x{args.size}, {len(LAYERS)} layers, gradcam++, "
           f"{device}, median of {args.repeats}")
     for name, value in seconds.items():

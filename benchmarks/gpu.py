@@ -96,9 +96,10 @@ def main() -> None:
     engines = [CamEngine(model, LAYERS, ["gradcam++"]) for model in (reference, candidate)]
     print(f"synchronising calls in one PE pipeline batch: {count_syncs(engines, images, targets)}")
     device_targets = targets.to(device)
-    floor_s = median_seconds(lambda: [floor(m, images, device_targets) for m in (reference, candidate)],
-                             args.repeats, device)
-    pipeline_s = median_seconds(lambda: pipeline(engines, images, targets), args.repeats, device)
+    seconds = median_seconds({
+        "floor": lambda: [floor(m, images, device_targets) for m in (reference, candidate)],
+        "pipeline": lambda: pipeline(engines, images, targets)}, args.repeats, device)
+    floor_s, pipeline_s = seconds["floor"], seconds["pipeline"]
     print(f"resnet50, batch {args.batch}, 224x224, 2 models, {len(LAYERS)} layers, gradcam++, median of {args.repeats}")
     print(f"  floor        {floor_s:7.3f} s  {args.batch / floor_s:8.1f} images/s")
     print(f"  PE pipeline  {pipeline_s:7.3f} s  {args.batch / pipeline_s:8.1f} images/s")

@@ -32,10 +32,11 @@ def gradcam_plusplus(activations: torch.Tensor, gradients: torch.Tensor) -> torc
 
     alpha = g^2 / (2 g^2 + sum(A) g^3 + 1e-6) is already 0 where g = 0, so no mask is needed.
     """
-    grads_2 = gradients * gradients
     sum_activations = activations.sum(dim=(2, 3), keepdim=True)
-    alpha = grads_2 / (grads_2 * (2 + sum_activations * gradients) + 1e-6)
-    return _weighted_sum(activations, (gradients.clamp(min=0) * alpha).sum(dim=(2, 3)))
+    grads_2 = gradients * gradients
+    denominator = (gradients * sum_activations).add_(2).mul_(grads_2).add_(1e-6)  # in place: 2 buffers, not 6
+    alpha = grads_2.div_(denominator).mul_(gradients.clamp(min=0))
+    return _weighted_sum(activations, alpha.sum(dim=(2, 3)))
 
 
 def xgradcam(activations: torch.Tensor, gradients: torch.Tensor) -> torch.Tensor:
@@ -95,14 +96,15 @@ def normalise_maps(raw_maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch
     """
     maps = raw_maps.float().clamp(min=0)
     value_range = maps.amax(dim=(1, 2)) - maps.amin(dim=(1, 2))
-    maps = _min_max(maps)
+    maps = _min_max_(maps)
     maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
-    return _min_max(maps), value_range <= EPS
+    return _min_max_(maps), value_range <= EPS
 
 
-def _min_max(maps: torch.Tensor) -> torch.Tensor:
-    maps = maps - maps.amin(dim=(1, 2), keepdim=True)
-    return maps / (EPS + maps.amax(dim=(1, 2), keepdim=True))
+def _min_max_(maps: torch.Tensor) -> torch.Tensor:
+    """Min-max each map ``(N, h, w)`` to [0, 1] in place (pytorch-grad-cam's eps)."""
+    maps -= maps.amin(dim=(1, 2), keepdim=True)
+    return maps.div_(EPS + maps.amax(dim=(1, 2), keepdim=True))
 
 
 class CamOutput(NamedTuple):
