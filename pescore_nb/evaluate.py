@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 import xarray as xr
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, SequentialSampler
+from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
 from . import schema
@@ -62,7 +62,7 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
         raise ValueError("evaluate(client=...) writes through a Zarr store: pass store='results.zarr' too.")
     models = _named_models(reference, candidates)
     dataset, batch_size, collate_fn = _source(data, batch_size)
-    names = list(class_names or getattr(dataset, "classes", None) or []) or None
+    names = list(class_names or _dataset_attribute(dataset, "classes") or []) or None
     job = _Job(models, dataset, collate_fn, tuple(layers), tuple(m.lower() for m in methods),
                None if device is None else str(device), config, sp2ps_config,
                None if heatmap_size is None else tuple(heatmap_size), heatmap_dtype, names)
@@ -125,6 +125,16 @@ def _source(data: Dataset | DataLoader, batch_size: int) -> tuple[Dataset, int, 
     return dataset, batch_size, collate_fn
 
 
+def _dataset_attribute(dataset: Dataset, name: str):
+    """``dataset.classes`` or ``dataset.masks (N, H, W)``, also through (nested) torch Subsets; None if absent."""
+    if not isinstance(dataset, Subset):
+        return getattr(dataset, name, None)
+    base = _dataset_attribute(dataset.dataset, name)
+    if base is None or name == "classes":
+        return base
+    return base[torch.as_tensor(dataset.indices)]
+
+
 def _batch_ranges(count: int, batch_size: int) -> list[tuple[int, int]]:
     return [(start, min(start + batch_size, count)) for start in range(0, count, batch_size)]
 
@@ -165,7 +175,7 @@ class _Job:
     def run(self, engines: list[CamEngine], ranges: Sequence[tuple[int, int]],
             after_each: Callable[[], None] = lambda: None) -> Iterator[tuple[int, xr.Dataset]]:
         """``(start, chunk)`` of each range: the results of its images as a Dataset."""
-        masks = getattr(self.dataset, "masks", None)
+        masks = _dataset_attribute(self.dataset, "masks")
         image_shape = None
         with _entered(engines):
             for (start, stop), (images, labels) in zip(ranges, self.batches(ranges)):

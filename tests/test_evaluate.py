@@ -126,6 +126,16 @@ def test_energy_in_mask_on_a_hand_built_case(data):
     np.testing.assert_allclose(ds.energy_in_mask.values.ravel(), [1.0, 144 / 252], atol=1e-4)
 
 
+def test_a_subset_keeps_the_class_names_and_the_masks_of_its_images(results, data):
+    ds, reference, pruned = results
+    candidates = {"l2@0.30": pruned, "other": tiny_cnn(seed=2)}
+    subset = evaluate(reference, candidates, torch.utils.data.Subset(data, [7, 2, 5]), layers=LAYERS,
+                      methods=["gradcam++", "layercam"], progress=False)
+    assert list(subset.class_name.values) == ["cat", "owl", "owl"]
+    np.testing.assert_allclose(subset.energy_in_mask.values, ds.energy_in_mask.isel(image=[7, 2, 5]).values,
+                               atol=1e-6)
+
+
 def test_a_copy_of_the_reference_scores_exactly_one(data):
     reference = tiny_cnn()
     ds = evaluate(reference, {"copy": copy.deepcopy(reference)}, data, layers=LAYERS,
