@@ -149,8 +149,9 @@ def heatmap_grid(ds: xr.Dataset, pruner: str | None = None, images: int | list =
     pruner = pruner or next(iter(_pruner_styles(ds)))
     models = _models_of(ds, pruner, with_reference=True)
     ds = ds.isel(image=slice(images)) if isinstance(images, int) else ds.sel(image=list(images))
-    fig = Figure(figsize=(COLUMN_WIDTH, COLUMN_WIDTH * ds.sizes[schema.IMAGE] / (len(models) + 0.3)),
-                 layout="constrained")
+    width = COLUMN_WIDTH if len(models) <= 5 else 2 * COLUMN_WIDTH  # many ratios: a full-width figure
+    fig = Figure(figsize=(width, width * ds.sizes[schema.IMAGE] / (len(models) + 0.3)), layout="constrained")
+    fig.suptitle(f"CAMs as the {pruner} pruning ratio grows", fontsize=mpl.rcParams["axes.titlesize"])
     axes = fig.subplots(ds.sizes[schema.IMAGE], len(models), squeeze=False)
     extent = (0, 1, 1, 0)  # input and heatmap share the axes whatever their resolutions
     for row, image in enumerate(ds[schema.IMAGE].values):
@@ -168,9 +169,9 @@ def heatmap_grid(ds: xr.Dataset, pruner: str | None = None, images: int | list =
             ax.spines[:].set_visible(False)
             if row == 0:
                 ratio = float(ds[schema.RATIO].sel(model=model))
-                ax.set_title(schema.REFERENCE if col == 0 else f"{pruner} @ {ratio:g}")
+                ax.set_title("reference" if col == 0 else f"{ratio:g}", fontsize="small")
             if col == 0:
-                ax.set_ylabel(_class_name(ds, image))
+                ax.set_ylabel(_class_name(ds, image), fontsize="small")
     colours = mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), HEATMAP_CMAP)  # opaque, unlike the overlay
     fig.colorbar(colours, ax=axes, shrink=0.6, label="CAM")
     return fig

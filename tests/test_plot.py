@@ -80,7 +80,8 @@ def test_heatmap_grid_images_by_models_over_the_input(ds):
     fig = plot.heatmap_grid(ds, images=3)
     panels = fig.axes[:-1]  # the last axes is the colour bar
     assert len(panels) == 3 * (1 + len(RATIOS))
-    assert [ax.get_title() for ax in panels[:3]] == ["reference", "l2 @ 0.3", "l2 @ 0.6"]
+    assert [ax.get_title() for ax in panels[:3]] == ["reference", "0.3", "0.6"]
+    assert fig._suptitle.get_text() == "CAMs as the l2 pruning ratio grows"
     assert [panels[i * 3].get_ylabel() for i in range(3)] == ["class0", "class1", "class2"]
     assert all(len(ax.get_images()) == 2 for ax in panels)
     np.testing.assert_allclose(panels[2].get_images()[1].get_array(),
@@ -92,7 +93,7 @@ def test_heatmap_grid_named_images_other_pruner_and_no_input(ds):
     fig = plot.heatmap_grid(ds.drop_vars(schema.INPUT), pruner="random", images=[4, 5])
     panels = fig.axes[:-1]
     assert len(panels) == 2 * 3 and all(len(ax.get_images()) == 1 for ax in panels)
-    assert panels[1].get_title() == "random @ 0.3"
+    assert panels[1].get_title() == "0.3" and "random" in fig._suptitle.get_text()
     with pytest.raises(KeyError, match="No pruner 'taylor'"):
         plot.heatmap_grid(ds, pruner="taylor")
 
