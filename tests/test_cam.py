@@ -199,3 +199,25 @@ def test_bad_input_gives_a_clear_error_and_leaves_the_model_unchanged(engine_arg
         engine = CamEngine(model, **{"layers": ["layer4"], "methods": ["gradcam"], **engine_args})
         engine(*(change_inputs(images, targets) if change_inputs else (images, targets)))
     saved.assert_unchanged()
+
+
+def test_an_engine_needs_layers_and_methods():
+    model = seeded_model("resnet18")
+    with pytest.raises(ValueError, match="at least one layer and one method"):
+        CamEngine(model, [], ["gradcam"])
+
+
+def test_a_layer_the_forward_never_runs_is_named(snapshot):
+    class WithSpareBranch(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.spare, self.head = torch.nn.Conv2d(3, 4, 3), torch.nn.Conv2d(3, 4, 3), torch.nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.head(self.conv(x).mean(dim=(2, 3)))
+
+    model = WithSpareBranch()
+    saved = snapshot(model)
+    with pytest.raises(ValueError, match=r"Layer\(s\) \['spare'\] did not run"):
+        CamEngine(model, ["conv", "spare"], ["gradcam"])(torch.rand(2, 3, 8, 8), torch.tensor([0, 1]))
+    saved.assert_unchanged()

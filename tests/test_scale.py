@@ -137,3 +137,11 @@ def test_a_client_needs_a_store():
     reference, candidates = models()
     with pytest.raises(ValueError, match="pass store='results.zarr' too"):
         evaluate(reference, candidates, masked_images(), client=object(), **KWARGS)
+
+
+def test_bad_storage_and_model_arguments_are_named():
+    reference, candidates = models()
+    with pytest.raises(ValueError, match=r"heatmap_dtype must be one of \('float32', 'float16'\)"):
+        evaluate(reference, candidates, masked_images(), heatmap_dtype="int8", **KWARGS)
+    with pytest.raises(TypeError, match=r"\['c'\] are neither torch models nor factories"):
+        evaluate(reference, {"c": lambda: "not a model"}, masked_images(), **KWARGS)
