@@ -67,7 +67,9 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
                None if device is None else str(device), config, sp2ps_config,
                None if heatmap_size is None else tuple(heatmap_size), heatmap_dtype, names)
     engines = job.engines(_built(models))
-    example, probe = job.probe(engines)
+    example = job.first_image()
+    job = dataclasses.replace(job, image_shape=tuple(example.shape[1:]))
+    job.check_models(engines, example)
     info = [_model_info(engine.model, example, name == schema.REFERENCE) for name, engine in zip(models, engines)]
     ranges = _batch_ranges(len(dataset), batch_size)
     attrs = _attrs(job, type(engines[0].model).__name__, example)
@@ -78,7 +80,8 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
         ds = xr.concat(chunks, dim=schema.IMAGE)
         return _finish(ds, info, attrs, _accuracy(ds).values)
     arguments = _run_arguments(job, engines, batch_size, example)
-    run = ZarrRun.open_or_create(store, arguments, lambda: _template(probe, len(dataset), batch_size, info, attrs))
+    run = ZarrRun.open_or_create(store, arguments, lambda: _template(job.first_chunk(engines), len(dataset),
+                                                                     batch_size, info, attrs))
     done = run.done()
     todo = [(start, stop) for start, stop in ranges if not done[start:stop].all()]
     bar = tqdm(total=len(ranges), initial=len(ranges) - len(todo), desc="PE-score", unit="batch",
@@ -154,6 +157,7 @@ class _Job:
     heatmap_size: tuple[int, int] | None
     heatmap_dtype: str
     class_names: list[str] | None
+    image_shape: tuple[int, ...] | None = None  # (C, H, W) of the first image, which every image must share
 
     def engines(self, models: list[nn.Module]) -> list[CamEngine]:
         return [CamEngine(model, self.layers, self.methods, device=self.device) for model in models]
@@ -163,26 +167,32 @@ class _Job:
         return DataLoader(self.dataset, batch_sampler=[list(range(start, stop)) for start, stop in ranges],
                           **({"collate_fn": self.collate_fn} if self.collate_fn is not None else {}))
 
-    def probe(self, engines: list[CamEngine]) -> tuple[torch.Tensor, xr.Dataset]:
-        """Check the data and models on the first image; its image ``(1, C, H, W)`` and its chunk."""
+    def first_image(self) -> torch.Tensor:
+        """The dataset's first image ``(1, C, H, W)``, checked: every other image must have its size."""
         images, _ = next(iter(self.batches([(0, 1)])))
         check_images(images)
+        return images
+
+    def check_models(self, engines: list[CamEngine], image: torch.Tensor) -> None:
+        """Every model must give as many classes as the reference for ``image (1, C, H, W)``."""
         with _entered(engines):
-            _check_class_counts(engines, list(self.models), images)
+            _check_class_counts(engines, list(self.models), image)
+
+    def first_chunk(self, engines: list[CamEngine]) -> xr.Dataset:
+        """The results of the first image alone: the shapes and dtypes a store is made from."""
         (_, chunk), = self.run(engines, [(0, 1)])
-        return images, chunk
+        return chunk
 
     def run(self, engines: list[CamEngine], ranges: Sequence[tuple[int, int]],
             after_each: Callable[[], None] = lambda: None) -> Iterator[tuple[int, xr.Dataset]]:
         """``(start, chunk)`` of each range: the results of its images as a Dataset."""
         masks = _dataset_attribute(self.dataset, "masks")
-        image_shape = None
         with _entered(engines):
             for (start, stop), (images, labels) in zip(ranges, self.batches(ranges)):
-                image_shape = image_shape or images.shape[1:]
-                if images.shape[1:] != image_shape:
-                    raise ValueError(f"All images must have one size: got {tuple(images.shape[1:])} after "
-                                     f"{tuple(image_shape)}. Resize them in the dataset's transform.")
+                if tuple(images.shape[1:]) != self.image_shape:
+                    raise ValueError(f"All images must have one size: got {tuple(images.shape[1:])} at image "
+                                     f"{start}, but the first is {self.image_shape}. Resize them in the "
+                                     "dataset's transform.")
                 arrays = _evaluate_batch(engines, images, torch.as_tensor(labels), self.config, self.sp2ps_config,
                                          None if masks is None else masks[start:stop])
                 arrays[schema.INPUT] = _display_images(images)

@@ -233,7 +233,7 @@ BAD_EVALUATIONS = [
      "names the reference model"),
     (lambda ref, cand, data: (ref, {"c": cand}, [(torch.rand(3, 24, 24), 0), (torch.rand(3, 32, 32), 1)],
                               dict(layers=["7"], batch_size=1)), ValueError,
-     r"All images must have one size: got \(3, 32, 32\) after \(3, 24, 24\)"),
+     r"All images must have one size: got \(3, 32, 32\) at image 1, but the first is \(3, 24, 24\)"),
 ]
 
 

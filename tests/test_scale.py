@@ -145,3 +145,10 @@ def test_bad_storage_and_model_arguments_are_named():
         evaluate(reference, candidates, masked_images(), heatmap_dtype="int8", **KWARGS)
     with pytest.raises(TypeError, match=r"\['c'\] are neither torch models nor factories"):
         evaluate(reference, {"c": lambda: "not a model"}, masked_images(), **KWARGS)
+
+
+def test_a_stored_run_refuses_an_image_of_another_size_in_a_later_batch(tmp_path):
+    reference, candidates = models()
+    images = [(torch.rand(3, 24, 24), 0)] * 3 + [(torch.rand(3, 32, 32), 1)] * 2  # batches of 3
+    with pytest.raises(ValueError, match=r"got \(3, 32, 32\) at image 3, but the first is \(3, 24, 24\)"):
+        evaluate(reference, candidates, images, store=str(tmp_path / "run.zarr"), **KWARGS)
