@@ -152,3 +152,17 @@ def test_a_stored_run_refuses_an_image_of_another_size_in_a_later_batch(tmp_path
     images = [(torch.rand(3, 24, 24), 0)] * 3 + [(torch.rand(3, 32, 32), 1)] * 2  # batches of 3
     with pytest.raises(ValueError, match=r"got \(3, 32, 32\) at image 3, but the first is \(3, 24, 24\)"):
         evaluate(reference, candidates, images, store=str(tmp_path / "run.zarr"), **KWARGS)
+
+
+def test_an_unfinished_store_is_not_passed_off_as_a_result(tmp_path):
+    template = xr.Dataset({"pe": (("model", "image"), np.zeros((1, 4)))},
+                          coords={"model": ["reference"], "image": np.arange(4), "accuracy": ("model", [np.nan])})
+    run = ZarrRun.open_or_create(tmp_path / "run.zarr", {"a": "1"}, lambda: template.chunk({"image": 2}))
+    with pytest.raises(RuntimeError, match="4 images of .* are not written yet; run evaluate again"):
+        run.finish(lambda ds: ds.pe.mean("image"))
+    assert not run.done().any()
+
+
+def test_loading_a_missing_path_says_how_to_save(tmp_path):
+    with pytest.raises(FileNotFoundError, match=r"No results at .*missing.nc; write them with pescore_nb.save"):
+        load(tmp_path / "missing.nc")
