@@ -25,7 +25,7 @@ import torchvision
 from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
 from pescore_nb import CamEngine, PEConfig
-from pescore_nb.evaluate import _evaluate_batch
+from pescore_nb.evaluation import _evaluate_batch
 
 LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 

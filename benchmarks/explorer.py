@@ -53,9 +53,9 @@ def control_timings(explorer, repeats: int) -> dict[str, list[float]]:
 
 def replot_from_scratch(ds: xr.Dataset, model: int, image: int) -> bytes:
     """The reference: every panel and the summary plotted into a new figure, saved as PNG."""
-    maps = ds.heatmap.isel(layer=0, method=0, image=image).values
+    maps = ds.heatmap.isel(layer=0, cam=0, image=image).values
     picture = ds.input.isel(image=image).values.transpose(1, 2, 0)
-    pe, labels = ds.pe.isel(layer=0, method=0).values, ds.label.values
+    pe, labels = ds.pe.isel(layer=0, cam=0).values, ds.label.values
     pe_by_class = np.stack([pe[:, labels == label].mean(axis=1) for label in np.unique(labels)], axis=1)
     figure = Figure(figsize=(12, 6), dpi=80)
     FigureCanvasAgg(figure)
@@ -86,7 +86,7 @@ def main(argv=None) -> None:
     with tempfile.TemporaryDirectory() as folder:
         for size, goal in GOALS_MS.items():
             path = Path(folder) / f"results_{size}.nc"
-            results_dataset(n_images=args.images, size=size, methods=("gradcam++", "gradcam")).to_netcdf(path, engine="h5netcdf")
+            results_dataset(n_images=args.images, size=size, cams=("gradcam++", "gradcam")).to_netcdf(path, engine="h5netcdf")
             with xr.open_dataset(path, engine="h5netcdf", chunks={}) as ds:
                 start = time.perf_counter()
                 explorer = explore(ds)

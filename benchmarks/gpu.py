@@ -23,7 +23,7 @@ from torch.utils.data import TensorDataset
 
 import pescore_nb
 from pescore_nb import CamEngine, PEConfig
-from pescore_nb.evaluate import _evaluate_batch
+from pescore_nb.evaluation import _evaluate_batch
 
 from engine import LAYERS, floor, median_seconds
 
@@ -52,7 +52,7 @@ def check_correctness() -> None:
     model.cpu()
     candidate = copy.deepcopy(model)
     data = TensorDataset(images, targets)
-    kwargs = dict(layers=["layer3", "layer4"], methods=["gradcam++"], batch_size=4, progress=False)
+    kwargs = dict(layers=["layer3", "layer4"], cams=["gradcam++"], batch_size=4, progress=False)
     cpu = pescore_nb.evaluate(model, {"copy": candidate}, data, **kwargs)
     gpu = pescore_nb.evaluate(model, {"copy": candidate}, data, device="cuda", **kwargs)
     print(f"evaluate cuda vs cpu: heatmap max abs {abs(gpu.heatmap - cpu.heatmap).max().item():.2e}, "

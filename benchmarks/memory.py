@@ -55,7 +55,7 @@ def child(count: int, store: str) -> None:
     example = torch.rand(1, 3, 64, 64)
     candidates = prune.sweep(reference, example, [0.2, 0.4, 0.6, 0.8], method="l2")
     start = time.perf_counter()
-    evaluate(reference, candidates, OnDemandShapes(count), layers=reference.cam_layers, methods=["gradcam++"],
+    evaluate(reference, candidates, OnDemandShapes(count), layers=reference.cam_layers, cams=["gradcam++"],
              batch_size=64, store=store, progress=False)
     peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"{count} {peak_mib:.1f} {time.perf_counter() - start:.1f}")

@@ -27,7 +27,7 @@ def synthetic_scores(seed: int = 0) -> xr.Dataset:
     pe = rng.beta(8, 2, size=(N_MODELS, 1, 1, N_IMAGES))
     return xr.Dataset({schema.PE: (schema.SCORE_DIMS, pe)},
                       coords={schema.MODEL: [f"m{i}" for i in range(N_MODELS)], schema.LAYER: ["l"],
-                              schema.METHOD: ["gradcam"], schema.LABEL: (schema.IMAGE, labels)},
+                              schema.CAM: ["gradcam"], schema.LABEL: (schema.IMAGE, labels)},
                       attrs={"pe_config": PEConfig().to_json()})
 
 

@@ -1,13 +1,26 @@
-"""pescore_nb: does a pruned CNN still look at the same pixels, with the same confidence?"""
-__version__ = "0.1.0"
+"""pescore_nb: does a pruned CNN still look at the same pixels, with the same confidence?
 
+Importing the package loads neither ipywidgets nor matplotlib: ``explore`` (and the
+``ds.pescore`` accessor's views) load them when first used.
+"""
+__version__ = "0.2.0"
+
+from . import accessor  # registers the ds.pescore accessor
 from .cam import CamEngine
-from .evaluate import evaluate
-from .explorer import explore
+from .evaluation import evaluate
 from .metrics import PEConfig
 from .scores import by_class, score
 from .sp2ps import Sp2PSConfig
 from .store import load, save
-from . import accessor  # registers the ds.pescore accessor
+from .trust import assess, recommend
 
-__all__ = ["CamEngine", "PEConfig", "Sp2PSConfig", "by_class", "evaluate", "explore", "load", "save", "score"]
+__all__ = ["CamEngine", "PEConfig", "Sp2PSConfig", "assess", "by_class", "evaluate", "explore", "load",
+           "recommend", "save", "score"]
+
+
+def __getattr__(name: str):
+    if name == "explore":  # ipywidgets is imported only when the explorer is asked for
+        from .explorer import explore
+
+        return explore
+    raise AttributeError(f"module 'pescore_nb' has no attribute {name!r}")

@@ -6,7 +6,10 @@ native run through pytorch-grad-cam itself, one call per layer.
 """
 from __future__ import annotations
 
+import contextlib
 import difflib
+import io
+import warnings
 from typing import Callable, NamedTuple, Sequence
 
 import torch
@@ -73,19 +76,20 @@ def eigencam(activations: torch.Tensor, gradients: None = None) -> torch.Tensor:
     return projection.reshape(batch, *activations.shape[2:])
 
 
-NATIVE_METHODS: dict[str, Callable] = {
+NATIVE_CAMS: dict[str, Callable] = {
     "gradcam": gradcam, "gradcam++": gradcam_plusplus, "xgradcam": xgradcam,
     "layercam": layercam, "hirescam": hirescam, "eigencam": eigencam,
 }
 GRADIENT_FREE = {"eigencam"}
 
 # Methods computed by pytorch-grad-cam: our name -> the library's class name.
-BACKEND_METHODS: dict[str, str] = {
+BACKEND_CAMS: dict[str, str] = {
     "scorecam": "ScoreCAM", "ablationcam": "AblationCAM", "eigengradcam": "EigenGradCAM",
     "gradcamelementwise": "GradCAMElementWise", "fullgrad": "FullGrad", "randomcam": "RandomCAM",
     "kpcacam": "KPCA_CAM", "shapleycam": "ShapleyCAM", "fem": "FEM", "segeigencam": "SegEigenCAM",
 }
-METHODS = tuple(NATIVE_METHODS) + tuple(BACKEND_METHODS)
+CAMS = tuple(NATIVE_CAMS) + tuple(BACKEND_CAMS)
+LAYER_FREE = {"fullgrad"}  # uses every bias layer, whatever layer is asked for
 
 
 def normalise_maps(raw_maps: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -110,9 +114,9 @@ def _min_max_(maps: torch.Tensor) -> torch.Tensor:
 class CamOutput(NamedTuple):
     """What one engine call gives, all on the engine's device.
 
-    heatmaps: ``(layers, methods, N, H, W)`` float32 in [0, 1];
+    heatmaps: ``(layers, cams, N, H, W)`` float32 in [0, 1];
     logits: ``(N, classes)``; targets: ``(N,)`` the explained classes;
-    degenerate: ``(layers, methods, N)`` bool, True where a map had no signal.
+    degenerate: ``(layers, cams, N)`` bool, True where a map had no signal.
     """
 
     heatmaps: torch.Tensor
@@ -146,34 +150,41 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 class CamEngine:
-    """Class activation maps of one model for several layers and methods at once.
+    """Class activation maps of one model for several layers and CAM methods at once.
 
     ``CamEngine(model, ["layer3", "layer4"], ("gradcam", "gradcam++"))(images, targets)`` returns
-    ``(layers, methods, N, H, W)`` float32 maps in [0, 1] for images ``(N, C, H, W)`` and class
+    ``(layers, cams, N, H, W)`` float32 maps in [0, 1] for images ``(N, C, H, W)`` and class
     indices ``targets (N,)``. Native methods share one forward and one ``torch.autograd.grad``;
     parameters' ``.grad`` are never filled, no graph outlives a call, and the model's hooks,
     train/eval modes, ``requires_grad`` flags and device are restored even when a call raises.
     Use ``with engine:`` to keep the model prepared (on the engine's device) across many calls.
     """
 
-    def __init__(self, model: nn.Module, layers: Sequence[str], methods: Sequence[str] = ("gradcam++",),
+    def __init__(self, model: nn.Module, layers: Sequence[str] | str, cams: Sequence[str] | str = ("gradcam++",),
                  device: str | torch.device | None = None):
         if isinstance(layers, str):
             layers = [layers]
-        if isinstance(methods, str):
-            methods = [methods]
-        if not layers or not methods:
-            raise ValueError("CamEngine needs at least one layer and one method, e.g. "
+        if isinstance(cams, str):
+            cams = [cams]
+        if not layers or not cams:
+            raise ValueError("CamEngine needs at least one layer and one CAM method, e.g. "
                              "CamEngine(model, ['layer4'], ['gradcam++']).")
         self.model = model
         self.layers = tuple(layers)
-        self.methods = tuple(method.lower() for method in methods)
+        self.cams = tuple(method.lower() for method in cams)
+        repeated = sorted({name for name in self.layers + self.cams
+                           if (self.layers + self.cams).count(name) > 1})
+        if repeated:
+            raise ValueError(f"{repeated} listed more than once; give each layer and CAM method once.")
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.modules = {name: _find_layer(model, name) for name in self.layers}
-        unknown = [method for method in self.methods if method not in METHODS]
+        unknown = [method for method in self.cams if method not in CAMS]
         if unknown:
-            raise ValueError(f"Unknown CAM method(s) {unknown}; choose from {list(METHODS)}.")
-        self._native = [method for method in self.methods if method in NATIVE_METHODS]
+            raise ValueError(f"Unknown CAM method(s) {unknown}; choose from {list(CAMS)}.")
+        if LAYER_FREE & set(self.cams):
+            warnings.warn(f"{sorted(LAYER_FREE & set(self.cams))} ignore the requested layers (pytorch-grad-cam's "
+                          "FullGrad uses every bias layer): their maps are the same at every layer.", stacklevel=2)
+        self._native = [method for method in self.cams if method in NATIVE_CAMS]
         self._needs_gradients = any(method not in GRADIENT_FREE for method in self._native)
         self._clone_outputs: set[str] = set()  # layers whose output is later modified in place
         self._captured: dict[str, tuple[torch.Tensor, int]] = {}
@@ -226,7 +237,7 @@ class CamEngine:
 
     # --- computing maps ----------------------------------------------------------------------
     def __call__(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
-        """Maps ``(layers, methods, N, H, W)`` of ``targets (N,)`` (None: the predicted classes)."""
+        """Maps ``(layers, cams, N, H, W)`` of ``targets (N,)`` (None: the predicted classes)."""
         return self.compute(images, targets).heatmaps
 
     def compute(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> CamOutput:
@@ -247,15 +258,15 @@ class CamEngine:
             gradients = self._gradients(logits, targets, activations)
             activations = [activation.detach() for activation in activations]
             size = tuple(images.shape[-2:])
-            per_method = {method: [normalise_maps(NATIVE_METHODS[method](activations[i], gradients[i]), size)
+            per_method = {method: [normalise_maps(NATIVE_CAMS[method](activations[i], gradients[i]), size)
                                    for i in range(len(self.layers))]
                           for method in self._native}
             per_method.update({method: [self._backend_maps(method, layer, images, targets)
                                         for layer in self.layers]
-                               for method in self.methods if method in BACKEND_METHODS})
-            heatmaps = torch.stack([torch.stack([per_method[m][i][0] for m in self.methods])
+                               for method in self.cams if method in BACKEND_CAMS})
+            heatmaps = torch.stack([torch.stack([per_method[m][i][0] for m in self.cams])
                                     for i in range(len(self.layers))])
-            degenerate = torch.stack([torch.stack([per_method[m][i][1] for m in self.methods])
+            degenerate = torch.stack([torch.stack([per_method[m][i][1] for m in self.cams])
                                       for i in range(len(self.layers))])
             return CamOutput(heatmaps, logits.detach(), targets, degenerate)
 
@@ -300,8 +311,9 @@ class CamEngine:
         from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 
         handles, self._handles = self._handles, []  # our capture hooks stand aside
-        cam = getattr(pytorch_grad_cam, BACKEND_METHODS[method])(model=self.model,
-                                                                 target_layers=[self.modules[layer]])
+        with contextlib.redirect_stdout(io.StringIO()):  # FullGrad prints on every call; we warned once
+            cam = getattr(pytorch_grad_cam, BACKEND_CAMS[method])(model=self.model,
+                                                                  target_layers=[self.modules[layer]])
         try:
             maps = cam(input_tensor=images.detach().requires_grad_(True),
                        targets=[ClassifierOutputTarget(int(t)) for t in targets.tolist()])

@@ -34,8 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from . import data, plot, prune, runconfig, schema, zoo
-from .evaluate import evaluate
-from .recommend import assess, recommend
+from .evaluation import evaluate
+from .trust import assess, recommend
 from .runconfig import ConfigError, PruneSpec
 from .scores import DegenerateMapWarning
 from .store import save
@@ -173,7 +173,7 @@ def _write_figures(ds: xr.Dataset, folder: Path) -> list[Path]:
     pruners = [p for p in dict.fromkeys(ds[schema.PRUNER].values.tolist()) if p != schema.UNPRUNED]
     jobs = []
     for layer in ds[schema.LAYER].values.tolist():
-        for method in ds[schema.METHOD].values.tolist():
+        for method in ds[schema.CAM].values.tolist():
             where = {"layer": layer, "method": method}
             jobs += [(f"pe_vs_ratio_{layer}_{method}.png", plot.pe_vs_ratio, where),
                      (f"drop_scatter_{layer}_{method}.png", plot.drop_scatter, where)]
@@ -188,8 +188,8 @@ def _model_table(ds: xr.Dataset, pe_threshold: float, max_accuracy_drop: float) 
     """One row per model: pruner, ratio, params, MACs, accuracy, PE per layer and method, verdict."""
     verdicts = assess(ds, pe_threshold, max_accuracy_drop)
     places = [(layer, method) for layer in ds[schema.LAYER].values.tolist()
-              for method in ds[schema.METHOD].values.tolist()]
-    single_method = ds.sizes[schema.METHOD] == 1
+              for method in ds[schema.CAM].values.tolist()]
+    single_method = ds.sizes[schema.CAM] == 1
     header = (["model", "pruner", "ratio", "params", "MACs", "accuracy"]
               + [f"PE {layer}" if single_method else f"PE {layer} {method}" for layer, method in places]
               + ["trustworthy?"])
@@ -207,7 +207,7 @@ def _model_table(ds: xr.Dataset, pe_threshold: float, max_accuracy_drop: float) 
         rows.append([model, str(coords[schema.PRUNER].values), f"{float(coords[schema.RATIO]):.2f}",
                      f"{int(coords[schema.PARAMS]):,}", f"{int(coords[schema.MACS]) / 1e6:.2f}M",
                      f"{float(coords[schema.ACCURACY]):.3f}"]
-                    + [f"{float(at['pe'].sel({schema.LAYER: layer, schema.METHOD: method})):.3f}"
+                    + [f"{float(at['pe'].sel({schema.LAYER: layer, schema.CAM: method})):.3f}"
                        for layer, method in places] + [verdict])
     title = (f"Trustworthy = PE >= {pe_threshold:g} at every layer and CAM method, and accuracy drop "
              f"<= {max_accuracy_drop:g} against the reference.")

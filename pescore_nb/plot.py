@@ -256,7 +256,7 @@ def layer_ratio_map(ds: xr.Dataset, variable: str = schema.PE, pruner: str | Non
 
 def _select(ds: xr.Dataset, layer: str | None, method: str | None, keep_layers: bool = False) -> xr.Dataset:
     """``ds`` at one layer (unless ``keep_layers``) and one CAM method, the first ones by default."""
-    choices = {schema.METHOD: method} if keep_layers else {schema.LAYER: layer, schema.METHOD: method}
+    choices = {schema.CAM: method} if keep_layers else {schema.LAYER: layer, schema.CAM: method}
     for dim, name in choices.items():
         available = ds[dim].values.tolist()
         if name is not None and name not in available:

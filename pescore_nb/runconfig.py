@@ -26,7 +26,7 @@ A sample (``examples/config.yaml`` runs it offline)::
       limit: 120                    # optional: only the first N images
       # size: 224                   # folders only: images are resized and cropped to size x size
     layers: [features.14, features.17]   # optional when the reference has `cam_layers`
-    methods: [gradcam++]            # CAM methods (pescore_nb.cam.METHODS)
+    methods: [gradcam++]            # CAM methods (pescore_nb.cam.CAMS)
     pe: {iou_threshold: 0.5, combine: product}   # any PEConfig field
     recommend: {pe_threshold: 0.8, max_accuracy_drop: 0.02}
     batch_size: 32
@@ -55,7 +55,7 @@ from torch import nn
 from torch.utils.data import Dataset, Subset
 
 from . import cam, data, prune, schema, zoo
-from .evaluate import HEATMAP_DTYPES
+from .evaluation import HEATMAP_DTYPES
 from .metrics import PEConfig
 
 REQUIRED = object()
@@ -321,7 +321,7 @@ def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
         prune=_prune(_Section(top.values["prune"], "prune", ("method", "ratios", "seed"))) if has_prune else None,
         data=_data(top, base),
         layers=top.names("layers", "a list of module names, e.g. [features.14, features.17]", default=None),
-        methods=top.names("methods", "a list of CAM methods, e.g. [gradcam++]", cam.METHODS, default=("gradcam++",)),
+        methods=top.names("methods", "a list of CAM methods, e.g. [gradcam++]", cam.CAMS, default=("gradcam++",)),
         pe=_pe_config(top),
         **_thresholds(top),
         batch_size=top.get("batch_size", int, "a positive integer, e.g. 32", 32, lambda n: n >= 1),

@@ -1,23 +1,30 @@
 """The names of the pescore_nb Dataset: one place for every dimension, coordinate and variable.
 
-Every evaluation produces one :class:`xarray.Dataset` with these names (see ``PESCORE.md``)::
+Every evaluation produces one :class:`xarray.Dataset` with these names::
 
-    heatmap     (model, layer, method, image, y, x)  float32 in [0, 1]
-    prob, pred  (model, image)                       softmax prob. of the target, predicted class
+    heatmap     (model, layer, cam, image, y, x)  float32 in [0, 1]
+    prob, pred  (model, image)                    softmax prob. of the target, predicted class
     ssim, iou, conf, pe, degenerate
-                (model, layer, method, image)        per-image scores against the reference
-    input       (image, channel, y, x)               uint8 picture of each input, for display
+                (model, layer, cam, image)        per-image scores against the reference
+    input       (image, channel, y, x)            uint8 picture of each input, for display
 
-Coordinates on ``model``: ``ratio``, ``pruner``, ``params``, ``macs``, ``accuracy``;
-on ``image``: ``label``, ``class_name``, ``index``. The reference model is ``model[0]``.
+Coordinates on ``model``: ``role`` (``reference``, ``candidate``, ``control``), ``ratio``,
+``pruner``, ``params``, ``macs``, ``accuracy``, ``provenance`` (JSON: pruning seed, fine-tuning
+recipe, data digest); on ``image``: ``label``, ``class_name``, ``source_index``. The reference is
+the model whose ``role`` is ``reference`` (see :mod:`pescore_nb.structure`), wherever it stands.
 """
 
-MODEL, LAYER, METHOD, IMAGE, Y, X = "model", "layer", "method", "image", "y", "x"
-CLASS = "class"
+SCHEMA_VERSION = 2  # attrs["schema_version"]; 1: dims "method"/"class", coord "index", no roles
+SCHEMA_VERSION_ATTRIBUTE = "schema_version"
+
+MODEL, LAYER, CAM, IMAGE, Y, X = "model", "layer", "cam", "image", "y", "x"
 REFERENCE = "reference"
 
-RATIO, PRUNER, PARAMS, MACS, ACCURACY = "ratio", "pruner", "params", "macs", "accuracy"
-LABEL, CLASS_NAME, INDEX = "label", "class_name", "index"
+ROLE, RATIO, PRUNER, PARAMS, MACS, ACCURACY = "role", "ratio", "pruner", "params", "macs", "accuracy"
+PROVENANCE = "provenance"
+CANDIDATE, CONTROL = "candidate", "control"
+ROLES = (REFERENCE, CANDIDATE, CONTROL)
+LABEL, CLASS_NAME, SOURCE_INDEX = "label", "class_name", "source_index"
 
 HEATMAP = "heatmap"
 PROB, PRED = "prob", "pred"
@@ -25,15 +32,24 @@ SSIM, IOU, CONF, PE = "ssim", "iou", "conf", "pe"
 DEGENERATE = "degenerate"
 INPUT, CHANNEL = "input", "channel"
 ENERGY_IN_MASK = "energy_in_mask"
+SP2PS = "sp2ps"
 
-HEATMAP_DIMS = (MODEL, LAYER, METHOD, IMAGE, Y, X)
-SCORE_DIMS = (MODEL, LAYER, METHOD, IMAGE)
+HEATMAP_DIMS = (MODEL, LAYER, CAM, IMAGE, Y, X)
+SCORE_DIMS = (MODEL, LAYER, CAM, IMAGE)
 OUTPUT_DIMS = (MODEL, IMAGE)
 INPUT_DIMS = (IMAGE, CHANNEL, Y, X)
 SCORE_VARIABLES = (SSIM, IOU, CONF, PE)
 
+# Names of schema version 1, renamed by `pescore_nb.load`: old name -> new name.
+LEGACY_NAMES = {"method": CAM, "class": LABEL, "index": SOURCE_INDEX}
+
 # Attribute a pruned model carries so that `evaluate` can fill the `model` coordinates:
-# ``model.pescore_pruning = {"pruner": "l2", "ratio": 0.3}`` (set by ``pescore_nb.prune``).
+# ``model.pescore_pruning = {"pruner": "l2", "ratio": 0.3, "role": "candidate", "params": ...,
+# "macs": ..., "provenance": {...}}`` (set by ``pescore_nb.prune``).
 PRUNING_ATTRIBUTE = "pescore_pruning"
 UNPRUNED = "none"
-SP2PS = "sp2ps"
+UNKNOWN_PRUNER = "unknown"
+
+# Names of the controls that calibrate the trust rule (role ``control``, ratio 0, pruner ``none``).
+CONTROL_FINETUNE = "control:finetune"  # the reference put through the candidates' fine-tuning, unpruned
+CONTROL_TWIN = "control:twin"          # the same architecture and recipe, trained with another seed

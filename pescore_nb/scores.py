@@ -3,55 +3,61 @@ from __future__ import annotations
 
 import warnings
 
-import numpy as np
 import xarray as xr
 
-from . import schema
-from .metrics import CLASS_WEIGHTS, PEConfig
+from . import schema, structure
 
 
 class DegenerateMapWarning(UserWarning):
     """Some maps entering a score were constant (no CAM signal); see the ``degenerate`` variable."""
 
 
-def class_weights(labels: np.ndarray, how: str = "support") -> xr.DataArray:
-    """The weight of each class present in ``labels (N,)``, summing to 1, as a DataArray ``(class,)``.
+def by_class(ds: xr.Dataset, variable: str = schema.PE, *, skipna: bool = False) -> xr.DataArray:
+    """Mean of a per-image score over each class: ``(model, layer, cam, label)``.
 
-    ``"support"``: w_k = N_k / N; ``"macro"``: w_k = 1 / K.
-    """
-    if how not in CLASS_WEIGHTS:
-        raise ValueError(f"class weights must be one of {CLASS_WEIGHTS}, got {how!r}.")
-    classes, counts = np.unique(np.asarray(labels), return_counts=True)
-    weights = counts / counts.sum() if how == "support" else np.full(len(classes), 1.0 / len(classes))
-    return xr.DataArray(weights, dims=schema.CLASS, coords={schema.CLASS: classes})
-
-
-def by_class(ds: xr.Dataset, variable: str = schema.PE) -> xr.DataArray:
-    """Mean of a per-image score over each class: ``(model, layer, method, class)``.
-
-    ``class`` holds the label values; its ``class_name`` coordinate their names.
+    ``label`` holds the label values; its ``class_name`` coordinate their names. A NaN in
+    ``ds[variable]`` raises (naming how many) unless ``skipna=True``, which leaves those images out.
     """
     _warn_if_degenerate(ds)
+    values = _checked(ds, variable, skipna)
     labels = ds[schema.LABEL].load()  # grouping needs the labels' values, also in a lazily opened Dataset
-    per_class = ds[variable].groupby(labels).mean(schema.IMAGE)
-    per_class = per_class.rename({schema.LABEL: schema.CLASS})
+    per_class = values.groupby(labels).mean(schema.IMAGE, skipna=skipna)
     names = _class_names(ds)
     return per_class.assign_coords(
-        {schema.CLASS_NAME: (schema.CLASS, [names[label] for label in per_class[schema.CLASS].values])})
+        {schema.CLASS_NAME: (schema.LABEL, [names[label] for label in per_class[schema.LABEL].values])})
 
 
-def score(ds: xr.Dataset, variable: str = schema.PE, how: str | None = None) -> xr.DataArray:
-    """The class-weighted score ``sum_k w_k * mean_k``: ``(model, layer, method)``.
+def score(ds: xr.Dataset, variable: str = schema.PE, class_weights: str | None = None, *,
+          skipna: bool = False) -> xr.DataArray:
+    """The class-weighted score ``sum_k w_k * mean_k``: ``(model, layer, cam)``.
 
-    ``how`` overrides the Dataset's ``PEConfig.class_weights`` (``"support"`` or ``"macro"``).
+    ``class_weights`` overrides the Dataset's ``PEConfig.class_weights`` (``"support"``: w_k =
+    N_k / N, or ``"macro"``: w_k = 1 / K). With ``skipna=True`` images whose score is NaN are left
+    out and the weights renormalised over what remains (N_k counts only finite scores; a class
+    with none drops out); by default a NaN raises.
     """
-    how = how or PEConfig.from_attrs(ds.attrs).class_weights
-    weights = class_weights(ds[schema.LABEL].values, how)
+    rule = structure.class_weight_rule(ds, class_weights)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateMapWarning)  # by_class would warn a second time
-        per_class = by_class(ds, variable)
+        per_class = by_class(ds, variable, skipna=skipna)
     _warn_if_degenerate(ds)
-    return (per_class * weights).sum(schema.CLASS).rename(variable)
+    counts = ds[variable].notnull().groupby(ds[schema.LABEL].load()).sum(schema.IMAGE)  # (..., label)
+    present = (counts > 0).astype(float)
+    weights = counts / counts.sum(schema.LABEL) if rule == "support" else present / present.sum(schema.LABEL)
+    return (per_class.fillna(0.0) * weights).sum(schema.LABEL).rename(variable)
+
+
+def _checked(ds: xr.Dataset, variable: str, skipna: bool) -> xr.DataArray:
+    if variable not in ds:
+        raise KeyError(f"No variable {variable!r} in the Dataset; it has {sorted(ds.data_vars)}.")
+    values = ds[variable]
+    if not skipna and values.dtype.kind == "f":
+        missing = int(values.isnull().sum())
+        if missing:
+            raise ValueError(f"ds[{variable!r}] holds {missing} NaN values of {values.size}, which would make "
+                             f"the score wrong; find them with ds[{variable!r}].isnull(), or pass skipna=True to "
+                             "leave those images out (the class weights are renormalised).")
+    return values
 
 
 def _class_names(ds: xr.Dataset) -> dict:

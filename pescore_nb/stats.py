@@ -34,7 +34,7 @@ def bootstrap(ds: xr.Dataset, variable: str = schema.PE, *, per_class: bool = Fa
     how = how or PEConfig.from_attrs(ds.attrs).class_weights
     resampled = _class_means(values, labels, n_resamples, np.random.default_rng(seed))  # (B, K, M)
     if per_class:
-        estimate = by_class(ds, variable).transpose(*other_dims, schema.CLASS)
+        estimate = by_class(ds, variable).transpose(*other_dims, schema.LABEL)
         resampled = np.moveaxis(resampled, 1, -1)  # (B, M, K)
     else:
         estimate = score(ds, variable, how).transpose(*other_dims)
@@ -73,7 +73,7 @@ def compare(ds: xr.Dataset, model_a: str, model_b: str, variable: str = schema.P
     estimate = estimate.transpose(*other_dims)
     result = _interval_dataset(estimate, low, high, variable, level, n_resamples, how,
                                interval="stratified percentile bootstrap of paired differences")
-    image_weight = (weights.sel({schema.CLASS: labels}) / _class_sizes(labels)).values  # w_k / N_k, (N,)
+    image_weight = (weights.sel({schema.LABEL: labels}) / _class_sizes(labels)).values  # w_k / N_k, (N,)
     p_value = _sign_flip_p_value(values * image_weight, n_resamples, rng)
     return result.assign(p_value=(other_dims, p_value.reshape(estimate.shape))).assign_attrs(
         model_a=model_a, model_b=model_b, test="two-sided sign-flip permutation")

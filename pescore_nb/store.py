@@ -1,40 +1,74 @@
 """Results on disk: `save` and `load` a Dataset (netCDF ``.nc`` or Zarr ``.zarr``), and `ZarrRun`,
-the store that `evaluate(store=...)` fills batch by batch and resumes."""
+the store that `evaluate(store=...)` fills batch by batch and resumes.
+
+Nothing here loses or mixes results silently: `save` writes a temporary sibling and renames it
+into place (a failure leaves the old file or nothing), so saving a lazily loaded Dataset over its
+own source works; `overwrite=True` replaces only files and pescore_nb stores; `load` refuses an
+unfinished run unless asked for its finished part, and upgrades files of older schema versions.
+"""
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
+import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import xarray as xr
 
 from . import schema
+from .metrics import CONFIG_ATTRIBUTE
 
 NETCDF_ENGINE = "h5netcdf"
 DONE = "batch_done"  # (image,) bool in a run's store: the image's batch is fully written
 RUN_ARGUMENTS = "run_arguments"  # attrs key: JSON of the arguments the store was written with
 
 
-def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``ds`` to ``path`` (``.zarr`` -> Zarr, anything else -> netCDF4 via h5netcdf).
+class SchemaUpgradeWarning(UserWarning):
+    """A file written by an older pescore_nb was renamed to today's schema as it was loaded."""
 
-    An existing path is never replaced unless ``overwrite=True``. Returns the path written.
+
+def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write ``ds`` to ``path`` (``.zarr`` -> Zarr, anything else -> netCDF4 via h5netcdf), atomically.
+
+    The Dataset is written to a hidden temporary sibling first and renamed into place, so a
+    failure (disk full, a kill) leaves the old file or nothing, and ``ds`` may be a lazily loaded
+    view of ``path`` itself. An existing path is never replaced unless ``overwrite=True``, and
+    never when it is a folder that is not a pescore_nb store. Returns the path written.
     """
     path = Path(path)
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pescore_nb never overwrites results silently. "
                               "Choose another path, or pass overwrite=True to replace it.")
-    if _is_zarr(path):
-        ds.to_zarr(path, mode="w" if overwrite else "w-", zarr_format=2, consolidated=True)
-    else:
-        ds.to_netcdf(path, engine=NETCDF_ENGINE)
+    if path.is_dir() and not _is_pescore_store(path):
+        raise FileExistsError(f"{path} is a folder that is not a pescore_nb store; overwrite=True replaces only "
+                              "pescore_nb results. Choose another path, or move that folder away yourself.")
+    temporary = path.with_name(f".{path.name}.saving-{os.getpid()}")
+    _remove(temporary)
+    try:
+        if _is_zarr(path):
+            ds.to_zarr(temporary, mode="w-", zarr_format=2, consolidated=True)
+        else:
+            ds.to_netcdf(temporary, engine=NETCDF_ENGINE)
+        _replace(temporary, path)
+    finally:
+        _remove(temporary)
     return path
 
 
-def load(path: str | Path, *, lazy: bool = True) -> xr.Dataset:
-    """Open a saved Dataset; ``lazy=True`` keeps the arrays on disk as dask arrays until used."""
+def load(path: str | Path, *, lazy: bool = True, partial: bool = False) -> xr.Dataset:
+    """Open a saved Dataset; ``lazy=True`` keeps the arrays on disk as dask arrays until used.
+
+    A store of an ``evaluate(store=...)`` run that has not finished is refused (resume it by
+    calling ``evaluate`` again with the same arguments) unless ``partial=True``, which returns
+    only its finished images, with the accuracy of those. Files of an older schema are renamed to
+    today's names (``method`` -> ``cam``, ``index`` -> ``source_index``, a ``role`` coordinate with
+    the first model as reference) with one :class:`SchemaUpgradeWarning`.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"No results at {path}; write them with pescore_nb.save(ds, path) first.")
@@ -43,12 +77,94 @@ def load(path: str | Path, *, lazy: bool = True) -> xr.Dataset:
         ds = xr.open_zarr(path, chunks=chunks, zarr_format=2)
     else:
         ds = xr.open_dataset(path, engine=NETCDF_ENGINE, chunks=chunks)
-    ds = ds.drop_vars(DONE, errors="ignore")
+    if DONE in ds:
+        ds = _finished_part(ds, path, partial)
+    ds = _upgraded(ds, path)
     return ds if lazy else ds.load()
+
+
+def _finished_part(ds: xr.Dataset, path: Path, partial: bool) -> xr.Dataset:
+    """The images of a run's store whose batches are written (all, or refuse unless ``partial``)."""
+    done = ds[DONE].values
+    ds = ds.drop_vars(DONE)
+    if done.all():
+        return ds
+    batch_size = int(json.loads(ds.attrs.get(RUN_ARGUMENTS, "{}")).get("batch_size", 1))
+    batches = -(-len(done) // batch_size)
+    finished = int(done.reshape(-1)[::batch_size].sum())
+    if not partial:
+        raise RuntimeError(f"{path} is an unfinished evaluate(store=...) run: {finished} of {batches} batches "
+                           f"({int(done.sum())} of {len(done)} images) are written. Resume it by calling "
+                           f"evaluate again with the same models, data and arguments and store='{path}', or "
+                           "load only the finished images with load(path, partial=True).")
+    ds = ds.isel({schema.IMAGE: np.flatnonzero(done)})
+    accuracy = (ds[schema.PRED] == ds[schema.LABEL]).mean(schema.IMAGE).values.astype(np.float64)
+    return ds.assign_coords({schema.ACCURACY: (schema.MODEL, accuracy)})
+
+
+def _upgraded(ds: xr.Dataset, path: Path) -> xr.Dataset:
+    """``ds`` with the names of today's schema, saying once what was renamed or added."""
+    if ds.attrs.get(schema.SCHEMA_VERSION_ATTRIBUTE) == schema.SCHEMA_VERSION:
+        return ds
+    renames = {old: new for old, new in schema.LEGACY_NAMES.items() if old in ds.variables or old in ds.dims}
+    ds = ds.rename(renames)
+    changes = [f"{old} -> {new}" for old, new in renames.items()]
+    if schema.MODEL in ds.dims and schema.ROLE not in ds.coords:
+        roles = [schema.REFERENCE] + [schema.CANDIDATE] * (ds.sizes[schema.MODEL] - 1)
+        ds = ds.assign_coords({schema.ROLE: (schema.MODEL, roles)})
+        changes.append(f"added '{schema.ROLE}' (the first model is the reference, the others candidates)")
+    ds.attrs[schema.SCHEMA_VERSION_ATTRIBUTE] = schema.SCHEMA_VERSION
+    warnings.warn(f"{path} was written with an older pescore_nb schema; loaded with today's names: "
+                  f"{'; '.join(changes) or 'no renames'}. Save it again to keep them.", SchemaUpgradeWarning,
+                  stacklevel=3)
+    return ds
 
 
 def _is_zarr(path: Path) -> bool:
     return path.suffix == ".zarr"
+
+
+def _is_pescore_store(path: Path) -> bool:
+    """True for a Zarr folder whose attrs carry a PE config (written by pescore_nb)."""
+    attrs_file = path / ".zattrs"
+    try:
+        return CONFIG_ATTRIBUTE in json.loads(attrs_file.read_text())
+    except (OSError, ValueError):
+        return False
+
+
+def _replace(source: Path, target: Path) -> None:
+    """Move ``source`` onto ``target``; a folder target is swapped out first and removed only after."""
+    if not target.is_dir():
+        os.replace(source, target)  # atomic for files
+        return
+    retired = target.with_name(f".{target.name}.retired-{os.getpid()}")
+    _remove(retired)
+    os.rename(target, retired)
+    try:
+        os.rename(source, target)
+    except BaseException:
+        os.rename(retired, target)
+        raise
+    _remove(retired)
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path``'s hidden lock file: a second process waits here."""
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
 
 class ZarrRun:
@@ -56,7 +172,7 @@ class ZarrRun:
 
     Every batch writes its region, then marks it done, so a run killed at any moment is resumed
     by recomputing only the batches not marked. The store records the arguments it was made with
-    and refuses a run with other ones.
+    (digests of the data included) and refuses a run with other ones.
     """
 
     def __init__(self, path: str | Path):
@@ -65,20 +181,27 @@ class ZarrRun:
     @classmethod
     def open_or_create(cls, path: str | Path, arguments: dict[str, str],
                        make_template: Callable[[], xr.Dataset]) -> "ZarrRun":
-        """Open the run at ``path`` if it was made with ``arguments``, else create it from the template."""
+        """Open the run at ``path`` if it was made with ``arguments``, else create it from the template.
+
+        Creation holds a lock, so a second process starting the same store waits, then resumes it.
+        """
         path = Path(path)
         if not _is_zarr(path):
             raise ValueError(f"store must be a '.zarr' path, got {path}; e.g. store='results.zarr'.")
-        if path.exists():
-            cls._check_arguments(path, arguments)
-        else:
+        with _locked(path):
+            if path.exists():
+                cls._check_arguments(path, arguments)
+                return cls(path)
             template = make_template()
             batch_chunks = template.chunks[schema.IMAGE]
             template[DONE] = (schema.IMAGE, _zeros(template.sizes[schema.IMAGE], batch_chunks))
             template.attrs[RUN_ARGUMENTS] = json.dumps(arguments, sort_keys=True)
             partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
-            template.to_zarr(partial, compute=False, mode="w", zarr_format=2, consolidated=True)
-            os.rename(partial, path)  # atomic: a store either exists whole or not at all
+            try:
+                template.to_zarr(partial, compute=False, mode="w", zarr_format=2, consolidated=True)
+                os.rename(partial, path)  # atomic: a store either exists whole or not at all
+            finally:
+                _remove(partial)
         return cls(path)
 
     @staticmethod
@@ -90,9 +213,9 @@ class ZarrRun:
         stored = json.loads(stored)
         differ = sorted(key for key in set(stored) | set(arguments) if stored.get(key) != arguments.get(key))
         if differ:
-            raise ValueError(f"{path} was written by a run with other arguments ({', '.join(differ)} differ); "
-                             "pescore_nb never mixes or overwrites runs. Use another store path, or delete "
-                             f"{path} to start again.")
+            raise ValueError(f"{path} was written by a run with other arguments or data ({', '.join(differ)} "
+                             "differ); pescore_nb never mixes or overwrites runs. Use another store path, or "
+                             f"delete {path} to start again.")
 
     def done(self) -> np.ndarray:
         """``(image,)`` bool: which images' batches are fully written."""
@@ -101,7 +224,7 @@ class ZarrRun:
     def write(self, chunk: xr.Dataset, start: int) -> None:
         """Write one batch's ``chunk`` at image positions ``start ...``, then mark it done."""
         region = {schema.IMAGE: slice(start, start + chunk.sizes[schema.IMAGE])}
-        chunk = chunk.drop_vars([schema.MODEL, schema.LAYER, schema.METHOD])
+        chunk = chunk.drop_vars([schema.MODEL, schema.LAYER, schema.CAM])
         chunk.to_zarr(self.path, region=region, mode="r+", zarr_format=2)
         marks = xr.Dataset({DONE: (schema.IMAGE, np.ones(chunk.sizes[schema.IMAGE], dtype=bool))})
         marks.to_zarr(self.path, region=region, mode="r+", zarr_format=2)

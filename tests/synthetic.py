@@ -9,22 +9,27 @@ from pescore_nb.metrics import PEConfig
 
 
 def results_dataset(n_images: int = 12, size: int = 16, pruners=("l2", "random"), ratios=(0.3, 0.6),
-                    layers=("features.3", "features.7"), methods=("gradcam++",), n_classes: int = 3,
-                    seed: int = 0, distinct_maps: bool = False) -> xr.Dataset:
+                    layers=("features.3", "features.7"), cams=("gradcam++",), n_classes: int = 3,
+                    seed: int = 0, distinct_maps: bool = False, controls: dict | None = None) -> xr.Dataset:
     """A Dataset with the names of ``PESCORE.md``: PE falls as the ratio grows, faster for "random".
 
-    Heatmaps ``(model, layer, method, image, size, size)`` drift away from the reference's blob as
+    Heatmaps ``(model, layer, cam, image, size, size)`` drift away from the reference's blob as
     the ratio grows; scores are random but ordered so tests can check directions. With
-    ``distinct_maps`` the blob also moves up with the layer, the method and the image, so every
-    (layer, method, image) has its own maps.
+    ``distinct_maps`` the blob also moves up with the layer, the CAM method and the image, so every
+    (layer, cam, image) has its own maps. ``controls``: ``{name: drift}`` adds control models
+    (role ``control``, ratio 0, pruner ``none``) whose maps drift like a candidate's with that drift.
     """
+    controls = controls or {}
     rng = np.random.default_rng(seed)
-    names = [schema.REFERENCE] + [f"{p}@{r:.2f}" for p in pruners for r in ratios]
-    model_ratio = [0.0] + [r for _ in pruners for r in ratios]
-    model_pruner = [schema.UNPRUNED] + [p for p in pruners for _ in ratios]
-    drift = np.array([0.0] + [r * (2.0 if p == "random" else 1.0) for p in pruners for r in ratios])
+    names = [schema.REFERENCE] + [f"{p}@{r:.2f}" for p in pruners for r in ratios] + list(controls)
+    model_ratio = [0.0] + [r for _ in pruners for r in ratios] + [0.0] * len(controls)
+    model_pruner = [schema.UNPRUNED] + [p for p in pruners for _ in ratios] + [schema.UNPRUNED] * len(controls)
+    roles = ([schema.REFERENCE] + [schema.CANDIDATE] * (len(pruners) * len(ratios))
+             + [schema.CONTROL] * len(controls))
+    drift = np.array([0.0] + [r * (2.0 if p == "random" else 1.0) for p in pruners for r in ratios]
+                     + list(controls.values()))
     labels = np.arange(n_images) % n_classes
-    shape = (len(names), len(layers), len(methods), n_images)
+    shape = (len(names), len(layers), len(cams), n_images)
     noise = rng.uniform(0, 0.05, size=shape)
     pe_like = np.clip(1.0 - drift[:, None, None, None] * (0.5 + labels / n_classes) - noise, 0, 1)
     pe_like[0] = 1.0
@@ -32,8 +37,8 @@ def results_dataset(n_images: int = 12, size: int = 16, pruners=("l2", "random")
     centre = 0.5 + drift[:, None, None, None, None, None] * 0.4
     centre_y = 0.5
     if distinct_maps:
-        shift = (0.15 * np.arange(len(layers))[:, None, None] + 0.07 * np.arange(len(methods))[None, :, None]
-                 + 0.01 * np.arange(n_images)[None, None, :])  # (layer, method, image)
+        shift = (0.15 * np.arange(len(layers))[:, None, None] + 0.07 * np.arange(len(cams))[None, :, None]
+                 + 0.01 * np.arange(n_images)[None, None, :])  # (layer, cam, image)
         centre_y = 0.5 - shift[None, ..., None, None]
     heatmap = np.exp(-((yy - centre_y) ** 2 + (xx - centre) ** 2) / 0.05) * np.ones(shape + (1, 1))
     prob = np.clip(0.9 - drift[:, None] * 0.3 + rng.uniform(0, 0.05, (len(names), n_images)), 0, 1)
@@ -49,15 +54,17 @@ def results_dataset(n_images: int = 12, size: int = 16, pruners=("l2", "random")
          schema.PE: (schema.SCORE_DIMS, pe_like ** 1.75),
          schema.DEGENERATE: (schema.SCORE_DIMS, np.zeros(shape, dtype=bool)),
          schema.INPUT: (schema.INPUT_DIMS, rng.integers(0, 256, (n_images, 3, size, size), dtype=np.uint8))},
-        coords={schema.MODEL: names, schema.LAYER: list(layers), schema.METHOD: list(methods),
+        coords={schema.MODEL: names, schema.LAYER: list(layers), schema.CAM: list(cams),
                 schema.IMAGE: np.arange(n_images),
+                schema.ROLE: (schema.MODEL, roles),
                 schema.RATIO: (schema.MODEL, model_ratio), schema.PRUNER: (schema.MODEL, model_pruner),
                 schema.PARAMS: (schema.MODEL, [int(1e5 * (1 - r) ** 2) for r in model_ratio]),
                 schema.MACS: (schema.MODEL, [int(1e7 * (1 - r) ** 2) for r in model_ratio]),
                 schema.ACCURACY: (schema.MODEL, (pred == labels[None, :]).mean(axis=1)),
                 schema.LABEL: (schema.IMAGE, labels),
                 schema.CLASS_NAME: (schema.IMAGE, [f"class{k}" for k in labels]),
-                schema.INDEX: (schema.IMAGE, np.arange(n_images) * 2)},
-        attrs={"pe_config": PEConfig().to_json(), "reference_name": "SyntheticNet",
+                schema.SOURCE_INDEX: (schema.IMAGE, np.arange(n_images) * 2)},
+        attrs={schema.SCHEMA_VERSION_ATTRIBUTE: schema.SCHEMA_VERSION,
+               "pe_config": PEConfig().to_json(), "reference_name": "SyntheticNet",
                "input_height": size, "input_width": size})
     return ds

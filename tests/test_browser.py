@@ -186,7 +186,7 @@ def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, t
 
             assert image_digest(page, CANDIDATE) != before_digest
             image = int(re.search(r"image (\d+)", page.inner_text(READOUT)).group(1))
-            at = {"layer": ds.layer.values[0], "method": ds.method.values[0], "image": image}  # the explorer's defaults
+            at = {"layer": ds.layer.values[0], "cam": ds.cam.values[0], "image": image}  # the explorer's defaults
             assert before_pe == pytest.approx(float(ds.pe.sel(model=first).sel(at)), abs=5e-5)
             assert shown_pe(page) == pytest.approx(float(ds.pe.sel(model=second).sel(at)), abs=5e-5)
             assert shown_pe(page) != before_pe

@@ -11,7 +11,7 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection, get_2d_projection_with_sign_correction
 
 from pescore_nb import CamEngine
-from pescore_nb.cam import BACKEND_METHODS, NATIVE_METHODS
+from pescore_nb.cam import BACKEND_CAMS, NATIVE_CAMS
 
 LIBRARY_CLASSES = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
                    "layercam": "LayerCAM", "hirescam": "HiResCAM"}
@@ -87,12 +87,12 @@ def test_backend_methods_come_from_pytorch_grad_cam(batch):
     assert maps.shape == (2, 3, 3, 64, 64)
     for i, layer in enumerate(["layer3", "layer4"]):
         for j, method in [(1, "eigengradcam"), (2, "gradcamelementwise")]:
-            expected = library_maps(model, layer, BACKEND_METHODS[method], images, targets)
+            expected = library_maps(model, layer, BACKEND_CAMS[method], images, targets)
             assert torch.equal(maps[i, j], expected)
 
 
 def test_every_backend_name_exists_in_the_library():
-    for class_name in BACKEND_METHODS.values():
+    for class_name in BACKEND_CAMS.values():
         assert hasattr(pytorch_grad_cam, class_name)
 
 
@@ -117,7 +117,7 @@ def test_one_forward_and_one_autograd_grad_per_batch(batch, monkeypatch):
     grads = []
     real_grad = torch.autograd.grad
     monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: grads.append(1) or real_grad(*a, **k))
-    CamEngine(model, ["layer1", "layer2", "layer3", "layer4"], list(NATIVE_METHODS))(images, targets)
+    CamEngine(model, ["layer1", "layer2", "layer3", "layer4"], list(NATIVE_CAMS))(images, targets)
     assert len(forwards) == 1 and len(grads) == 1
 
 
@@ -178,7 +178,7 @@ def test_degenerate_maps_are_flagged_not_nan():
 BAD_CALLS = [
     (dict(layers=["layer5"]), None, ValueError, r"'layer5' is not in ResNet. Closest names: \['layer4'"),
     (dict(layers=["fc"]), None, ValueError, r"Layer 'fc' gives \(3, 1000\).*\(N, C, h, w\)"),
-    (dict(methods=["gradcam+++"]), None, ValueError, r"Unknown CAM method\(s\) \['gradcam\+\+\+'\]"),
+    (dict(cams=["gradcam+++"]), None, ValueError, r"Unknown CAM method\(s\) \['gradcam\+\+\+'\]"),
     ({}, lambda x, t: (x[0], t), ValueError, r"images must be \(N, C, H, W\), got shape \(3, 64, 64\)"),
     ({}, lambda x, t: ((x * 255).to(torch.uint8), t), TypeError, "images must be floating point"),
     ({}, lambda x, t: (x.index_fill(0, torch.tensor([1]), float("nan")), t), ValueError, "NaN or inf"),
@@ -196,7 +196,7 @@ def test_bad_input_gives_a_clear_error_and_leaves_the_model_unchanged(engine_arg
     model = seeded_model("resnet18").train()
     saved = snapshot(model)
     with pytest.raises(error, match=message):
-        engine = CamEngine(model, **{"layers": ["layer4"], "methods": ["gradcam"], **engine_args})
+        engine = CamEngine(model, **{"layers": ["layer4"], "cams": ["gradcam"], **engine_args})
         engine(*(change_inputs(images, targets) if change_inputs else (images, targets)))
     saved.assert_unchanged()
 

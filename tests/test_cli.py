@@ -37,7 +37,7 @@ def test_quick_demo_writes_results_figures_and_the_table(quick_demo):
     assert all(ds[name].dims == schema.SCORE_DIMS for name in schema.SCORE_VARIABLES)
     assert set(ds[schema.PRUNER].values) == {schema.UNPRUNED, "l2", "random"}
     assert sorted(set(ds[schema.RATIO].values.tolist())) == [0.0, *cli.QUICK_PRUNE.ratios]
-    assert ds.sizes[schema.LAYER] == 2 and ds[schema.METHOD].values.tolist() == ["gradcam++"]
+    assert ds.sizes[schema.LAYER] == 2 and ds[schema.CAM].values.tolist() == ["gradcam++"]
     figures = {path.name.split("_")[0] for path in out.glob("*.png")}
     assert {"pe", "heatmaps", "drop"} <= figures
     for text in ("trustworthy?", "params", "MACs", "accuracy", "l2@0.30", "random@0.90", "Largest trusted ratio"):

@@ -52,7 +52,7 @@ def results(data):
     pruned = tiny_cnn(seed=1)
     pruned.pescore_pruning = {"pruner": "l2", "ratio": 0.3, "params": 123, "macs": 4567}
     return evaluate(reference, {"l2@0.30": pruned, "other": tiny_cnn(seed=2)}, data, layers=LAYERS,
-                    methods=["gradcam++", "layercam"], batch_size=4, progress=False), reference, pruned
+                    cams=["gradcam++", "layercam"], batch_size=4, progress=False), reference, pruned
 
 
 def test_the_dataset_has_the_schema_of_pescore_md(results, data):
@@ -63,14 +63,14 @@ def test_the_dataset_has_the_schema_of_pescore_md(results, data):
         assert ds[name].dims == schema.SCORE_DIMS
     assert ds[schema.PROB].dims == ds[schema.PRED].dims == schema.OUTPUT_DIMS
     assert list(ds[schema.MODEL].values) == ["reference", "l2@0.30", "other"]
-    assert ds.sizes == {"model": 3, "layer": 2, "method": 2, "image": 10, "y": 24, "x": 24, "channel": 3}
+    assert ds.sizes == {"model": 3, "layer": 2, "cam": 2, "image": 10, "y": 24, "x": 24, "channel": 3}
     assert list(ds[schema.RATIO].values[:2]) == [0.0, 0.3] and np.isnan(ds[schema.RATIO].values[2])
     assert list(ds[schema.PRUNER].values) == ["none", "l2", "unknown"]
     assert ds[schema.PARAMS].values[1] == 123 and ds[schema.MACS].values[1] == 4567
     assert ds[schema.PARAMS].values[0] == sum(p.numel() for p in tiny_cnn().parameters())
     assert list(ds[schema.CLASS_NAME].values[:3]) == ["cat", "dog", "owl"]
     np.testing.assert_array_equal(ds[schema.LABEL].values, data.tensors[1].numpy())
-    np.testing.assert_array_equal(ds[schema.INDEX].values, np.arange(10))
+    np.testing.assert_array_equal(ds[schema.SOURCE_INDEX].values, np.arange(10))
     assert PEConfig.from_attrs(ds.attrs) == PEConfig()
 
 
@@ -122,7 +122,7 @@ def test_energy_in_mask_on_a_hand_built_case(data):
     with torch.no_grad():
         model.head.weight.fill_(1.0)
     ds = evaluate(model, {}, MaskedImages(images, torch.tensor([0, 1]), masks), layers=["features"],
-                  methods=["layercam"], progress=False)
+                  cams=["layercam"], progress=False)
     np.testing.assert_allclose(ds.energy_in_mask.values.ravel(), [1.0, 144 / 252], atol=1e-4)
 
 
@@ -130,7 +130,7 @@ def test_a_subset_keeps_the_class_names_and_the_masks_of_its_images(results, dat
     ds, reference, pruned = results
     candidates = {"l2@0.30": pruned, "other": tiny_cnn(seed=2)}
     subset = evaluate(reference, candidates, torch.utils.data.Subset(data, [7, 2, 5]), layers=LAYERS,
-                      methods=["gradcam++", "layercam"], progress=False)
+                      cams=["gradcam++", "layercam"], progress=False)
     assert list(subset.class_name.values) == ["cat", "owl", "owl"]
     np.testing.assert_allclose(subset.energy_in_mask.values, ds.energy_in_mask.isel(image=[7, 2, 5]).values,
                                atol=1e-6)
@@ -139,7 +139,7 @@ def test_a_subset_keeps_the_class_names_and_the_masks_of_its_images(results, dat
 def test_a_copy_of_the_reference_scores_exactly_one(data):
     reference = tiny_cnn()
     ds = evaluate(reference, {"copy": copy.deepcopy(reference)}, data, layers=LAYERS,
-                  methods=["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"],
+                  cams=["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"],
                   batch_size=3, progress=False)
     assert (score(ds).values == 1.0).all()
     assert (ds.pe.values == 1.0).all() and (ds.sp2ps.values == 1.0).all()
@@ -147,21 +147,21 @@ def test_a_copy_of_the_reference_scores_exactly_one(data):
 
 def test_score_weights_classes_by_support_or_macro(results):
     ds, _, _ = results
-    pe = ds.pe.sel({"model": "l2@0.30", "layer": "7", "method": "gradcam++"}).values
+    pe = ds.pe.sel({"model": "l2@0.30", "layer": "7", "cam": "gradcam++"}).values
     labels = ds.label.values
     class_means = [pe[labels == k].mean() for k in range(3)]
     support = sum(m * (labels == k).sum() / len(labels) for k, m in enumerate(class_means))
-    assert score(ds).sel({"model": "l2@0.30", "layer": "7", "method": "gradcam++"}) == pytest.approx(support, abs=1e-6)
-    assert score(ds, how="macro").sel({"model": "l2@0.30", "layer": "7", "method": "gradcam++"}) == pytest.approx(
+    assert score(ds).sel({"model": "l2@0.30", "layer": "7", "cam": "gradcam++"}) == pytest.approx(support, abs=1e-6)
+    assert score(ds, class_weights="macro").sel({"model": "l2@0.30", "layer": "7", "cam": "gradcam++"}) == pytest.approx(
         np.mean(class_means), abs=1e-6)
-    per_class = by_class(ds).sel({"model": "l2@0.30", "layer": "7", "method": "gradcam++"})
+    per_class = by_class(ds).sel({"model": "l2@0.30", "layer": "7", "cam": "gradcam++"})
     np.testing.assert_allclose(per_class.values, class_means, atol=1e-6)
     assert list(per_class.class_name.values) == ["cat", "dog", "owl"]
 
 
 def test_target_can_be_the_reference_prediction(data):
     reference, candidate = tiny_cnn(), tiny_cnn(seed=3)
-    ds = evaluate(reference, {"c": candidate}, data, layers=["7"], methods=["gradcam"],
+    ds = evaluate(reference, {"c": candidate}, data, layers=["7"], cams=["gradcam"],
                   config=PEConfig(target="reference"), progress=False)
     images, _ = data.tensors
     with torch.no_grad():
@@ -220,7 +220,7 @@ BAD_EVALUATIONS = [
                               dict(layers=["7"])), ValueError, "The dataset is empty"),
     (lambda ref, cand, data: (ref, {"c": cand}, DataLoader(data, shuffle=True), dict(layers=["7"])), ValueError,
      "must iterate in order"),
-    (lambda ref, cand, data: (ref, {"c": cand}, data, dict(layers=["7"], methods=["gradcan"])), ValueError,
+    (lambda ref, cand, data: (ref, {"c": cand}, data, dict(layers=["7"], cams=["gradcan"])), ValueError,
      r"Unknown CAM method\(s\) \['gradcan'\]"),
     (lambda ref, cand, data: (ref, {"c": cand}, TensorDataset(torch.full((2, 3, 8, 8), float("inf")),
                                                                  torch.zeros(2, dtype=torch.long)),

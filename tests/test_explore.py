@@ -17,7 +17,7 @@ from tests.synthetic import results_dataset
 
 @pytest.fixture
 def ds():
-    return results_dataset(n_images=12, size=24, methods=("gradcam++", "gradcam"), distinct_maps=True)
+    return results_dataset(n_images=12, size=24, cams=("gradcam++", "gradcam"), distinct_maps=True)
 
 
 def readout_numbers(explorer: Explorer) -> dict:
@@ -30,7 +30,7 @@ def selected(explorer: Explorer) -> dict:
     """The Dataset labels of what the controls select: model name, layer, method, image."""
     c, catalog = explorer.controls, explorer.catalog
     return {schema.MODEL: catalog.name(catalog.model_at(c.pruner.value, c.ratio.value)),
-            schema.LAYER: catalog.layers[c.layer.value], schema.METHOD: catalog.methods[c.method.value],
+            schema.LAYER: catalog.layers[c.layer.value], schema.CAM: catalog.cams[c.cam.value],
             schema.IMAGE: int(catalog.small[schema.IMAGE].values[c.image.value])}
 
 
@@ -95,16 +95,16 @@ def test_summary_curves_and_bars_equal_by_class(ds):
     explorer = explore(ds)
     c, summary = explorer.controls, explorer.summary
     c.pruner.value, c.compare.value, c.layer.value, c.method.value, c.ratio.value = "random", "l2", 1, 1, 0.3
-    pe = by_class(ds).sel({schema.LAYER: "features.7", schema.METHOD: "gradcam"})  # method= is sel's own
+    pe = by_class(ds).sel({schema.LAYER: "features.7", schema.CAM: "gradcam"})  # method= is sel's own
     models = [schema.REFERENCE, "random@0.30", "random@0.60"]
     for k, line in enumerate(summary.pe_lines):
         np.testing.assert_allclose(line.get_xdata(), [0.0, 0.3, 0.6])
-        np.testing.assert_allclose(line.get_ydata(), pe.sel(model=models, **{schema.CLASS: k}).values)
+        np.testing.assert_allclose(line.get_ydata(), pe.sel(model=models, **{schema.LABEL: k}).values)
     correct = (ds.pred == ds.label).groupby(ds.label).mean(schema.IMAGE)
     np.testing.assert_allclose(summary.accuracy_lines[2].get_ydata(), correct.sel(model=models, label=2).values)
     np.testing.assert_allclose(summary.pe_line.get_ydata(),
                                pescore_nb.score(ds).sel({schema.MODEL: models, schema.LAYER: "features.7",
-                                                         schema.METHOD: "gradcam"}))
+                                                         schema.CAM: "gradcam"}))
     assert list(summary.marker.get_xdata()) == [0.3, 0.3]
     heights = [bar.get_height() for bar in summary.bars[:-1]]
     np.testing.assert_allclose(heights, pe.sel(model="random@0.30").values)
@@ -115,7 +115,7 @@ def test_summary_curves_and_bars_equal_by_class(ds):
 def test_class_filter_restricts_the_picker_to_that_class_lowest_pe_first(ds):
     explorer = explore(ds)
     c = explorer.controls
-    pe = ds.pe.sel({schema.MODEL: "l2@0.30", schema.LAYER: "features.3", schema.METHOD: "gradcam++"}).values
+    pe = ds.pe.sel({schema.MODEL: "l2@0.30", schema.LAYER: "features.3", schema.CAM: "gradcam++"}).values
     c.label.value = 1
     images = [value for _, value in c.image.options]
     assert set(images) == set(np.flatnonzero(ds.label.values == 1))

@@ -14,7 +14,7 @@ from synthetic import results_dataset  # noqa: E402
 
 PRUNERS, RATIOS = ("l2", "random"), (0.3, 0.6)
 FAST = {"n_resamples": 100}
-PICK = {"layer": "features.3", "method": "gradcam++"}  # a dict: .sel(method=...) means the fill method
+PICK = {"layer": "features.3", "cam": "gradcam++"}  # a dict: .sel(method=...) means the fill method
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_pe_vs_ratio_draws_a_banded_line_per_pruner_from_the_reference(ds):
 
 def test_pe_vs_ratio_picks_the_layer(ds):
     fig = plot.pe_vs_ratio(ds, layer="features.7", **FAST)
-    expected = score(ds).sel({"layer": "features.7", "method": "gradcam++", "model": "random@0.60"})
+    expected = score(ds).sel({"layer": "features.7", "cam": "gradcam++", "model": "random@0.60"})
     assert line(fig.axes[0], "random").get_ydata()[-1] == pytest.approx(float(expected))
     with pytest.raises(KeyError, match="pass one of"):
         plot.pe_vs_ratio(ds, layer="features.99")
@@ -85,7 +85,7 @@ def test_heatmap_grid_images_by_models_over_the_input(ds):
     assert [panels[i * 3].get_ylabel() for i in range(3)] == ["class0", "class1", "class2"]
     assert all(len(ax.get_images()) == 2 for ax in panels)
     np.testing.assert_allclose(panels[2].get_images()[1].get_array(),
-                               ds[schema.HEATMAP].sel(model="l2@0.60", layer="features.3").isel(method=0, image=0))
+                               ds[schema.HEATMAP].sel(model="l2@0.60", layer="features.3").isel(cam=0, image=0))
     assert fig.axes[-1].get_ylabel() == "CAM"
 
 
@@ -123,7 +123,7 @@ def test_decomposition_one_panel_per_pruner_with_the_three_terms_and_pe(ds):
 def test_layer_ratio_map_holds_every_layer_at_every_ratio(ds):
     fig = plot.layer_ratio_map(ds, pruner="random")
     ax = fig.axes[0]
-    table = score(ds).sel({"model": ["reference", "random@0.30", "random@0.60"], "method": "gradcam++"})
+    table = score(ds).sel({"model": ["reference", "random@0.30", "random@0.60"], "cam": "gradcam++"})
     np.testing.assert_allclose(ax.get_images()[0].get_array(), table.transpose("layer", "model"))
     assert [t.get_text() for t in ax.get_xticklabels()] == ["ref", "0.3", "0.6"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["features.3", "features.7"]

@@ -17,7 +17,7 @@ from pescore_nb import evaluate, load
 from pescore_nb.store import DONE, RUN_ARGUMENTS, ZarrRun
 from test_evaluate import MaskedImages, tiny_cnn
 
-KWARGS = dict(layers=["3", "7"], methods=["gradcam++", "layercam"], batch_size=3, progress=False)
+KWARGS = dict(layers=["3", "7"], cams=["gradcam++", "layercam"], batch_size=3, progress=False)
 
 
 def masked_images(count: int = 10) -> MaskedImages:
@@ -70,9 +70,9 @@ def test_a_store_written_with_other_arguments_is_refused_and_kept(tmp_path):
     path = tmp_path / "run.zarr"
     evaluate(reference, candidates, masked_images(), store=str(path), **KWARGS)
     before = {file: file.read_bytes() for file in path.rglob("*") if file.is_file()}
-    with pytest.raises(ValueError, match=r"other arguments \(layers, methods differ\).*another store path"):
+    with pytest.raises(ValueError, match=r"other arguments \(layers, cams differ\).*another store path"):
         evaluate(reference, candidates, masked_images(), store=str(path), **{**KWARGS, "layers": ["7"],
-                                                                              "methods": ["gradcam"]})
+                                                                              "cams": ["gradcam"]})
     candidates["c"].state_dict()["0.weight"].add_(1.0)  # same names, other weights
     with pytest.raises(ValueError, match=r"\(weights differ\)"):
         evaluate(reference, candidates, masked_images(), store=str(path), **KWARGS)

@@ -24,10 +24,10 @@ def simulated(n_cases: int, seed: int, class_weights: str = "support", shift=0.0
     labels = np.repeat(np.arange(len(CLASS_SIZES)), CLASS_SIZES)
     pe = np.concatenate([rng.beta(a, b, size=(n_cases, size)) for (a, b), size in zip(BETA, CLASS_SIZES)], axis=1)
     models = {"a": pe, "b": pe - shift + rng.normal(0, noise, pe.shape)}
-    return xr.Dataset({schema.PE: ((schema.MODEL, schema.LAYER, schema.METHOD, schema.IMAGE),
+    return xr.Dataset({schema.PE: ((schema.MODEL, schema.LAYER, schema.CAM, schema.IMAGE),
                                    np.stack([models["a"], models["b"]])[:, :, None, :])},
                       coords={schema.MODEL: ["a", "b"], schema.LAYER: [f"case{i}" for i in range(n_cases)],
-                              schema.METHOD: ["gradcam"], schema.LABEL: (schema.IMAGE, labels)},
+                              schema.CAM: ["gradcam"], schema.LABEL: (schema.IMAGE, labels)},
                       attrs={"pe_config": PEConfig(class_weights=class_weights).to_json()})
 
 
@@ -67,7 +67,7 @@ def test_95_percent_intervals_cover_the_true_score_in_200_simulated_cases(class_
 
 def test_per_class_intervals_cover_each_class_mean():
     interval = stats.bootstrap(simulated(200, seed=4), per_class=True, n_resamples=1000).sel(model="a")
-    truth = xr.DataArray([a / (a + b) for a, b in BETA], dims=schema.CLASS)
+    truth = xr.DataArray([a / (a + b) for a, b in BETA], dims=schema.LABEL)
     coverage = ((interval["low"] <= truth) & (truth <= interval["high"])).mean(schema.LAYER)
     assert (coverage >= 0.88).all(), coverage.values
 
@@ -91,7 +91,7 @@ def test_sign_flip_p_value_matches_the_exact_permutation_test():
     differences = np.array([0.05, 0.02, -0.01, 0.04, 0.03, 0.06, -0.02, 0.01, 0.05])
     pe = np.stack([differences, np.zeros_like(differences)])[:, None, None, :]
     ds = xr.Dataset({schema.PE: (schema.SCORE_DIMS, pe)},
-                    coords={schema.MODEL: ["a", "b"], schema.LAYER: ["l"], schema.METHOD: ["m"],
+                    coords={schema.MODEL: ["a", "b"], schema.LAYER: ["l"], schema.CAM: ["m"],
                             schema.LABEL: (schema.IMAGE, labels)}, attrs={"pe_config": PEConfig().to_json()})
     image_weight = np.where(labels == 0, 5 / 9 / 5, 4 / 9 / 4)
     observed = abs(differences @ image_weight)

@@ -35,7 +35,7 @@ class Catalog:
         self.config = PEConfig.from_attrs(ds.attrs)
         self.small = ds[list(SMALL_VARIABLES)].compute()
         self.layers = [str(name) for name in self.small[schema.LAYER].values]
-        self.methods = [str(name) for name in self.small[schema.METHOD].values]
+        self.methods = [str(name) for name in self.small[schema.CAM].values]
         self.labels = self.small[schema.LABEL].values  # (image,)
         self.class_names = dict(zip(self.labels.tolist(), map(str, self.small[schema.CLASS_NAME].values)))
         self.classes = sorted(self.class_names)
@@ -43,10 +43,10 @@ class Catalog:
         self.pruners = list(self.ratios)
         with warnings.catch_warnings():  # the explorer flags degenerate maps per image instead
             warnings.simplefilter("ignore", DegenerateMapWarning)
-            self.pe_by_class = by_class(self.small).sel({schema.CLASS: self.classes}).values
+            self.pe_by_class = by_class(self.small).sel({schema.LABEL: self.classes}).values
             self.pe_overall = score(self.small).values
             correct = self.small.assign({CORRECT: self.small[schema.PRED] == self.small[schema.LABEL]})
-            self.accuracy_by_class = by_class(correct, CORRECT).sel({schema.CLASS: self.classes}).values
+            self.accuracy_by_class = by_class(correct, CORRECT).sel({schema.LABEL: self.classes}).values
         self.accuracy = self.small[schema.ACCURACY].values.astype(float)  # (model,)
         self.heatmaps = functools.lru_cache(maxsize=cache_size)(self._heatmaps)
         self.picture = functools.lru_cache(maxsize=cache_size)(self._picture)
@@ -89,7 +89,7 @@ class Catalog:
 
     def _heatmaps(self, layer: int, method: int, image: int) -> np.ndarray:
         """Every model's map of one image ``(model, y, x)`` float32 in [0, 1] (one read per image)."""
-        maps = self.ds[schema.HEATMAP].isel({schema.LAYER: layer, schema.METHOD: method, schema.IMAGE: image})
+        maps = self.ds[schema.HEATMAP].isel({schema.LAYER: layer, schema.CAM: method, schema.IMAGE: image})
         return np.nan_to_num(np.asarray(maps.values, dtype=np.float32))
 
     def _picture(self, image: int) -> np.ndarray:

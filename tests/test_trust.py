@@ -7,7 +7,7 @@ import xarray as xr
 
 from pescore_nb import schema
 from pescore_nb.metrics import PEConfig
-from pescore_nb.recommend import COLUMNS, assess, recommend
+from pescore_nb.trust import COLUMNS, assess, recommend
 from synthetic import results_dataset
 
 CLASSES = ("cat", "dog", "fox")
@@ -25,7 +25,7 @@ def hand_built(models, layers=("conv",)):
         coords={schema.MODEL: [m[0] for m in models], schema.PRUNER: (schema.MODEL, [m[1] for m in models]),
                 schema.RATIO: (schema.MODEL, [m[2] for m in models]),
                 schema.ACCURACY: (schema.MODEL, [m[3] for m in models]),
-                schema.LAYER: list(layers), schema.METHOD: ["gradcam++"], schema.IMAGE: np.arange(len(labels)),
+                schema.LAYER: list(layers), schema.CAM: ["gradcam++"], schema.IMAGE: np.arange(len(labels)),
                 schema.LABEL: (schema.IMAGE, labels),
                 schema.CLASS_NAME: (schema.IMAGE, [CLASSES[k] for k in labels])},
         attrs={"pe_config": PEConfig().to_json()})
@@ -42,7 +42,7 @@ def test_largest_ratio_up_to_which_everything_holds_ignores_a_later_pass():
                      ("l2@0.40", "l2", 0.4, 0.99, {"conv": (0.75, 0.875, 0.875)}),  # PE 0.8333, given out of order
                      ("l2@0.80", "l2", 0.8, 1.0, {"conv": (1.0, 1.0, 1.0)})])       # passes again: ignored
     row = recommend(ds).iloc[0]
-    assert (row.pruner, row.layer, row.method, row.model) == ("l2", "conv", "gradcam++", "l2@0.40")
+    assert (row.pruner, row.layer, row.cam, row.model) == ("l2", "conv", "gradcam++", "l2@0.40")
     assert row.ratio == 0.4
     assert row.pe == pytest.approx(2.5 / 3)
     assert row.accuracy_drop == pytest.approx(0.01)
@@ -101,7 +101,7 @@ def test_assess_gives_each_models_verdict():
                      ("a", "l2", 0.2, 0.99, {"conv": (0.875, 0.875, 0.875)}),
                      ("b", "l2", 0.4, 0.95, {"conv": (0.875, 0.875, 0.875)}),
                      ("c", "l2", 0.6, 0.99, {"conv": (0.5, 0.5, 0.5)})])
-    verdicts = assess(ds).squeeze(["layer", "method"], drop=True)
+    verdicts = assess(ds).squeeze(["layer", "cam"], drop=True)
     assert verdicts["pe"].values == pytest.approx([1.0, 0.875, 0.875, 0.5])
     assert verdicts["accuracy_drop"].values == pytest.approx([0.0, 0.01, 0.05, 0.01])
     assert verdicts["trustworthy"].values.tolist() == [True, True, False, False]

@@ -32,41 +32,52 @@ ModelOrFactory = nn.Module | Callable[[], nn.Module]
 
 
 def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory], data: Dataset | DataLoader, *,
-             layers: Sequence[str], methods: Sequence[str] = ("gradcam++",), batch_size: int = 32,
+             layers: Sequence[str] | str, cams: Sequence[str] | str = ("gradcam++",), batch_size: int = 32,
              device: str | torch.device | None = None, config: PEConfig = PEConfig(),
-             class_names: Sequence[str] | None = None, sp2ps_config: Sp2PSConfig | None = Sp2PSConfig(),
+             class_names: Sequence[str] | None = None, sp2ps_config: Sp2PSConfig | None = None,
              heatmap_size: tuple[int, int] | None = None, heatmap_dtype: str = "float32",
              store: str | None = None, client=None, progress: bool = True) -> xr.Dataset:
-    """PE-score of each candidate against the reference, for every layer, method and image.
+    """PE-score of each candidate against the reference, for every layer, CAM method and image.
 
-    reference: the unpruned model; candidates: name -> pruned model (same layer names, same
-    classes); with ``client`` either may be a picklable factory returning the model. data: a
-    torch Dataset of ``(image (C, H, W), label)`` or an in-order DataLoader over one. layers:
-    qualified module names present in every model.
+    reference: the unpruned model; candidates: name -> pruned model or control (same layer names,
+    same classes); with ``client`` either may be a picklable factory returning the model. data: a
+    torch Dataset of ``(image (C, H, W), label)`` (labels >= 0) or an in-order DataLoader over one.
+    layers, cams: qualified module names present in every model, and CAM methods (one name or a
+    list; duplicates are refused).
 
-    Returns the Dataset of ``PESCORE.md``: ``heatmap (model, layer, method, image, y, x)``,
-    ``prob``/``pred (model, image)``, ``ssim``/``iou``/``conf``/``pe``/``degenerate (model, layer,
-    method, image)``, ``sp2ps`` beside ``pe`` (skipped with ``sp2ps_config=None``),
+    Returns the Dataset described in :mod:`pescore_nb.schema`: ``heatmap (model, layer, cam,
+    image, y, x)``, ``prob``/``pred (model, image)``, ``ssim``/``iou``/``conf``/``pe``/``degenerate
+    (model, layer, cam, image)``, ``sp2ps`` beside ``pe`` when ``sp2ps_config`` is given,
     ``energy_in_mask`` when the data has ``masks (N, H, W)``, and ``input (image, channel, y, x)``
-    uint8 pictures for display. Scores always come from full-resolution float32 maps; the stored
-    heatmaps (and pictures) may be smaller (``heatmap_size=(h, w)``) and/or ``float16``.
+    uint8 pictures for display. Each model's ``role``, ``pruner``, ``ratio`` and ``provenance``
+    come from its ``pescore_pruning`` metadata (set by :func:`pescore_nb.prune.sweep`); a model
+    without it is a candidate of unknown pruner and ratio. Scores always come from full-resolution
+    float32 maps; the stored heatmaps (and pictures) may be smaller (``heatmap_size=(h, w)``)
+    and/or ``float16``.
 
     store: a ``.zarr`` path written batch by batch; the returned Dataset is opened lazily from it.
-    Started again with the same arguments, a killed run continues where it stopped; a store
-    written with other arguments is refused. client: a ``dask.distributed.Client`` whose workers
-    share the batches (needs ``store``). The user's models are left as found.
+    Started again with the same arguments and data, a killed run continues where it stopped; a
+    store written with other arguments or other data is refused, naming what differs.
+    client: a ``dask.distributed.Client`` whose workers share the batches (needs ``store``).
+    The user's models are left as found, also when one model is passed twice.
     """
     if heatmap_dtype not in HEATMAP_DTYPES:
         raise ValueError(f"heatmap_dtype must be one of {HEATMAP_DTYPES}, got {heatmap_dtype!r}.")
     if client is not None and store is None:
         raise ValueError("evaluate(client=...) writes through a Zarr store: pass store='results.zarr' too.")
+    layers, cams = _names("layers", layers), tuple(name.lower() for name in _names("cams", cams))
+    if store is not None and "randomcam" in cams:
+        raise ValueError("'randomcam' draws new random maps on every call, so a resumed store would mix two "
+                         "draws; use it without store=, or choose a deterministic CAM method.")
+    device = _checked_device(device)
     models = _named_models(reference, candidates)
     dataset, batch_size, collate_fn = _source(data, batch_size)
     names = list(class_names or _dataset_attribute(dataset, "classes") or []) or None
-    job = _Job(models, dataset, collate_fn, tuple(layers), tuple(m.lower() for m in methods),
-               None if device is None else str(device), config, sp2ps_config,
+    job = _Job(models, dataset, collate_fn, layers, cams, device, config, sp2ps_config,
                None if heatmap_size is None else tuple(heatmap_size), heatmap_dtype, names)
-    engines = job.engines(_built(models))
+    built = _built(models)
+    _check_restorable(built)
+    engines = job.engines(built)
     example = job.first_image()
     job = dataclasses.replace(job, image_shape=tuple(example.shape[1:]))
     job.check_models(engines, example)
@@ -79,7 +90,7 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
         bar.close()
         ds = xr.concat(chunks, dim=schema.IMAGE)
         return _finish(ds, info, attrs, _accuracy(ds).values)
-    arguments = _run_arguments(job, engines, batch_size, example)
+    arguments = _run_arguments(job, engines, batch_size)
     run = ZarrRun.open_or_create(store, arguments, lambda: _template(job.first_chunk(engines), len(dataset),
                                                                      batch_size, info, attrs))
     done = run.done()
@@ -94,6 +105,41 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
         _run_distributed(client, job, todo, store, bar)
     bar.close()
     return run.finish(_accuracy)
+
+
+def _names(parameter: str, names: Sequence[str] | str) -> tuple[str, ...]:
+    """``names`` as a tuple: one string is one name; empty or repeated names are refused."""
+    names = (names,) if isinstance(names, str) else tuple(names)
+    if not names or not all(isinstance(name, str) for name in names):
+        raise ValueError(f"{parameter} must be a name or a non-empty list of names, got {names!r}.")
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ValueError(f"{parameter} lists {repeated} more than once; give each once.")
+    return names
+
+
+def _checked_device(device: str | torch.device | None) -> str | None:
+    """``device`` as a string, refused before any model is moved when it cannot hold and give back weights."""
+    if device is None:
+        return None
+    try:
+        parsed = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"device={device!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:0'.") from None
+    available = {"cpu": True, "cuda": torch.cuda.is_available(), "mps": torch.backends.mps.is_available()}
+    if not available.get(parsed.type, False):
+        raise ValueError(f"device={device!r} cannot run the models and give their weights back (it is "
+                         f"{'a device without data' if parsed.type == 'meta' else 'not available here'}); "
+                         "use 'cpu', or a CUDA device on a machine that has one.")
+    return str(parsed)
+
+
+def _check_restorable(models: list[nn.Module]) -> None:
+    """Refuse models whose weights are on the meta device (no data to compute with or to restore)."""
+    for model in models:
+        if any(tensor.is_meta for tensor in list(model.parameters()) + list(model.buffers())):
+            raise ValueError(f"{type(model).__name__} has weights on the 'meta' device (no data); load real "
+                             "weights first, e.g. model.to_empty(device='cpu') then load_state_dict.")
 
 
 def _named_models(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]) -> dict[str, ModelOrFactory]:
@@ -150,7 +196,7 @@ class _Job:
     dataset: Dataset
     collate_fn: Callable | None
     layers: tuple[str, ...]
-    methods: tuple[str, ...]
+    cams: tuple[str, ...]
     device: str | None
     config: PEConfig
     sp2ps_config: Sp2PSConfig | None
@@ -160,16 +206,41 @@ class _Job:
     image_shape: tuple[int, ...] | None = None  # (C, H, W) of the first image, which every image must share
 
     def engines(self, models: list[nn.Module]) -> list[CamEngine]:
-        return [CamEngine(model, self.layers, self.methods, device=self.device) for model in models]
+        return [CamEngine(model, self.layers, self.cams, device=self.device) for model in models]
 
-    def batches(self, ranges: Sequence[tuple[int, int]]) -> Iterable:
-        """``(images (B, C, H, W), labels (B,))`` for each range of dataset positions, in order."""
-        return DataLoader(self.dataset, batch_sampler=[list(range(start, stop)) for start, stop in ranges],
-                          **({"collate_fn": self.collate_fn} if self.collate_fn is not None else {}))
+    def batches(self, ranges: Sequence[tuple[int, int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """``(images (B, C, H, W), labels (B,))`` for each range of dataset positions, in order, checked."""
+        loader = DataLoader(self.dataset, batch_sampler=[list(range(start, stop)) for start, stop in ranges],
+                            **({"collate_fn": self.collate_fn} if self.collate_fn is not None else {}))
+        batches = iter(loader)
+        for start, _ in ranges:
+            try:
+                images, labels = next(batches)[:2]
+            except RuntimeError as error:
+                if "stack expects each tensor to be equal size" not in str(error):
+                    raise
+                raise ValueError(f"The images of the batch starting at image {start} have different sizes "
+                                 f"({str(error).splitlines()[0]}); resize them to one size in the dataset's "
+                                 "transform, e.g. torchvision.transforms.Resize((224, 224)).") from None
+            yield images, self._checked_labels(torch.as_tensor(labels), start)
+
+    def _checked_labels(self, labels: torch.Tensor, start: int) -> torch.Tensor:
+        """``labels (B,)`` must be class indices >= 0 that the class names cover."""
+        if labels.ndim != 1 or labels.dtype.is_floating_point:
+            raise ValueError(f"Labels must be integer class indices, one per image; got {labels.dtype} of shape "
+                             f"{tuple(labels.shape)} at image {start}.")
+        if int(labels.min()) < 0:
+            raise ValueError(f"Label {int(labels.min())} at images {start}...: labels must be class indices >= 0, "
+                             "also with PEConfig(target='reference') (accuracy and per-class scores read them); "
+                             "drop unlabelled images or give them their class.")
+        if self.class_names is not None and int(labels.max()) >= len(self.class_names):
+            raise ValueError(f"Label {int(labels.max())} at images {start}... has no class name: class_names "
+                             f"lists {len(self.class_names)} ({self.class_names}); give one name per class.")
+        return labels
 
     def first_image(self) -> torch.Tensor:
         """The dataset's first image ``(1, C, H, W)``, checked: every other image must have its size."""
-        images, _ = next(iter(self.batches([(0, 1)])))
+        images, _ = next(self.batches([(0, 1)]))
         check_images(images)
         return images
 
@@ -193,7 +264,7 @@ class _Job:
                     raise ValueError(f"All images must have one size: got {tuple(images.shape[1:])} at image "
                                      f"{start}, but the first is {self.image_shape}. Resize them in the "
                                      "dataset's transform.")
-                arrays = _evaluate_batch(engines, images, torch.as_tensor(labels), self.config, self.sp2ps_config,
+                arrays = _evaluate_batch(engines, images, labels, self.config, self.sp2ps_config,
                                          None if masks is None else masks[start:stop])
                 arrays[schema.INPUT] = _display_images(images)
                 yield start, self._chunk(arrays, start)
@@ -209,10 +280,10 @@ class _Job:
         return xr.Dataset(
             {name: (_DIMS.get(name, schema.SCORE_DIMS), values.cpu().numpy()) for name, values in arrays.items()},
             coords={schema.MODEL: list(self.models), schema.LAYER: list(self.layers),
-                    schema.METHOD: list(self.methods), schema.IMAGE: positions,
+                    schema.CAM: list(self.cams), schema.IMAGE: positions,
                     schema.LABEL: (schema.IMAGE, labels),
                     schema.CLASS_NAME: (schema.IMAGE, np.array(names, dtype=f"<U{self.name_width}")),
-                    schema.INDEX: (schema.IMAGE, positions)})
+                    schema.SOURCE_INDEX: (schema.IMAGE, positions)})
 
     @property
     def name_width(self) -> int:
@@ -235,12 +306,12 @@ class _entered:
             try:
                 engine.__enter__()
             except BaseException:
-                for entered in self.engines[:count]:
+                for entered in reversed(self.engines[:count]):
                     entered.__exit__(None, None, None)
                 raise
 
     def __exit__(self, *exc_info):
-        for engine in self.engines:
+        for engine in reversed(self.engines):  # last in, first out: one model passed twice ends as found
             engine.__exit__(*exc_info)
 
 
@@ -258,8 +329,8 @@ def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torc
                     masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One batch of N images: CAMs of every model, then every score, on the engines' device.
 
-    Returns ``heatmap (models, layers, methods, N, H, W)``, ``prob``/``pred (models, N)``, the scores
-    ``(models, layers, methods, N)`` and ``label (N,)``.
+    Returns ``heatmap (models, layers, cams, N, H, W)``, ``prob``/``pred (models, N)``, the scores
+    ``(models, layers, cams, N)`` and ``label (N,)``.
     """
     targets = labels if config.target == "label" else None  # None: the reference's predictions
     reference = engines[0].compute(images, targets)
@@ -328,24 +399,33 @@ def _stored_maps(maps: torch.Tensor, size: tuple[int, int] | None, dtype: str) -
 
 
 def _model_info(model: nn.Module, example: torch.Tensor, is_reference: bool) -> dict:
-    """ratio, pruner, params, MACs of one model: from ``pescore_pruning`` metadata, else counted."""
+    """role, ratio, pruner, params, MACs and provenance of one model: from its ``pescore_pruning``
+    metadata (see :mod:`pescore_nb.prune`), else counted on ``example (1, C, H, W)``."""
     meta = dict(getattr(model, schema.PRUNING_ATTRIBUTE, None) or {})
-    if "params" not in meta or "macs" not in meta:
+    if schema.PARAMS not in meta or schema.MACS not in meta:
         import torch_pruning
 
         device = next(model.parameters()).device
         with torch.no_grad():
             macs, params = torch_pruning.utils.count_ops_and_params(model, example.to(device))
-        meta.setdefault("params", params)
-        meta.setdefault("macs", macs)
-    return {schema.RATIO: float(meta.get("ratio", 0.0 if is_reference else math.nan)),
-            schema.PRUNER: str(meta.get("pruner", schema.UNPRUNED if is_reference else "unknown")),
-            schema.PARAMS: int(meta["params"]), schema.MACS: int(meta["macs"])}
+        meta.setdefault(schema.PARAMS, params)
+        meta.setdefault(schema.MACS, macs)
+    if is_reference:
+        role, default_ratio, default_pruner = schema.REFERENCE, 0.0, schema.UNPRUNED
+    else:
+        role, default_ratio, default_pruner = meta.get(schema.ROLE, schema.CANDIDATE), math.nan, schema.UNKNOWN_PRUNER
+    if role not in (schema.CANDIDATE, schema.CONTROL) and not is_reference:
+        raise ValueError(f"A candidate's {schema.PRUNING_ATTRIBUTE}['role'] must be '{schema.CANDIDATE}' or "
+                         f"'{schema.CONTROL}', got {role!r}; the reference is the first argument of evaluate.")
+    return {schema.ROLE: role, schema.RATIO: float(meta.get(schema.RATIO, default_ratio)),
+            schema.PRUNER: str(meta.get(schema.PRUNER, default_pruner)),
+            schema.PARAMS: int(meta[schema.PARAMS]), schema.MACS: int(meta[schema.MACS]),
+            schema.PROVENANCE: json.dumps(meta.get(schema.PROVENANCE, {}), sort_keys=True)}
 
 
 def _model_coords(info: list[dict]) -> dict:
     return {key: (schema.MODEL, [model[key] for model in info])
-            for key in (schema.RATIO, schema.PRUNER, schema.PARAMS, schema.MACS)}
+            for key in (schema.ROLE, schema.RATIO, schema.PRUNER, schema.PARAMS, schema.MACS, schema.PROVENANCE)}
 
 
 def _accuracy(ds: xr.Dataset) -> xr.DataArray:
@@ -365,7 +445,8 @@ def _attrs(job: _Job, reference_name: str, example: torch.Tensor) -> dict:
 
     from . import __version__
 
-    attrs = {job.config.attribute: job.config.to_json(), "reference_name": reference_name,
+    attrs = {schema.SCHEMA_VERSION_ATTRIBUTE: schema.SCHEMA_VERSION,
+             job.config.attribute: job.config.to_json(), "reference_name": reference_name,
              "versions": json.dumps({"pescore_nb": __version__, **{package: version(package) for package in
                                      ("torch", "torchvision", "grad-cam", "xarray", "numpy")}}),
              "input_height": int(example.shape[-2]), "input_width": int(example.shape[-1])}
@@ -383,27 +464,39 @@ def _template(probe: xr.Dataset, count: int, batch_size: int, info: list[dict], 
         chunks = tuple(batch_size if dim == schema.IMAGE else size for dim, size in variable.sizes.items())
         return variable.dims, dask.array.zeros(shape, dtype=variable.dtype, chunks=chunks)
 
-    image_coords = {name: empty(probe[name]) for name in (schema.LABEL, schema.CLASS_NAME, schema.INDEX)}
+    image_coords = {name: empty(probe[name]) for name in (schema.LABEL, schema.CLASS_NAME, schema.SOURCE_INDEX)}
     template = xr.Dataset({name: empty(variable) for name, variable in probe.data_vars.items()},
-                          coords={**{name: probe[name] for name in (schema.MODEL, schema.LAYER, schema.METHOD)},
+                          coords={**{name: probe[name] for name in (schema.MODEL, schema.LAYER, schema.CAM)},
                                   schema.IMAGE: np.arange(count), **image_coords})
     return _finish(template, info, attrs, np.full(len(info), np.nan))  # accuracy is written last
 
 
-def _run_arguments(job: _Job, engines: list[CamEngine], batch_size: int, example: torch.Tensor) -> dict:
-    """What a store's content depends on, as short strings: a resumed run must match every one."""
-    def digest(tensors: Iterable[torch.Tensor]) -> str:
-        hasher = hashlib.sha256()
-        for tensor in tensors:
-            hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-        return hasher.hexdigest()[:16]
+def _digest(tensors: Iterable[torch.Tensor]) -> str:
+    """sha256 (16 hex digits) of the tensors' bytes, in order."""
+    hasher = hashlib.sha256()
+    for tensor in tensors:
+        hasher.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return hasher.hexdigest()[:16]
 
+
+def _run_arguments(job: _Job, engines: list[CamEngine], batch_size: int) -> dict:
+    """What a store's content depends on, as short strings: a resumed run must match every one.
+
+    The data enters by digests of every image, every label and the class names (one extra pass
+    over the data, without the models), so changed or relabelled data is refused by name.
+    """
+    ranges = _batch_ranges(len(job.dataset), batch_size)
+    image_hash, label_hash = hashlib.sha256(), hashlib.sha256()
+    for images, labels in job.batches(ranges):
+        image_hash.update(images.contiguous().numpy().tobytes())
+        label_hash.update(labels.to(torch.int64).numpy().tobytes())
     return {"models": json.dumps(list(job.models)),
-            "weights": json.dumps([digest(engine.model.state_dict().values()) for engine in engines]),
-            "layers": json.dumps(job.layers), "methods": json.dumps(job.methods),
+            "weights": json.dumps([_digest(engine.model.state_dict().values()) for engine in engines]),
+            "layers": json.dumps(job.layers), "cams": json.dumps(job.cams),
             "config": job.config.to_json(), "sp2ps_config": "none" if job.sp2ps_config is None else
             job.sp2ps_config.to_json(), "batch_size": str(batch_size), "images": str(len(job.dataset)),
-            "first_image": digest([example]), "heatmap_size": json.dumps(job.heatmap_size),
+            "image_digest": image_hash.hexdigest()[:16], "label_digest": label_hash.hexdigest()[:16],
+            "class_names": json.dumps(job.class_names), "heatmap_size": json.dumps(job.heatmap_size),
             "heatmap_dtype": job.heatmap_dtype}
 
 

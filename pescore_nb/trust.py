@@ -74,8 +74,8 @@ def recommend(ds: xr.Dataset, pe_threshold: float = 0.8, max_accuracy_drop: floa
     for pruner in _pruners(ds):
         models = _by_ratio(ds, pruner)
         for layer in ds[schema.LAYER].values.tolist():
-            for method in ds[schema.METHOD].values.tolist():
-                at = verdicts.sel({schema.LAYER: layer, schema.METHOD: method})
+            for method in ds[schema.CAM].values.tolist():
+                at = verdicts.sel({schema.LAYER: layer, schema.CAM: method})
                 passing = at["trustworthy"].sel(model=models).values
                 n_trusted = len(models) if passing.all() else int(np.argmin(passing))
                 trusted = models[n_trusted - 1] if n_trusted else None
@@ -90,7 +90,7 @@ def recommend(ds: xr.Dataset, pe_threshold: float = 0.8, max_accuracy_drop: floa
                         class_pe = by_class(ds, variable).compute()
                     row.update(first_failure=_ratio(ds, failed), fails_on=_what_failed(at.sel(model=failed)),
                                failing_classes=_classes_below(
-                                   class_pe.sel({schema.MODEL: failed, schema.LAYER: layer, schema.METHOD: method}), pe_threshold))
+                                   class_pe.sel({schema.MODEL: failed, schema.LAYER: layer, schema.CAM: method}), pe_threshold))
                 rows.append(row)
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
