@@ -53,3 +53,4 @@ UNKNOWN_PRUNER = "unknown"
 # Names of the controls that calibrate the trust rule (role ``control``, ratio 0, pruner ``none``).
 CONTROL_FINETUNE = "control:finetune"  # the reference put through the candidates' fine-tuning, unpruned
 CONTROL_TWIN = "control:twin"          # the same architecture and recipe, trained with another seed
+RANDOMISED_PREFIX = "control:randomised@"  # + a layer: weights re-initialised from the last layer down to it

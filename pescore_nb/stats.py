@@ -3,7 +3,7 @@
 Both functions read a per-image score ``ds[variable]`` ``(..., image)`` (``pe`` by default; any
 variable with an ``image`` dimension works) and the ``label`` coordinate, and weigh the classes as
 :func:`pescore_nb.scores.score` does (``PEConfig.class_weights`` from the Dataset's attrs, or
-``how``). Resampling is *stratified*: every resample draws N_k images with replacement within
+``class_weights``). Resampling is *stratified*: every resample draws N_k images with replacement within
 each class k, so the class weights stay fixed, as they are by design of the test set.
 
 All resamples are drawn at once (in chunks of a few million draws) and reduced by matrix
@@ -14,42 +14,43 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from . import schema
-from .metrics import PEConfig
-from .scores import by_class, class_weights, score
+from . import schema, structure
+from .scores import by_class, score
 
 _DRAWS_PER_CHUNK = 1 << 22  # resample rows x images drawn at once: ~32 MB of float64 counts
 
 
 def bootstrap(ds: xr.Dataset, variable: str = schema.PE, *, per_class: bool = False,
-              n_resamples: int = 1000, level: float = 0.95, seed: int = 0, how: str | None = None) -> xr.Dataset:
+              n_resamples: int = 1000, level: float = 0.95, seed: int = 0,
+              class_weights: str | None = None) -> xr.Dataset:
     """Stratified percentile-bootstrap interval of the class-weighted score, or of each class mean.
 
     Returns a Dataset with ``estimate`` (the score of all images, as ``scores.score`` or, with
     ``per_class``, ``scores.by_class``), ``low`` and ``high`` (the ``(1 -+ level) / 2`` quantiles of
     ``n_resamples`` resampled scores), over the dims of ``ds[variable]`` without ``image``
-    (``(model, layer, method)`` for ``pe``), plus ``class`` when ``per_class``.
+    (``(model, layer, cam)`` for ``pe``), plus ``label`` when ``per_class``.
     """
     values, labels, other_dims = _per_image(ds, variable)
-    how = how or PEConfig.from_attrs(ds.attrs).class_weights
+    rule = structure.class_weight_rule(ds, class_weights)
     resampled = _class_means(values, labels, n_resamples, np.random.default_rng(seed))  # (B, K, M)
     if per_class:
         estimate = by_class(ds, variable).transpose(*other_dims, schema.LABEL)
         resampled = np.moveaxis(resampled, 1, -1)  # (B, M, K)
     else:
-        estimate = score(ds, variable, how).transpose(*other_dims)
-        resampled = np.einsum("bkm,k->bm", resampled, class_weights(labels, how).values)
+        estimate = score(ds, variable, rule).transpose(*other_dims)
+        resampled = np.einsum("bkm,k->bm", resampled, structure.weights_by_class(labels, rule).values)
     low, high = _percentile_interval(resampled, level)
-    return _interval_dataset(estimate, low, high, variable, level, n_resamples, how,
+    return _interval_dataset(estimate, low, high, variable, level, n_resamples, rule,
                              interval="stratified percentile bootstrap")
 
 
 def compare(ds: xr.Dataset, model_a: str, model_b: str, variable: str = schema.PE, *,
-            n_resamples: int = 1000, level: float = 0.95, seed: int = 0, how: str | None = None) -> xr.Dataset:
+            n_resamples: int = 1000, level: float = 0.95, seed: int = 0,
+            class_weights: str | None = None) -> xr.Dataset:
     """Paired comparison of two models on the same images: score(a) - score(b).
 
     Returns a Dataset over the dims of ``ds[variable]`` without ``model`` and ``image``
-    (``(layer, method)`` for ``pe``) with ``estimate`` (the difference of the class-weighted
+    (``(layer, cam)`` for ``pe``) with ``estimate`` (the difference of the class-weighted
     scores), ``low``/``high`` (stratified percentile bootstrap of the per-image differences, the
     same images for both models) and ``p_value``: a two-sided sign-flip permutation test of
     "no difference". Under that null the two models are exchangeable on each image, so each
@@ -60,23 +61,49 @@ def compare(ds: xr.Dataset, model_a: str, model_b: str, variable: str = schema.P
     for name in (model_a, model_b):
         if name not in models:
             raise KeyError(f"compare: no model {name!r} in the Dataset; its models are {models}.")
-    how = how or PEConfig.from_attrs(ds.attrs).class_weights
+    rule = structure.class_weight_rule(ds, class_weights)
     difference = ds[variable].sel(model=model_a) - ds[variable].sel(model=model_b)
     values, labels, other_dims = _per_image(ds.assign({variable: difference}), variable)
     rng = np.random.default_rng(seed)
-    weights = class_weights(labels, how)
+    weights = structure.weights_by_class(labels, rule)
     resampled = np.einsum("bkm,k->bm", _class_means(values, labels, n_resamples, rng), weights.values)
     low, high = _percentile_interval(resampled, level)
-    scores = score(ds, variable, how)
+    scores = score(ds, variable, rule)
     model_coords = [name for name, coord in ds.coords.items() if schema.MODEL in coord.dims]
     estimate = (scores.sel(model=model_a) - scores.sel(model=model_b)).drop_vars(model_coords, errors="ignore")
     estimate = estimate.transpose(*other_dims)
-    result = _interval_dataset(estimate, low, high, variable, level, n_resamples, how,
+    result = _interval_dataset(estimate, low, high, variable, level, n_resamples, rule,
                                interval="stratified percentile bootstrap of paired differences")
     image_weight = (weights.sel({schema.LABEL: labels}) / _class_sizes(labels)).values  # w_k / N_k, (N,)
     p_value = _sign_flip_p_value(values * image_weight, n_resamples, rng)
     return result.assign(p_value=(other_dims, p_value.reshape(estimate.shape))).assign_attrs(
         model_a=model_a, model_b=model_b, test="two-sided sign-flip permutation")
+
+
+def paired_upper_bound(ds: xr.Dataset, baseline: str, variable: str = schema.PE, *, level: float = 0.95,
+                       n_resamples: int = 1000, seed: int = 0, class_weights: str | None = None) -> xr.DataArray:
+    """One-sided upper bound of score(baseline) - score(model) for every model, on the same images.
+
+    The ``level`` quantile of the stratified, class-weighted bootstrap distribution of the mean
+    paired difference (the same resampled images for both models): ``(model, ...)`` over the dims
+    of ``ds[variable]`` without ``image`` (``(model, layer, cam)`` for ``pe``); 0 for ``baseline``.
+    It covers the sampling of test images only, not the randomness of training.
+    """
+    if baseline not in ds[schema.MODEL].values:
+        raise KeyError(f"paired_upper_bound: no model {baseline!r} in the Dataset; its models are "
+                       f"{ds[schema.MODEL].values.tolist()}.")
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}.")
+    rule = structure.class_weight_rule(ds, class_weights)
+    difference = ds[variable].sel({schema.MODEL: baseline}) - ds[variable]
+    values, labels, other_dims = _per_image(ds.assign({variable: difference}), variable)
+    weights = structure.weights_by_class(labels, rule).values
+    resampled = np.einsum("bkm,k->bm", _class_means(values, labels, n_resamples, np.random.default_rng(seed)),
+                          weights)
+    shape = tuple(difference.sizes[dim] for dim in other_dims)
+    bound = np.quantile(resampled, level, axis=0).reshape(shape)
+    coords = {name: coord for name, coord in difference.coords.items() if schema.IMAGE not in coord.dims}
+    return xr.DataArray(bound, dims=other_dims, coords=coords, name="bound")
 
 
 def _per_image(ds: xr.Dataset, variable: str) -> tuple[np.ndarray, np.ndarray, tuple]:
@@ -150,10 +177,10 @@ def _percentile_interval(resampled: np.ndarray, level: float) -> tuple[np.ndarra
 
 
 def _interval_dataset(estimate: xr.DataArray, low: np.ndarray, high: np.ndarray, variable: str,
-                      level: float, n_resamples: int, how: str, interval: str) -> xr.Dataset:
+                      level: float, n_resamples: int, class_weights: str, interval: str) -> xr.Dataset:
     return xr.Dataset(
         {"estimate": estimate.rename(None),
          "low": estimate.copy(data=low.reshape(estimate.shape)).rename(None),
          "high": estimate.copy(data=high.reshape(estimate.shape)).rename(None)},
-        attrs={"variable": variable, "level": level, "n_resamples": n_resamples, "class_weights": how,
+        attrs={"variable": variable, "level": level, "n_resamples": n_resamples, "class_weights": class_weights,
                "interval": interval})

@@ -53,6 +53,11 @@ def control(ds: xr.Dataset, name: str = schema.CONTROL_FINETUNE) -> str | None:
     return name if name in controls(ds) else None
 
 
+def randomised(ds: xr.Dataset, layer: str) -> str | None:
+    """The randomisation control of ``layer`` (``control:randomised@<layer>``) when the Dataset holds it."""
+    return control(ds, schema.RANDOMISED_PREFIX + str(layer))
+
+
 def pruners(ds: xr.Dataset) -> list[str]:
     """The pruners of the candidates, in Dataset order (``none`` and controls excluded)."""
     candidates = models_with_role(ds, schema.CANDIDATE)

@@ -1,131 +1,215 @@
-"""Which pruning ratio can I trust? Our rule, read from a results Dataset.
+"""Which pruned model, and which pruning ratio, can I trust? Our rule, read from a results Dataset.
 
-The PE-score paper uses PE to choose a pruning ratio, but does not publish a procedure, so
-pescore_nb applies this one (ours, not the paper's):
+The PE-score paper uses PE to choose a pruning ratio but publishes no procedure, so pescore_nb
+applies this one (ours, not the paper's). For every model, layer and CAM method:
 
-1. For every model, layer and CAM method, the **PE** is :func:`pescore_nb.score` (the
-   class-weighted mean of the per-image PE) and the **accuracy drop** is the reference's
-   ``accuracy`` minus the model's, in absolute terms (0.02 = two percentage points).
-2. A pruned model is **trustworthy** at a layer and CAM method when its PE is at least
-   ``pe_threshold`` *and* its accuracy drop is at most ``max_accuracy_drop`` (both compared up
-   to a rounding tolerance of 1e-9, so an accuracy of 0.98 against 1.0 drops by 0.02, not more).
-3. For each pruning method (the ``pruner`` coordinate), its models are taken in increasing
-   ratio. The **trusted ratio** is the largest ratio up to which *every* model is trustworthy:
-   the walk stops at the first model that fails, even if a larger ratio happens to pass again
-   (a non-monotone curve is noise or luck, not a safe operating point). When the smallest ratio
-   already fails, the trusted ratio is 0: do not prune with that method.
-4. At the first failing ratio we name what failed (``"pe"``, ``"accuracy"`` or both) and the
-   **classes that fail first**: every class whose own PE (:func:`pescore_nb.by_class`) is below
-   ``pe_threshold`` there, lowest first. The weighted mean can hide one class that lost its
-   attention; this list shows it.
+1. **Accuracy**: the drop against the reference (``accuracy`` coordinate, absolute: 0.02 = two
+   points) must be at most ``max_accuracy_drop`` (default 0.02).
+2. **PE, calibrated** (``rule="control"``, the default when the Dataset holds ``control:finetune``):
+   fine-tuning alone moves the maps, so a candidate is compared with the reference fine-tuned by
+   the same recipe and seed, unpruned. Its PE must be *non-inferior* to that control's: the
+   ``level`` (default 95 %) quantile of the stratified, class-weighted bootstrap distribution of
+   the mean paired per-image difference PE(control) - PE(candidate) is at most ``margin`` (default
+   0.05). The interval covers the sampling of test images, not the randomness of training:
+   ``control:twin`` (the same recipe, another seed), when present, shows that scale.
+3. **PE, absolute** (``rule="absolute"``, and the fallback without a control, which the output
+   says): the class-weighted PE must be at least ``pe_threshold`` (default 0.8).
+4. **The walk**: for each pruner, its candidates by increasing ratio; the *trusted ratio* is the
+   largest ratio up to which every candidate passes (a later pass is luck, not a safe operating
+   point); 0 when the smallest ratio already fails. At the first failure we name what failed
+   and the classes that fail first (their own PE below the class's floor: the threshold, or the
+   control's class PE minus the margin), lowest first. Controls never enter a walk.
 
-``recommend`` returns one row per (pruner, layer, method); ``assess`` gives the per-model
-verdicts behind it.
+Every output records the rule, its parameters, the control, and the twin's PE. Layers whose maps
+are not reproducible or not model-dependent are flagged by :func:`layer_checks`.
 """
 from __future__ import annotations
+
+import dataclasses
 
 import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import schema
+from . import schema, structure
 from .scores import by_class, score
+from .stats import paired_upper_bound
 
-TOLERANCE = 1e-9  # floating-point slack in both comparisons
-COLUMNS = ("pruner", "layer", "method", "ratio", "model", "pe", "accuracy_drop",
-           "first_failure", "fails_on", "failing_classes")
+TOLERANCE = 1e-9  # floating-point slack in every comparison
+RULES = ("control", "absolute")
+TWIN_MIN_PE = 0.5         # a layer whose twin scores below this has maps that training noise reshapes
+RANDOMISED_MAX_PE = 0.3   # a layer whose randomised copy scores above this has maps that ignore the weights
+COLUMNS = ("pruner", "layer", "cam", "ratio", "model", "pe", "accuracy_drop", "first_failure", "fails_on",
+           "failing_classes", "rule", "control_pe", "twin_pe", "layer_usable")
 
 
-def assess(ds: xr.Dataset, pe_threshold: float = 0.8, max_accuracy_drop: float = 0.02, *,
-           variable: str = schema.PE, how: str | None = None) -> xr.Dataset:
-    """Per-model verdicts ``(model, layer, method)``: ``pe``, ``accuracy_drop``, ``pe_ok``,
-    ``accuracy_ok`` and ``trustworthy`` (both), against the reference ``model[0]``.
+@dataclasses.dataclass(frozen=True)
+class TrustRule:
+    """The parameters of the trust rule (module docstring); ``rule=None`` picks ``"control"`` when the
+    Dataset holds ``control``, else ``"absolute"``."""
 
-    ``variable`` is the score to threshold (``"pe"``, or ``"sp2ps"`` when stored); ``how``
-    overrides the class weights as in :func:`pescore_nb.score`.
+    rule: str | None = None
+    pe_threshold: float = structure.PE_THRESHOLD
+    max_accuracy_drop: float = structure.MAX_ACCURACY_DROP
+    margin: float = structure.MARGIN
+    level: float = structure.LEVEL
+    control: str = schema.CONTROL_FINETUNE
+    n_resamples: int = 2000
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.rule is not None and self.rule not in RULES:
+            raise ValueError(f"rule must be one of {RULES} (or None to choose by the Dataset), got {self.rule!r}.")
+        for name in ("pe_threshold", "max_accuracy_drop", "margin"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+                raise ValueError(f"{name} must be in [0, 1] (a share: 0.02 = two points), got {value!r}.")
+        if not 0 < self.level < 1:
+            raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {self.level!r}.")
+
+    def resolved(self, ds: xr.Dataset) -> str:
+        """The rule applied to ``ds``: ``"control"`` needs the control model in it."""
+        has_control = structure.control(ds, self.control) is not None
+        if self.rule == "control" and not has_control:
+            raise ValueError(f"rule='control' needs the model {self.control!r} in the Dataset (role control); "
+                             "make it with prune.sweep(..., finetune=...) or use rule='absolute'.")
+        return self.rule or ("control" if has_control else "absolute")
+
+    def describe(self, ds: xr.Dataset) -> str:
+        """One sentence naming the rule as applied to ``ds``."""
+        accuracy = f"accuracy drop <= {self.max_accuracy_drop:g}"
+        if self.resolved(ds) == "control":
+            return (f"{accuracy} and PE non-inferior to {self.control}: the {self.level:.0%} one-sided bootstrap "
+                    f"bound of PE({self.control}) - PE(candidate) <= {self.margin:g}")
+        fallback = "" if self.rule == "absolute" else f" (fallback: no {self.control} in the Dataset)"
+        return f"{accuracy} and PE >= {self.pe_threshold:g}{fallback}"
+
+
+def assess(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
+           **rule: object) -> xr.Dataset:
+    """Per-model verdicts ``(model, layer, cam)`` by the trust rule (module docstring).
+
+    Variables: ``pe`` (class-weighted), ``accuracy_drop``, ``bound`` (the bootstrap bound of
+    PE(control) - PE(model); NaN under the absolute rule), ``pe_ok``, ``accuracy_ok``,
+    ``trustworthy`` (both), and ``control_pe`` / ``twin_pe`` ``(layer, cam)`` (NaN when absent).
+    ``rule`` keywords are the fields of :class:`TrustRule`; the attrs record them and the rule
+    applied. ``variable`` is the score judged (``"pe"``, or ``"sp2ps"`` when stored).
     """
-    _check_bounds(pe_threshold, max_accuracy_drop)
-    pe = score(ds, variable, how).compute()
-    accuracy_drop = float(ds[schema.ACCURACY][0]) - ds[schema.ACCURACY]
-    pe_ok = pe >= pe_threshold - TOLERANCE
-    accuracy_ok = (accuracy_drop <= max_accuracy_drop + TOLERANCE).broadcast_like(pe_ok)
-    return xr.Dataset({"pe": pe, "accuracy_drop": accuracy_drop, "pe_ok": pe_ok,
-                       "accuracy_ok": accuracy_ok, "trustworthy": pe_ok & accuracy_ok},
-                      attrs={"pe_threshold": pe_threshold, "max_accuracy_drop": max_accuracy_drop,
-                             "variable": variable})
+    trust_rule = TrustRule(**rule)
+    applied = trust_rule.resolved(ds)
+    pe = score(ds, variable, class_weights).compute()
+    accuracy_drop = structure.accuracy_drop(ds)
+    if applied == "control":
+        bound = paired_upper_bound(ds, trust_rule.control, variable, level=trust_rule.level,
+                                   n_resamples=trust_rule.n_resamples, seed=trust_rule.seed,
+                                   class_weights=class_weights).transpose(*pe.dims)
+        pe_ok = bound <= trust_rule.margin + TOLERANCE
+    else:
+        bound = xr.full_like(pe, np.nan)
+        pe_ok = pe >= trust_rule.pe_threshold - TOLERANCE
+    accuracy_ok = (accuracy_drop <= trust_rule.max_accuracy_drop + TOLERANCE).broadcast_like(pe_ok)
+    return xr.Dataset(
+        {"pe": pe, "accuracy_drop": accuracy_drop, "bound": bound, "pe_ok": pe_ok, "accuracy_ok": accuracy_ok,
+         "trustworthy": pe_ok & accuracy_ok, "control_pe": _model_score(pe, structure.control(ds, trust_rule.control)),
+         "twin_pe": _model_score(pe, structure.control(ds, schema.CONTROL_TWIN))},
+        attrs={**dataclasses.asdict(trust_rule), "rule": applied, "rule_text": trust_rule.describe(ds),
+               "variable": variable, "control": trust_rule.control if applied == "control" else ""})
 
 
-def recommend(ds: xr.Dataset, pe_threshold: float = 0.8, max_accuracy_drop: float = 0.02, *,
-              variable: str = schema.PE, how: str | None = None) -> pd.DataFrame:
-    """The largest trusted ratio of each pruning method, layer and CAM method (module docstring).
+def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
+              **rule: object) -> pd.DataFrame:
+    """The largest trusted ratio of each pruner, layer and CAM method (module docstring).
 
-    Returns a DataFrame, one row per (pruner, layer, method), with the columns
-    ``ratio`` (the trusted ratio; 0.0 when even the smallest ratio fails), ``model`` (the
-    candidate at that ratio, ``None`` when none is trusted), ``pe`` and ``accuracy_drop`` there
-    (NaN when none), ``first_failure`` (the first failing ratio; NaN when every ratio passes),
-    ``fails_on`` (``"pe"``, ``"accuracy"``, ``"pe+accuracy"``, or ``""``) and
-    ``failing_classes`` (class names below ``pe_threshold`` at ``first_failure``, lowest PE first).
-    A table rather than a Dataset: its rows are few, its class lists ragged, and it prints and
-    exports (``.to_csv``) as it is.
+    One row per (pruner, layer, cam) with the columns of :data:`COLUMNS`: ``ratio`` (trusted; 0.0
+    when none), ``model`` (the candidate there, None when none), its ``pe`` and ``accuracy_drop``
+    (NaN when none), ``first_failure`` (NaN when every ratio passes), ``fails_on`` (``"pe"``,
+    ``"accuracy"``, ``"pe+accuracy"`` or ``""``), ``failing_classes``, and the ``rule`` sentence,
+    ``control_pe``, ``twin_pe`` and ``layer_usable`` (:func:`layer_checks`) recorded on every row.
+    The table's ``attrs`` hold the rule's parameters.
     """
-    verdicts = assess(ds, pe_threshold, max_accuracy_drop, variable=variable, how=how)
-    class_pe = None  # by_class is computed once, only when some ratio fails
+    verdicts = assess(ds, variable=variable, class_weights=class_weights, **rule)
+    checks = layer_checks(ds, variable=variable, class_weights=class_weights)
+    floors = None  # per-class floors are computed once, only when some ratio fails
     rows = []
-    for pruner in _pruners(ds):
-        models = _by_ratio(ds, pruner)
+    for pruner in structure.pruners(ds):
+        models = structure.by_ratio(ds, pruner)
         for layer in ds[schema.LAYER].values.tolist():
-            for method in ds[schema.CAM].values.tolist():
-                at = verdicts.sel({schema.LAYER: layer, schema.CAM: method})
-                passing = at["trustworthy"].sel(model=models).values
+            for cam in ds[schema.CAM].values.tolist():
+                where = {schema.LAYER: layer, schema.CAM: cam}
+                at = verdicts.sel(where)
+                passing = at["trustworthy"].sel({schema.MODEL: models}).values
                 n_trusted = len(models) if passing.all() else int(np.argmin(passing))
                 trusted = models[n_trusted - 1] if n_trusted else None
-                row = {"pruner": pruner, "layer": layer, "method": method,
+                row = {"pruner": pruner, "layer": layer, "cam": cam,
                        "ratio": _ratio(ds, trusted) if trusted else 0.0, "model": trusted,
-                       "pe": float(at["pe"].sel(model=trusted)) if trusted else np.nan,
-                       "accuracy_drop": float(at["accuracy_drop"].sel(model=trusted)) if trusted else np.nan,
-                       "first_failure": np.nan, "fails_on": "", "failing_classes": []}
+                       "pe": float(at["pe"].sel({schema.MODEL: trusted})) if trusted else np.nan,
+                       "accuracy_drop": float(at["accuracy_drop"].sel({schema.MODEL: trusted})) if trusted else np.nan,
+                       "first_failure": np.nan, "fails_on": "", "failing_classes": [],
+                       "rule": verdicts.attrs["rule_text"], "control_pe": float(at["control_pe"]),
+                       "twin_pe": float(at["twin_pe"]), "layer_usable": bool(checks["usable"].sel(where))}
                 if n_trusted < len(models):
                     failed = models[n_trusted]
-                    if class_pe is None:
+                    if floors is None:
+                        floors = _class_floors(ds, verdicts, variable)
                         class_pe = by_class(ds, variable).compute()
-                    row.update(first_failure=_ratio(ds, failed), fails_on=_what_failed(at.sel(model=failed)),
-                               failing_classes=_classes_below(
-                                   class_pe.sel({schema.MODEL: failed, schema.LAYER: layer, schema.CAM: method}), pe_threshold))
+                    row.update(first_failure=_ratio(ds, failed), fails_on=_what_failed(at.sel({schema.MODEL: failed})),
+                               failing_classes=_classes_below(class_pe.sel({schema.MODEL: failed, **where}),
+                                                              floors.sel(where)))
                 rows.append(row)
-    return pd.DataFrame(rows, columns=list(COLUMNS))
+    table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table.attrs.update(verdicts.attrs)
+    return table
 
 
-def _check_bounds(pe_threshold: float, max_accuracy_drop: float) -> None:
-    if not 0 <= pe_threshold <= 1:
-        raise ValueError(f"pe_threshold must be in [0, 1] (PE is a score in [0, 1]), got {pe_threshold!r}.")
-    if not 0 <= max_accuracy_drop <= 1:
-        raise ValueError(f"max_accuracy_drop must be in [0, 1] (0.02 = two percentage points), "
-                         f"got {max_accuracy_drop!r}.")
+def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
+                 twin_min_pe: float = TWIN_MIN_PE, randomised_max_pe: float = RANDOMISED_MAX_PE) -> xr.Dataset:
+    """Can a layer and CAM method carry a verdict? ``(layer, cam)``.
+
+    ``twin_pe``: PE of ``control:twin`` (same recipe, another seed); below ``twin_min_pe`` the maps
+    are not reproducible. ``randomised_pe``: PE of ``control:randomised@<layer>`` (the reference
+    with its weights re-initialised from the last layer down to this one, Adebayo et al. 2018); above
+    ``randomised_max_pe`` the maps do not depend on the model. ``energy_in_mask``: the reference's
+    mean share of map energy inside the object masks (when stored). Missing controls give NaN and
+    do not flag. ``usable`` is False when a check fails; ``why`` says which.
+    """
+    pe = score(ds, variable, class_weights).compute()
+    twin = _model_score(pe, structure.control(ds, schema.CONTROL_TWIN))
+    randomised = xr.concat([_model_score(pe.sel({schema.LAYER: [layer]}), structure.randomised(ds, layer))
+                            for layer in pe[schema.LAYER].values], dim=schema.LAYER)
+    reference = structure.reference(ds)
+    energy = (ds[schema.ENERGY_IN_MASK].sel({schema.MODEL: reference}).mean(schema.IMAGE).compute()
+              if schema.ENERGY_IN_MASK in ds else xr.full_like(twin, np.nan))
+    unreproducible = twin < twin_min_pe - TOLERANCE
+    model_free = randomised > randomised_max_pe + TOLERANCE
+    why = xr.where(unreproducible, f"twin PE below {twin_min_pe:g} (not reproducible)", "")
+    why = xr.where(model_free, why + xr.where(unreproducible, "; ", "")
+                   + f"randomised copy's PE above {randomised_max_pe:g} (not model-dependent)", why)
+    energy = energy.drop_vars([name for name in energy.coords if name not in (schema.LAYER, schema.CAM)])
+    return xr.Dataset({"twin_pe": twin, "randomised_pe": randomised.transpose(*twin.dims),
+                       "energy_in_mask": energy, "usable": ~(unreproducible | model_free), "why": why},
+                      attrs={"twin_min_pe": twin_min_pe, "randomised_max_pe": randomised_max_pe})
 
 
-def _pruners(ds: xr.Dataset) -> list[str]:
-    pruners = [p for p in dict.fromkeys(ds[schema.PRUNER].values.tolist()) if p != schema.UNPRUNED]
-    if not pruners:
-        raise ValueError(f"The Dataset has no pruned model (every 'pruner' is {schema.UNPRUNED!r}); "
-                         "evaluate some candidates first.")
-    return pruners
+def _model_score(pe: xr.DataArray, model: str | None) -> xr.DataArray:
+    """``pe`` of ``model`` ``(layer, cam)`` without model coordinates; NaN when ``model`` is None."""
+    template = pe.isel({schema.MODEL: 0}, drop=True)
+    template = template.drop_vars([name for name in template.coords if name not in (schema.LAYER, schema.CAM)])
+    if model is None:
+        return xr.full_like(template, np.nan, dtype=float)
+    return template.copy(data=pe.sel({schema.MODEL: model}).values.astype(float))
 
 
-def _by_ratio(ds: xr.Dataset, pruner: str) -> list[str]:
-    """Names of ``pruner``'s models by increasing ratio; ratios must be known and distinct."""
-    mask = ds[schema.PRUNER].values == pruner
-    names, ratios = ds[schema.MODEL].values[mask], ds[schema.RATIO].values[mask].astype(float)
-    if np.isnan(ratios).any():
-        raise ValueError(f"Pruner {pruner!r} has models without a ratio ({names[np.isnan(ratios)].tolist()}); "
-                         "give each candidate its ratio (pescore_nb.prune.sweep records it).")
-    if len(np.unique(ratios)) < len(ratios):
-        raise ValueError(f"Pruner {pruner!r} has two models at one ratio ({dict(zip(names, ratios))}); "
-                         "give them different pruner names so each pruner has one model per ratio.")
-    return names[np.argsort(ratios)].tolist()
+def _class_floors(ds: xr.Dataset, verdicts: xr.Dataset, variable: str) -> xr.DataArray:
+    """The PE below which a class counts as failing ``(layer, cam, label)``."""
+    control = verdicts.attrs["control"]
+    if control:
+        floor = by_class(ds, variable).sel({schema.MODEL: control}, drop=True) - verdicts.attrs["margin"]
+        return floor.drop_vars([name for name in floor.coords if name not in (schema.LAYER, schema.CAM, schema.LABEL)])
+    return xr.full_like(verdicts["control_pe"], verdicts.attrs["pe_threshold"])
 
 
 def _ratio(ds: xr.Dataset, model: str) -> float:
-    return float(ds[schema.RATIO].sel(model=model))
+    return float(ds[schema.RATIO].sel({schema.MODEL: model}))
 
 
 def _what_failed(verdict: xr.Dataset) -> str:
@@ -133,8 +217,8 @@ def _what_failed(verdict: xr.Dataset) -> str:
     return "+".join(failed)
 
 
-def _classes_below(class_pe: xr.DataArray, pe_threshold: float) -> list[str]:
-    """Names of the classes ``(class,)`` whose PE is below the threshold, lowest first."""
+def _classes_below(class_pe: xr.DataArray, floor: xr.DataArray) -> list[str]:
+    """Names of the classes ``(label,)`` whose PE is below their floor, lowest PE first."""
+    below = (class_pe < floor - TOLERANCE).values
     order = np.argsort(class_pe.values, kind="stable")
-    below = class_pe.values[order] < pe_threshold - TOLERANCE
-    return [str(name) for name in class_pe[schema.CLASS_NAME].values[order][below]]
+    return [str(name) for name in class_pe[schema.CLASS_NAME].values[order][below[order]]]

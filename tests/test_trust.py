@@ -7,7 +7,7 @@ import xarray as xr
 
 from pescore_nb import schema
 from pescore_nb.metrics import PEConfig
-from pescore_nb.trust import COLUMNS, assess, recommend
+from pescore_nb.trust import COLUMNS, assess, layer_checks, recommend
 from synthetic import results_dataset
 
 CLASSES = ("cat", "dog", "fox")
@@ -126,3 +126,90 @@ def test_models_without_a_ratio_are_refused_with_the_fix():
 def test_thresholds_outside_zero_one_are_refused(bounds):
     with pytest.raises(ValueError, match="must be in"):
         recommend(results_dataset(), **bounds)
+
+
+def per_image(models, labels=(0, 0, 1, 1, 2, 2)):
+    """A Dataset with the per-image PEs given: ``[(name, role, pruner, ratio, accuracy, pe (6,))]``."""
+    labels = np.array(labels)
+    pe = np.array([m[5] for m in models], dtype=float)[:, None, None, :]
+    return xr.Dataset(
+        {schema.PE: (schema.SCORE_DIMS, pe)},
+        coords={schema.MODEL: [m[0] for m in models], schema.ROLE: (schema.MODEL, [m[1] for m in models]),
+                schema.PRUNER: (schema.MODEL, [m[2] for m in models]),
+                schema.RATIO: (schema.MODEL, [m[3] for m in models]),
+                schema.ACCURACY: (schema.MODEL, [m[4] for m in models]),
+                schema.LAYER: ["conv"], schema.CAM: ["gradcam++"], schema.IMAGE: np.arange(len(labels)),
+                schema.LABEL: (schema.IMAGE, labels),
+                schema.CLASS_NAME: (schema.IMAGE, [CLASSES[k] for k in labels])},
+        attrs={"pe_config": PEConfig().to_json()})
+
+
+REF = (schema.REFERENCE, schema.REFERENCE, schema.UNPRUNED, 0.0, 1.0, [1.0] * 6)
+CONTROL = (schema.CONTROL_FINETUNE, schema.CONTROL, schema.UNPRUNED, 0.0, 0.995, [0.9] * 6)
+
+
+def test_control_rule_passes_within_the_margin_and_fails_beyond_it():
+    ds = per_image([REF, CONTROL,
+                    ("l2@0.10", schema.CANDIDATE, "l2", 0.1, 0.99, [0.87] * 6),   # 0.03 below the control
+                    ("l2@0.20", schema.CANDIDATE, "l2", 0.2, 0.99, [0.84] * 6),   # 0.06 below: fails
+                    ("l2@0.30", schema.CANDIDATE, "l2", 0.3, 0.99, [0.9] * 6)])   # passes again: ignored
+    verdicts = assess(ds).squeeze(["layer", "cam"], drop=True)
+    # Constant differences: every bootstrap resample has the same mean, so the bound is exact.
+    assert verdicts["bound"].sel(model=["l2@0.10", "l2@0.20"]).values == pytest.approx([0.03, 0.06])
+    assert verdicts["trustworthy"].sel(model=["l2@0.10", "l2@0.20", "l2@0.30"]).values.tolist() == [True, False, True]
+    assert verdicts.attrs["rule"] == "control" and verdicts.attrs["margin"] == 0.05
+    assert float(verdicts["control_pe"]) == pytest.approx(0.9)
+    row = recommend(ds).iloc[0]
+    assert (row.ratio, row.first_failure, row.fails_on) == (0.1, 0.2, "pe")
+    assert "non-inferior to control:finetune" in row.rule and row.control_pe == pytest.approx(0.9)
+    assert row.failing_classes == ["cat", "dog", "fox"]  # each class 0.06 below the control's
+    # The absolute rule on the same data: PE 0.87, 0.84 and 0.9 all pass 0.8.
+    assert recommend(ds, rule="absolute").iloc[0].ratio == 0.3
+
+
+def test_control_rule_fails_a_noisy_candidate_whose_mean_alone_would_pass():
+    noisy = [0.9 - 0.03 + d for d in (-0.25, 0.25, -0.25, 0.25, -0.25, 0.25)]  # mean 0.03 below, wide spread
+    ds = per_image([REF, CONTROL, ("l2@0.10", schema.CANDIDATE, "l2", 0.1, 0.99, noisy)])
+    verdicts = assess(ds).squeeze(["layer", "cam"], drop=True)
+    assert float(verdicts["bound"].sel(model="l2@0.10")) > 0.05
+    assert not bool(verdicts["trustworthy"].sel(model="l2@0.10"))
+    assert bool(assess(ds, margin=0.3).squeeze()["trustworthy"].sel(model="l2@0.10"))
+
+
+def test_without_a_control_the_rule_falls_back_to_the_threshold_and_says_so():
+    ds = per_image([REF, ("l2@0.10", schema.CANDIDATE, "l2", 0.1, 0.99, [0.85] * 6)])
+    verdicts = assess(ds)
+    assert verdicts.attrs["rule"] == "absolute" and "fallback" in verdicts.attrs["rule_text"]
+    assert bool(verdicts["trustworthy"].sel(model="l2@0.10").squeeze())
+    assert math.isnan(float(verdicts["control_pe"].squeeze()))
+    with pytest.raises(ValueError, match="rule='control' needs the model 'control:finetune'"):
+        assess(ds, rule="control")
+
+
+def test_reordered_models_give_the_same_verdicts_and_controls_never_enter_the_walk():
+    models = [REF, CONTROL, ("l2@0.10", schema.CANDIDATE, "l2", 0.1, 0.99, [0.87] * 6),
+              ("l2@0.20", schema.CANDIDATE, "l2", 0.2, 0.99, [0.84] * 6),
+              (schema.CONTROL_TWIN, schema.CONTROL, schema.UNPRUNED, 0.0, 0.99, [0.6] * 6)]
+    ds = per_image(models)
+    shuffled = ds.isel(model=[3, 4, 2, 0, 1])  # the reference is no longer first
+    for a, b in [(recommend(ds), recommend(shuffled))]:
+        assert a.drop(columns="failing_classes").equals(b.drop(columns="failing_classes"))
+    verdicts = assess(shuffled).squeeze(["layer", "cam"], drop=True)
+    assert float(verdicts["accuracy_drop"].sel(model="l2@0.10")) == pytest.approx(0.01)
+    assert float(verdicts["twin_pe"]) == pytest.approx(0.6)
+    assert recommend(shuffled).iloc[0].twin_pe == pytest.approx(0.6)
+    assert recommend(shuffled).pruner.tolist() == ["l2"]  # neither control is a pruner
+
+
+def test_layer_checks_flag_unreproducible_and_model_free_maps():
+    models = [REF, CONTROL, ("l2@0.10", schema.CANDIDATE, "l2", 0.1, 0.99, [0.87] * 6),
+              (schema.CONTROL_TWIN, schema.CONTROL, schema.UNPRUNED, 0.0, 0.99, [0.3] * 6),
+              (schema.RANDOMISED_PREFIX + "conv", schema.CONTROL, schema.UNPRUNED, 0.0, 0.2, [0.9] * 6)]
+    checks = layer_checks(per_image(models)).squeeze()
+    assert float(checks["twin_pe"]) == pytest.approx(0.3) and float(checks["randomised_pe"]) == pytest.approx(0.9)
+    assert not bool(checks["usable"])
+    assert "not reproducible" in str(checks["why"].values) and "not model-dependent" in str(checks["why"].values)
+    models[3] = (schema.CONTROL_TWIN, schema.CONTROL, schema.UNPRUNED, 0.0, 0.99, [0.8] * 6)
+    models[4] = (schema.RANDOMISED_PREFIX + "conv", schema.CONTROL, schema.UNPRUNED, 0.0, 0.2, [0.1] * 6)
+    assert bool(layer_checks(per_image(models)).squeeze()["usable"])
+    assert bool(recommend(per_image(models)).iloc[0].layer_usable)
