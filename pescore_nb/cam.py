@@ -285,9 +285,7 @@ class CamEngine:
             if not modified:
                 break
             self._clone_outputs |= modified  # capture a copy the next in-place op cannot touch
-        if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or len(logits) != len(images):
-            shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
-            raise ValueError(f"The model must return logits (N, classes) for N images, got {shape}.")
+        check_logits(logits, len(images))
         missing = [name for name in self.layers if name not in self._captured]
         if missing:
             raise ValueError(f"Layer(s) {missing} did not run in the model's forward pass; choose "
@@ -346,6 +344,14 @@ def check_images(images) -> None:
         raise ValueError("images is an empty batch (N = 0).")
     if not torch.isfinite(images).all():
         raise ValueError("images contain NaN or inf values; clean or re-normalise the data first.")
+
+
+def check_logits(logits, count: int) -> None:
+    """A model's output must be one logits tensor ``(count, classes)``."""
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2 or len(logits) != count:
+        shape = tuple(logits.shape) if isinstance(logits, torch.Tensor) else type(logits).__name__
+        raise ValueError(f"The model must return logits (N, classes) for N images, got {shape}; wrap a model "
+                         "that returns a tuple or dict so that forward returns the class scores alone.")
 
 
 def _check_targets(targets, count: int) -> None:

@@ -22,7 +22,7 @@ from torch.utils.data import DataLoader, Dataset, SequentialSampler, Subset
 from tqdm.auto import tqdm
 
 from . import schema
-from .cam import CamEngine, CamOutput, check_images
+from .cam import CamEngine, CamOutput, check_images, check_logits
 from .metrics import PEConfig, combine, confidence, iou, ssim
 from .sp2ps import Sp2PSConfig, sp2ps
 from .store import ZarrRun
@@ -317,7 +317,10 @@ class _entered:
 
 def _check_class_counts(engines: list[CamEngine], names: list[str], image: torch.Tensor) -> None:
     with torch.no_grad():
-        counts = [engine.model(image.to(engine.device)).shape[-1] for engine in engines]
+        outputs = [engine.model(image.to(engine.device)) for engine in engines]
+    for output in outputs:
+        check_logits(output, len(image))
+    counts = [output.shape[-1] for output in outputs]
     wrong = {name: count for name, count in zip(names, counts) if count != counts[0]}
     if wrong:
         raise ValueError(f"Candidates must have the reference's {counts[0]} classes, but {wrong} differ. "

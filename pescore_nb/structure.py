@@ -91,7 +91,10 @@ def has_ratios(ds: xr.Dataset) -> bool:
 
 def class_weight_rule(ds: xr.Dataset, override: str | None = None) -> str:
     """``override``, else the Dataset's ``PEConfig.class_weights`` (``"support"`` or ``"macro"``)."""
-    return override or PEConfig.from_attrs(ds.attrs).class_weights
+    rule = override or PEConfig.from_attrs(ds.attrs).class_weights
+    if rule not in CLASS_WEIGHTS:
+        raise ValueError(f"class_weights must be one of {CLASS_WEIGHTS}, got {rule!r}.")
+    return rule
 
 
 def weights_by_class(labels: np.ndarray, rule: str = "support") -> xr.DataArray:

@@ -201,9 +201,9 @@ def test_bad_input_gives_a_clear_error_and_leaves_the_model_unchanged(engine_arg
     saved.assert_unchanged()
 
 
-def test_an_engine_needs_layers_and_methods():
+def test_an_engine_needs_layers_and_cams():
     model = seeded_model("resnet18")
-    with pytest.raises(ValueError, match="at least one layer and one method"):
+    with pytest.raises(ValueError, match="at least one layer and one CAM method"):
         CamEngine(model, [], ["gradcam"])
 
 

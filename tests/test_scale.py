@@ -57,7 +57,7 @@ def test_reduced_heatmaps_keep_full_resolution_scores(in_memory):
                      **KWARGS)
     assert small.heatmap.shape[-2:] == (12, 12) and small.heatmap.dtype == np.float16
     assert small.input.shape[-2:] == (12, 12)
-    for name in ("ssim", "iou", "conf", "pe", "sp2ps", "energy_in_mask", "prob"):
+    for name in ("ssim", "iou", "conf", "pe", "energy_in_mask", "prob"):
         xr.testing.assert_equal(small[name], in_memory[name])
     full = torch.from_numpy(in_memory.heatmap.values).reshape(-1, 1, 24, 24)
     expected = torch.nn.functional.interpolate(full, size=(12, 12), mode="bilinear", antialias=True)
@@ -70,7 +70,7 @@ def test_a_store_written_with_other_arguments_is_refused_and_kept(tmp_path):
     path = tmp_path / "run.zarr"
     evaluate(reference, candidates, masked_images(), store=str(path), **KWARGS)
     before = {file: file.read_bytes() for file in path.rglob("*") if file.is_file()}
-    with pytest.raises(ValueError, match=r"other arguments \(layers, cams differ\).*another store path"):
+    with pytest.raises(ValueError, match=r"other arguments or data \(cams, layers differ\).*another store path"):
         evaluate(reference, candidates, masked_images(), store=str(path), **{**KWARGS, "layers": ["7"],
                                                                               "cams": ["gradcam"]})
     candidates["c"].state_dict()["0.weight"].add_(1.0)  # same names, other weights
