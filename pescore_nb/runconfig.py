@@ -1,5 +1,9 @@
 """The YAML config of ``pescore run``: read and checked whole before anything runs.
 
+Checking is all this module does; :mod:`pescore_nb.specs` builds the models and data it names.
+A config names Python factories (``factory:``) that are imported and run, like any Python code:
+run only configs you trust.
+
 A sample (``examples/config.yaml`` runs it offline)::
 
     reference:                      # the unpruned model: exactly one of zoo / factory / pickle
@@ -9,8 +13,9 @@ A sample (``examples/config.yaml`` runs it offline)::
       # kwargs: {num_classes: 6}              #    called with these keyword arguments,
       # weights: reference.pt                 #    then given this state_dict (weights_only=True)
       # pickle: reference-full.pt             # or a whole pickled model: needs --trust-pickle
+    # twin: {zoo: vgg, dataset: shapes, seed: 1}   # optional control:twin, the same recipe, another seed
     prune:                          # candidates made from the reference by pescore_nb.prune.sweep ...
-      method: [l2, random]          #   l1, l2, random, unstructured (one name or a list)
+      pruner: [l2, random]          #   l1, l2, random, taylor, senpis, unstructured (one or a list)
       ratios: [0.2, 0.5, 0.8]
       seed: 0
     # candidates:                   # ... or your own pruned models, by name (not both sections)
@@ -26,7 +31,8 @@ A sample (``examples/config.yaml`` runs it offline)::
       limit: 120                    # optional: only the first N images
       # size: 224                   # folders only: images are resized and cropped to size x size
     layers: [features.14, features.17]   # optional when the reference has `cam_layers`
-    methods: [gradcam++]            # CAM methods (pescore_nb.cam.CAMS)
+    cams: [gradcam++]               # CAM methods (pescore_nb.cam.CAMS)
+    sp2ps: false                    # optional: also store the Sp2PS score beside PE
     pe: {iou_threshold: 0.5, combine: product}   # any PEConfig field
     recommend: {pe_threshold: 0.8, max_accuracy_drop: 0.02}
     batch_size: 32
@@ -43,7 +49,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import importlib
 import numbers
 import sys
 from pathlib import Path
@@ -51,23 +56,15 @@ from typing import Any, Callable
 
 import torch
 import yaml
-from torch import nn
-from torch.utils.data import Dataset, Subset
 
 from . import cam, data, prune, schema, zoo
 from .evaluation import HEATMAP_DTYPES
 from .metrics import PEConfig
+from .specs import ConfigError, DataSpec, ModelSpec, PruneSpec, import_factory
 
 REQUIRED = object()
-SOURCE_KEYS = {"zoo": ("zoo", "dataset"), "factory": ("factory", "kwargs", "weights"), "pickle": ("pickle",)}
+SOURCE_KEYS = {"zoo": ("zoo", "dataset", "seed"), "factory": ("factory", "kwargs", "weights"), "pickle": ("pickle",)}
 RESULTS_FILE = "results.nc"
-
-
-class ConfigError(ValueError):
-    """A bad config value; the message, one line, names the field and the fix."""
-
-    def __init__(self, field: str, problem: str):
-        super().__init__(f"{field}: {problem}")
 
 
 # ---------------------------------------------------------------- reading fields
@@ -141,122 +138,6 @@ def _fraction(value) -> bool:
 
 # ---------------------------------------------------------------- the parts of a config
 @dataclasses.dataclass(frozen=True)
-class ModelSpec:
-    """How to build one model; ``field`` is where it sits in the config, for error messages."""
-
-    field: str
-    zoo: str | None = None
-    dataset: str | None = None
-    factory: str | None = None
-    kwargs: dict = dataclasses.field(default_factory=dict)
-    weights: Path | None = None
-    pickle: Path | None = None
-    pruner: str | None = None
-    ratio: float | None = None
-
-    def build(self) -> nn.Module:
-        """The model in eval mode, on the CPU; a ConfigError when it cannot be built or loaded."""
-        if self.zoo:
-            return zoo.load(self.zoo, self.dataset)
-        if self.pickle:
-            model = self._load(self.pickle, "pickle", weights_only=False)
-            if not isinstance(model, nn.Module):
-                raise ConfigError(f"{self.field}.pickle", f"{self.pickle} holds a {type(model).__name__}, "
-                                  "not a torch.nn.Module; save the model itself, or use factory + weights.")
-        else:
-            model = self._construct()
-            if self.weights:
-                self._load_state(model)
-        if self.pruner is not None or self.ratio is not None:
-            meta = {schema.PRUNER: self.pruner or "unknown", schema.RATIO: self.ratio}
-            setattr(model, schema.PRUNING_ATTRIBUTE, {k: v for k, v in meta.items() if v is not None})
-        return model.eval()
-
-    def _construct(self) -> nn.Module:
-        field = f"{self.field}.factory"
-        factory = _import(self.factory, field)
-        try:
-            model = factory(**self.kwargs)
-        except Exception as error:
-            raise ConfigError(f"{self.field}.kwargs", f"{self.factory}(**{self.kwargs}) failed: "
-                              f"{type(error).__name__}: {error}; fix the keyword arguments.") from None
-        if not isinstance(model, nn.Module):
-            raise ConfigError(field, f"{self.factory} returned a {type(model).__name__}, not a "
-                              "torch.nn.Module; point it at a callable that builds the model.")
-        return model
-
-    def _load(self, path: Path, key: str, weights_only: bool):
-        try:
-            return torch.load(path, map_location="cpu", weights_only=weights_only)
-        except Exception as error:
-            fix = ("save a state_dict with torch.save(model.state_dict(), path), or load a whole model "
-                   "with 'pickle:' and --trust-pickle") if weights_only else "save it with torch.save(model, path)"
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise ConfigError(f"{self.field}.{key}", f"{path} does not load ({message}); {fix}.") from None
-
-    def _load_state(self, model: nn.Module) -> None:
-        state = self._load(self.weights, "weights", weights_only=True)
-        if not isinstance(state, dict):
-            raise ConfigError(f"{self.field}.weights", f"{self.weights} holds a {type(state).__name__}, "
-                              "not a state_dict; save it with torch.save(model.state_dict(), path).")
-        try:
-            model.load_state_dict(state)
-        except RuntimeError as error:
-            first = " ".join(str(error).split())[:300]
-            raise ConfigError(f"{self.field}.weights", f"{self.weights} does not fit {self.factory}: "
-                              f"{first}; give the weights of this architecture, or fix kwargs.") from None
-
-
-def _import(factory: str, field: str) -> Callable:
-    """The callable named ``"package.module:callable"``."""
-    module_name, _, attribute = factory.partition(":")
-    try:
-        found = getattr(importlib.import_module(module_name), attribute)
-    except (ImportError, AttributeError) as error:
-        raise ConfigError(field, f"cannot import {factory!r} ({error}); give an importable "
-                          "'package.module:callable' (the config's folder is importable).") from None
-    if not callable(found):
-        raise ConfigError(field, f"{factory!r} is a {type(found).__name__}, not a callable; name a class or function.")
-    return found
-
-
-@dataclasses.dataclass(frozen=True)
-class PruneSpec:
-    """Candidates made by :func:`pescore_nb.prune.sweep`: every method at every ratio."""
-
-    methods: tuple[str, ...]
-    ratios: tuple[float, ...]
-    seed: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class DataSpec:
-    """The images to evaluate: a built-in dataset's split or a folder, optionally the first ``limit``."""
-
-    source: str | Path
-    split: str = "test"
-    size: int = 224
-    limit: int | None = None
-
-    def build(self) -> Dataset:
-        """The dataset, with ``classes`` (and ``masks`` for ``shapes``)."""
-        if isinstance(self.source, Path):
-            dataset = data.image_folder(self.source, size=self.size)
-        else:
-            dataset = data.builtin(self.source, self.split)
-        return dataset if self.limit is None else first_images(dataset, self.limit)
-
-
-def first_images(dataset: Dataset, count: int) -> Dataset:
-    """The first ``count`` images of ``dataset``, keeping its ``classes`` and its ``masks (N, H, W)``."""
-    subset = Subset(dataset, range(min(count, len(dataset))))
-    subset.classes = dataset.classes
-    masks = getattr(dataset, "masks", None)
-    subset.masks = None if masks is None else masks[:count]
-    return subset
-
-
-@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """Everything ``pescore run`` needs, checked; see the module docstring for the YAML."""
 
@@ -265,7 +146,9 @@ class RunConfig:
     prune: PruneSpec | None
     data: DataSpec
     layers: tuple[str, ...] | None
-    methods: tuple[str, ...]
+    cams: tuple[str, ...]
+    sp2ps: bool
+    twin: ModelSpec | None
     pe: PEConfig
     pe_threshold: float
     max_accuracy_drop: float
@@ -280,7 +163,7 @@ class RunConfig:
         return self.output / RESULTS_FILE
 
 
-TOP_KEYS = ("reference", "candidates", "prune", "data", "layers", "methods", "pe", "recommend",
+TOP_KEYS = ("reference", "twin", "candidates", "prune", "data", "layers", "cams", "pe", "recommend", "sp2ps",
             "batch_size", "device", "heatmap_size", "heatmap_dtype", "output")
 
 
@@ -298,8 +181,8 @@ def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
         raise ConfigError("config", f"{path} is not valid YAML{where} ({getattr(error, 'problem', error)}); "
                           "fix the syntax.") from None
     base = path.parent
-    if str(base) not in sys.path:  # modules beside the config are importable by factory paths
-        sys.path.insert(0, str(base))
+    if str(base) not in sys.path:  # modules beside the config are importable, after every installed package
+        sys.path.append(str(base))
     top = _Section(values or {}, "", TOP_KEYS)
     reference = _model(top, "reference", base, trust_pickle, candidate=False)
     has_candidates, has_prune = top.values.get("candidates") is not None, top.values.get("prune") is not None
@@ -318,10 +201,12 @@ def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
             candidates[str(name)] = _model(listed, name, base, trust_pickle, candidate=True)
     return RunConfig(
         reference=reference, candidates=candidates,
-        prune=_prune(_Section(top.values["prune"], "prune", ("method", "ratios", "seed"))) if has_prune else None,
+        prune=_prune(_Section(top.values["prune"], "prune", ("pruner", "ratios", "seed"))) if has_prune else None,
         data=_data(top, base),
         layers=top.names("layers", "a list of module names, e.g. [features.14, features.17]", default=None),
-        methods=top.names("methods", "a list of CAM methods, e.g. [gradcam++]", cam.CAMS, default=("gradcam++",)),
+        cams=top.names("cams", "a list of CAM methods, e.g. [gradcam++]", cam.CAMS, default=("gradcam++",)),
+        sp2ps=top.get("sp2ps", bool, "true or false: also store the Sp2PS score beside PE", False),
+        twin=_model(top, "twin", base, trust_pickle, candidate=False) if top.values.get("twin") is not None else None,
         pe=_pe_config(top),
         **_thresholds(top),
         batch_size=top.get("batch_size", int, "a positive integer, e.g. 32", 32, lambda n: n >= 1),
@@ -349,10 +234,11 @@ def _model(parent: _Section, key: str, base: Path, trust_pickle: bool, candidate
         fields["zoo"] = spec.get("zoo", str, f"one of {sorted(zoo.ARCHITECTURES)}", check=lambda a: a in zoo.ARCHITECTURES)
         fields["dataset"] = spec.get("dataset", str, f"the built-in dataset it was trained on, one of "
                                      f"{sorted(zoo.TRAINING)}", check=lambda d: d in zoo.TRAINING)
+        fields["seed"] = spec.get("seed", int, "the training seed, e.g. 1 for a twin of seed 0", 0)
     elif source == "factory":
         fields["factory"] = spec.get("factory", str, "'package.module:callable', e.g. pescore_nb.zoo:VGG",
                                      check=lambda f: f.count(":") == 1 and all(f.split(":")))
-        _import(fields["factory"], spec.field("factory"))
+        import_factory(fields["factory"], spec.field("factory"))
         fields["kwargs"] = spec.get("kwargs", dict, "a mapping of keyword arguments for the factory", {})
         fields["weights"] = spec.path_of("weights", base, "a state_dict file saved with torch.save", None)
     else:
@@ -372,7 +258,7 @@ def _prune(section: _Section) -> PruneSpec:
     if not ratios or not all(isinstance(r, numbers.Real) and not isinstance(r, bool) and 0 <= r < 1 for r in ratios):
         raise ConfigError(section.field("ratios"), f"got {ratios!r}; give a non-empty list of ratios in [0, 1), "
                           "e.g. [0.2, 0.5, 0.8].")
-    return PruneSpec(methods=section.names("method", f"one or more of {list(prune.METHODS)}", prune.METHODS),
+    return PruneSpec(pruners=section.names("pruner", f"one or more of {list(prune.PRUNERS)}", prune.PRUNERS),
                      ratios=tuple(float(r) for r in ratios),
                      seed=section.get("seed", int, "an integer seed", 0))
 

@@ -40,7 +40,8 @@ RULES = ("control", "absolute")
 TWIN_MIN_PE = 0.5         # a layer whose twin scores below this has maps that training noise reshapes
 RANDOMISED_MAX_PE = 0.3   # a layer whose randomised copy scores above this has maps that ignore the weights
 COLUMNS = ("pruner", "layer", "cam", "ratio", "model", "pe", "accuracy_drop", "first_failure", "fails_on",
-           "failing_classes", "rule", "control_pe", "twin_pe", "layer_usable")
+           "failing_classes", "accuracy_only_ratio", "rule", "control_pe", "twin_pe", "layer_usable")
+GAP_COLUMNS = ("layer", "cam", "model_a", "model_b", "accuracy_a", "accuracy_b", "pe_a", "pe_b")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -123,7 +124,8 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
     One row per (pruner, layer, cam) with the columns of :data:`COLUMNS`: ``ratio`` (trusted; 0.0
     when none), ``model`` (the candidate there, None when none), its ``pe`` and ``accuracy_drop``
     (NaN when none), ``first_failure`` (NaN when every ratio passes), ``fails_on`` (``"pe"``,
-    ``"accuracy"``, ``"pe+accuracy"`` or ``""``), ``failing_classes``, and the ``rule`` sentence,
+    ``"accuracy"``, ``"pe+accuracy"`` or ``""``), ``failing_classes``, ``accuracy_only_ratio`` (what
+    the walk would trust on the accuracy budget alone, the usual practice), and the ``rule`` sentence,
     ``control_pe``, ``twin_pe`` and ``layer_usable`` (:func:`layer_checks`) recorded on every row.
     The table's ``attrs`` hold the rule's parameters.
     """
@@ -137,14 +139,15 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
             for cam in ds[schema.CAM].values.tolist():
                 where = {schema.LAYER: layer, schema.CAM: cam}
                 at = verdicts.sel(where)
-                passing = at["trustworthy"].sel({schema.MODEL: models}).values
-                n_trusted = len(models) if passing.all() else int(np.argmin(passing))
+                n_trusted = _passing_prefix(at["trustworthy"].sel({schema.MODEL: models}).values)
+                n_accurate = _passing_prefix(at["accuracy_ok"].sel({schema.MODEL: models}).values)
                 trusted = models[n_trusted - 1] if n_trusted else None
                 row = {"pruner": pruner, "layer": layer, "cam": cam,
                        "ratio": _ratio(ds, trusted) if trusted else 0.0, "model": trusted,
                        "pe": float(at["pe"].sel({schema.MODEL: trusted})) if trusted else np.nan,
                        "accuracy_drop": float(at["accuracy_drop"].sel({schema.MODEL: trusted})) if trusted else np.nan,
                        "first_failure": np.nan, "fails_on": "", "failing_classes": [],
+                       "accuracy_only_ratio": _ratio(ds, models[n_accurate - 1]) if n_accurate else 0.0,
                        "rule": verdicts.attrs["rule_text"], "control_pe": float(at["control_pe"]),
                        "twin_pe": float(at["twin_pe"]), "layer_usable": bool(checks["usable"].sel(where))}
                 if n_trusted < len(models):
@@ -159,6 +162,35 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
     table = pd.DataFrame(rows, columns=list(COLUMNS))
     table.attrs.update(verdicts.attrs)
     return table
+
+
+def attention_gaps(ds: xr.Dataset, accuracy_points: float = 0.01, pe_gap: float = 0.1, *,
+                   variable: str = schema.PE, class_weights: str | None = None) -> pd.DataFrame:
+    """Pairs of candidates (controls excluded) whose accuracies differ by at most ``accuracy_points``
+    but whose PE differs by at least ``pe_gap`` at some layer and CAM method: the paper's finding,
+    that accuracy can hold while attention drifts. Columns :data:`GAP_COLUMNS`, ``pe_a >= pe_b``,
+    largest PE gap first; empty when there is no such pair.
+    """
+    candidates = structure.models_with_role(ds, schema.CANDIDATE)
+    pe = score(ds, variable, class_weights).sel({schema.MODEL: candidates}).compute()
+    accuracy = ds[schema.ACCURACY].sel({schema.MODEL: candidates}).values.astype(float)
+    rows = []
+    for i, a in enumerate(candidates):
+        for j, b in enumerate(candidates[i + 1:], start=i + 1):
+            if abs(accuracy[i] - accuracy[j]) > accuracy_points + TOLERANCE:
+                continue
+            for layer in pe[schema.LAYER].values.tolist():
+                for cam in pe[schema.CAM].values.tolist():
+                    where = {schema.LAYER: layer, schema.CAM: cam}
+                    pe_a, pe_b = float(pe.sel(where)[i]), float(pe.sel(where)[j])
+                    if abs(pe_a - pe_b) >= pe_gap - TOLERANCE:
+                        high, low = (i, j) if pe_a >= pe_b else (j, i)
+                        rows.append({"layer": layer, "cam": cam, "model_a": candidates[high],
+                                     "model_b": candidates[low], "accuracy_a": accuracy[high],
+                                     "accuracy_b": accuracy[low], "pe_a": max(pe_a, pe_b), "pe_b": min(pe_a, pe_b)})
+    table = pd.DataFrame(rows, columns=list(GAP_COLUMNS))
+    order = np.argsort(-(table["pe_a"] - table["pe_b"]).to_numpy(), kind="stable")
+    return table.iloc[order].reset_index(drop=True)
 
 
 def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
@@ -206,6 +238,11 @@ def _class_floors(ds: xr.Dataset, verdicts: xr.Dataset, variable: str) -> xr.Dat
         floor = by_class(ds, variable).sel({schema.MODEL: control}, drop=True) - verdicts.attrs["margin"]
         return floor.drop_vars([name for name in floor.coords if name not in (schema.LAYER, schema.CAM, schema.LABEL)])
     return xr.full_like(verdicts["control_pe"], verdicts.attrs["pe_threshold"])
+
+
+def _passing_prefix(passing: np.ndarray) -> int:
+    """How many of ``passing (R,)`` pass before the first failure."""
+    return len(passing) if passing.all() else int(np.argmin(passing))
 
 
 def _ratio(ds: xr.Dataset, model: str) -> float:

@@ -2,12 +2,13 @@
 import math
 
 import numpy as np
+import torch
 import pytest
 import xarray as xr
 
 from pescore_nb import schema
 from pescore_nb.metrics import PEConfig
-from pescore_nb.trust import COLUMNS, assess, layer_checks, recommend
+from pescore_nb.trust import COLUMNS, assess, attention_gaps, layer_checks, recommend
 from synthetic import results_dataset
 
 CLASSES = ("cat", "dog", "fox")
@@ -213,3 +214,37 @@ def test_layer_checks_flag_unreproducible_and_model_free_maps():
     models[4] = (schema.RANDOMISED_PREFIX + "conv", schema.CONTROL, schema.UNPRUNED, 0.0, 0.2, [0.1] * 6)
     assert bool(layer_checks(per_image(models)).squeeze()["usable"])
     assert bool(recommend(per_image(models)).iloc[0].layer_usable)
+
+
+def test_a_randomised_copy_changes_the_maps_at_its_layer_and_leaves_the_model_alone(snapshot):
+    from pescore_nb import evaluate
+    from pescore_nb.controls import randomised
+    from test_scale import masked_images, models
+
+    reference, _ = models()
+    before = snapshot(reference)
+    copy_7 = randomised(reference, "7")
+    before.assert_unchanged()
+    assert torch.equal(copy_7[0].weight, reference[0].weight)          # below the layer: kept
+    assert not torch.equal(copy_7[10].weight, reference[10].weight)    # the classifier above it: redrawn
+    assert torch.equal(randomised(reference, "7")[10].weight, copy_7[10].weight)  # seeded
+    ds = evaluate(reference, {schema.RANDOMISED_PREFIX + "7": copy_7}, masked_images(), layers=["7"],
+                  cams=["gradcam"], progress=False)
+    assert ds[schema.ROLE].values.tolist() == ["reference", "control"]
+    checks = layer_checks(ds).squeeze()
+    assert float(checks["randomised_pe"]) < 0.9  # the maps follow the weights
+    with pytest.raises(ValueError, match="not in Sequential"):
+        randomised(reference, "features.99")
+
+
+def test_accuracy_alone_and_attention_gaps_are_reported():
+    ds = per_image([REF, CONTROL,
+                    ("l2@0.10", schema.CANDIDATE, "l2", 0.1, 0.99, [0.88] * 6),
+                    ("l2@0.20", schema.CANDIDATE, "l2", 0.2, 0.985, [0.7] * 6),   # as accurate, attention gone
+                    ("l2@0.30", schema.CANDIDATE, "l2", 0.3, 0.95, [0.6] * 6)])
+    row = recommend(ds).iloc[0]
+    assert (row.accuracy_only_ratio, row.ratio) == (0.2, 0.1)
+    gaps = attention_gaps(ds)
+    assert gaps[["model_a", "model_b"]].values.tolist() == [["l2@0.10", "l2@0.20"]]
+    assert (gaps.pe_a[0], gaps.pe_b[0]) == pytest.approx((0.88, 0.7))
+    assert attention_gaps(ds, pe_gap=0.3).empty
