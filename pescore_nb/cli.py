@@ -1,51 +1,57 @@
 """The command line ``pescore`` (also ``python -m pescore_nb``): the whole job, headless.
 
-    pescore demo [--out DIR] [--quick] [--overwrite]
-        Loads (or trains once) the zoo's VGG on ``shapes``, prunes it with ``l2`` and ``random``
-        at 0.1 ... 0.9, fine-tunes each pruned copy for one epoch on 1500 training images
-        (``--raw``: not at all; the zoo's small BN nets then lose most of their accuracy at once), scores
-        Grad-CAM++ at the model's two ``cam_layers`` on the 600 test images, and writes DIR
-        (default ``./pescore-demo``). ``--quick``: ratios 0.3, 0.6, 0.9, fine-tuning on 600
-        training images, 120 test images.
-    pescore run CONFIG.yaml [--overwrite] [--trust-pickle]
+    pescore demo [--out DIR] [--quick] [--raw] [--sp2ps] [--overwrite]
+        Loads (or trains once) the zoo's VGG on ``shapes`` and its twin (seed 1), prunes the VGG
+        with ``l2``, ``senpis`` and ``random`` at 0.1 ... 0.9 (SeNPIS-Faster reads the training
+        split), fine-tunes each pruned copy and the unpruned ``control:finetune`` with one recipe
+        and seed (``--raw``: no fine-tuning and no such control), adds a cascading-randomised copy
+        per layer, scores Grad-CAM++ at the model's ``cam_layers`` on the test images, and writes
+        DIR (default ``./pescore-demo``). ``--quick``: three ratios, less fine-tuning data, 120
+        test images.
+    pescore run CONFIG.yaml [--overwrite] [--trust-pickle] [--sp2ps]
         The same for your models and data; the config is described in :mod:`pescore_nb.runconfig`
-        (``examples/config.yaml`` is a sample that runs offline).
+        (``examples/config.yaml`` is a sample that runs offline). A config names Python factories
+        that are imported and run, like any Python code.
 
-Both write ``results.nc`` (read it back with ``pescore_nb.load``), PNG figures (PE and accuracy
-vs ratio, score drop vs accuracy drop, a heatmap grid per pruner, for each layer and CAM method),
-and print a table of every model (pruner, ratio, params, MACs, accuracy, PE, trustworthy?) and
-the largest trusted ratio of each pruner, by the rule of :mod:`pescore_nb.recommend`.
-An existing ``results.nc`` is never replaced without ``--overwrite``. Exit status: 0 when done;
-2 for a bad argument or config value, with one line on stderr naming the field and the fix.
+Both write ``results.nc`` (read it back with ``pescore_nb.load``) and PNG figures, and print a
+table of every model (role, pruner, ratio, params, MACs, accuracy, PE, trustworthy?), the
+largest trusted ratio of each pruner by the rule of :mod:`pescore_nb.trust` beside what accuracy
+alone would trust, and the findings: the layer checks, and candidates that accuracy cannot tell
+apart but PE can. The output is checked before any work; an existing ``results.nc`` is never
+replaced without ``--overwrite``. Exit status: 0 when done; 2 for bad input (an argument, a config
+value, a model, a layer or the data), with one line on stderr naming the problem and the fix.
 """
 from __future__ import annotations
 
 import argparse
 import difflib
+import re
 import sys
 import warnings
 from pathlib import Path
 from typing import Sequence
 
-import torch
+import numpy as np
 import xarray as xr
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
+from torch.utils.data import Dataset
 
-from . import data, plot, prune, runconfig, schema, zoo
+from . import data, prune, runconfig, schema, specs, structure, zoo
+from .controls import as_control, randomised
 from .evaluation import evaluate
-from .trust import assess, recommend
 from .runconfig import ConfigError, PruneSpec
 from .scores import DegenerateMapWarning
+from .sp2ps import Sp2PSConfig
 from .store import save
+from .trust import assess, attention_gaps, recommend
 
-DEMO_PRUNE = PruneSpec(methods=("l2", "random"), ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
-QUICK_PRUNE = PruneSpec(methods=("l2", "random"), ratios=(0.3, 0.6, 0.9))
+DEMO_PRUNE = PruneSpec(pruners=("l2", "senpis", "random"), ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
+QUICK_PRUNE = PruneSpec(pruners=("l2", "senpis", "random"), ratios=(0.2, 0.5, 0.8))
 QUICK_IMAGES = 120
+DEMO_FINETUNE = {"images": 1500, "quick_images": 600, "epochs": 1, "lr": 3e-4, "batch_size": 32}
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
-DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are 8x8: nothing lost
-DEFAULT_THRESHOLDS = {"pe_threshold": 0.8, "max_accuracy_drop": 0.02}
+DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
+USER_ERRORS = (ConfigError, ValueError, TypeError, OSError, ImportError)  # bad input: one line, exit 2
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -55,8 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DegenerateMapWarning)  # every figure would repeat it; see _report
             args.command(args)
-    except ConfigError as error:
-        print(f"pescore: error: {error}", file=sys.stderr)
+    except USER_ERRORS as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"pescore: error: {message}", file=sys.stderr)
         return 2
     return 0
 
@@ -77,27 +84,31 @@ def _parser() -> argparse.ArgumentParser:
     run.set_defaults(command=_run)
     for command in (demo, run):
         command.add_argument("--overwrite", action="store_true", help="replace an existing results.nc")
+        command.add_argument("--sp2ps", action="store_true", help="also store the Sp2PS score beside PE")
     return parser
 
 
 def _demo(args: argparse.Namespace) -> None:
     results = Path(args.out).expanduser().resolve() / runconfig.RESULTS_FILE
-    _refuse_existing(results, args.overwrite, "--out")
+    _check_output(results, args.overwrite, "--out")
     reference = zoo.load("vgg", "shapes")
     test = data.shapes(QUICK_IMAGES, split="test") if args.quick else data.builtin("shapes", "test")
+    train = data.builtin("shapes", "train")
     finetune = None
     if not args.raw:
-        train = runconfig.first_images(data.builtin("shapes", "train"), 600 if args.quick else 1500)
-        loader = DataLoader(train, batch_size=32, shuffle=True, generator=torch.Generator().manual_seed(0))
-        finetune = prune.Finetune(loader, epochs=1, lr=3e-4)
-    candidates = _sweep(reference, test, QUICK_PRUNE if args.quick else DEMO_PRUNE, finetune)
-    ds = evaluate(reference, candidates, test, layers=reference.cam_layers, methods=("gradcam++",), **DEMO_HEATMAPS)
-    _report(ds, results, args.overwrite, **DEFAULT_THRESHOLDS)
+        images = DEMO_FINETUNE["quick_images" if args.quick else "images"]
+        finetune = prune.Finetune(specs.first_images(train, images), epochs=DEMO_FINETUNE["epochs"],
+                                  lr=DEMO_FINETUNE["lr"], batch_size=DEMO_FINETUNE["batch_size"])
+    candidates = _sweep(reference, train, QUICK_PRUNE if args.quick else DEMO_PRUNE, finetune)
+    candidates.update(_controls(reference, reference.cam_layers, zoo.load("vgg", "shapes", seed=1)))
+    ds = evaluate(reference, candidates, test, layers=reference.cam_layers, cams=("gradcam++",),
+                  sp2ps_config=Sp2PSConfig() if args.sp2ps else None, **DEMO_HEATMAPS)
+    _report(ds, results, args.overwrite)
 
 
 def _run(args: argparse.Namespace) -> None:
     config = runconfig.read(args.config, trust_pickle=args.trust_pickle)
-    _refuse_existing(config.results, args.overwrite, "output")
+    _check_output(config.results, args.overwrite, "output")
     reference = config.reference.build()
     layers = config.layers or _cam_layers(reference)
     _check_layers({schema.REFERENCE: reference}, layers)
@@ -106,33 +117,52 @@ def _run(args: argparse.Namespace) -> None:
         candidates = _sweep(reference, dataset, config.prune)
     else:
         candidates = {name: spec.build() for name, spec in config.candidates.items()}
+    candidates.update(_controls(reference, layers, config.twin.build() if config.twin else None))
     _check_layers(candidates, layers)
-    ds = evaluate(reference, candidates, dataset, layers=layers, methods=config.methods,
-                  batch_size=config.batch_size, device=config.device, config=config.pe,
-                  heatmap_size=config.heatmap_size, heatmap_dtype=config.heatmap_dtype)
+    ds = evaluate(reference, candidates, dataset, layers=layers, cams=config.cams, batch_size=config.batch_size,
+                  device=config.device, config=config.pe, sp2ps_config=Sp2PSConfig() if config.sp2ps or args.sp2ps
+                  else None, heatmap_size=config.heatmap_size, heatmap_dtype=config.heatmap_dtype)
     _report(ds, config.results, args.overwrite, pe_threshold=config.pe_threshold,
             max_accuracy_drop=config.max_accuracy_drop)
 
 
-def _refuse_existing(results: Path, overwrite: bool, field: str) -> None:
+def _check_output(results: Path, overwrite: bool, field: str) -> None:
+    """Refuse an output that exists (without ``--overwrite``) or cannot be written, before any work."""
     if results.exists() and not overwrite:
         raise ConfigError(field, f"{results} already exists and pescore never replaces results silently; "
                           f"choose another {field}, or pass --overwrite.")
+    if results.is_dir():
+        raise ConfigError(field, f"{results} is a folder; choose an output folder without a results.nc folder in it.")
+    try:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        probe = results.with_name(f".{results.name}.write-test")
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as error:
+        raise ConfigError(field, f"cannot write in {results.parent} ({error.strerror or error}); choose a "
+                          "folder you can write to.") from None
 
 
 def _sweep(reference: nn.Module, dataset: Dataset, spec: PruneSpec,
            finetune: prune.Finetune | None = None) -> dict[str, nn.Module]:
-    """Every method of ``spec`` at every ratio, with a progress bar: ``{"l2@0.30": model, ...}``."""
+    """Every pruner of ``spec`` at every ratio (plus ``control:finetune`` when fine-tuning), with a progress bar.
+
+    ``dataset`` feeds the data-driven pruners (senpis, taylor): the training split in the demo.
+    """
     example = dataset[0][0][None]
-    jobs = [(method, ratio) for method in spec.methods for ratio in spec.ratios]
-    candidates = {}
-    for method, ratio in tqdm(jobs, desc="pruning", unit="model"):
-        try:
-            candidates.update(prune.sweep(reference, example, [ratio], method=method, seed=spec.seed,
-                                          finetune=finetune))
-        except ValueError as error:
-            raise ConfigError("prune", f"{method} at {ratio}: {error}") from None
-    return candidates
+    try:
+        return prune.sweep(reference, example, spec.ratios, pruner=spec.pruners, seed=spec.seed,
+                           finetune=finetune, data=dataset, progress=True)
+    except ValueError as error:
+        raise ConfigError("prune", str(error)) from None
+
+
+def _controls(reference: nn.Module, layers: Sequence[str], twin: nn.Module | None) -> dict[str, nn.Module]:
+    """``control:twin`` (when given) and one ``control:randomised@<layer>`` per layer."""
+    controls = {schema.RANDOMISED_PREFIX + layer: randomised(reference, layer) for layer in layers}
+    if twin is not None:
+        controls[schema.CONTROL_TWIN] = as_control(twin, {"twin_of": "reference"})
+    return controls
 
 
 def _cam_layers(reference: nn.Module) -> tuple[str, ...]:
@@ -153,14 +183,17 @@ def _check_layers(models: dict[str, nn.Module], layers: Sequence[str]) -> None:
                               f"qualified names from model.named_modules(), e.g. {close or modules[-3:]}.")
 
 
-def _report(ds: xr.Dataset, results: Path, overwrite: bool, pe_threshold: float, max_accuracy_drop: float) -> None:
-    """Save ``ds`` to ``results``, draw the figures beside it, print the tables."""
-    results.parent.mkdir(parents=True, exist_ok=True)
+def _report(ds: xr.Dataset, results: Path, overwrite: bool, **rule: float) -> None:
+    """Save ``ds`` to ``results``, draw the figures beside it, print the tables and the findings."""
     save(ds, results, overwrite=overwrite)
     figures = _write_figures(ds, results.parent)
-    print(_model_table(ds, pe_threshold, max_accuracy_drop))
+    verdicts = assess(ds, **rule)
+    table = recommend(ds, **rule) if structure.has_ratios(ds) else None
+    print(_model_table(ds, verdicts))
     print()
-    print(_recommendation(ds, pe_threshold, max_accuracy_drop))
+    print(_recommendation(table) if table is not None else "No ratio walk: the candidates have no pruner and ratio.")
+    print()
+    print(_findings(ds, table))
     print(f"\nWrote {results} and {len(figures)} figures in {results.parent}.")
     degenerate = int(ds[schema.DEGENERATE].sum())
     if degenerate:
@@ -168,70 +201,107 @@ def _report(ds: xr.Dataset, results: Path, overwrite: bool, pe_threshold: float,
               "signal) and count in the scores; inspect ds['degenerate'] in results.nc.")
 
 
+def safe_file_name(name: str) -> str:
+    """``name`` with every character outside ``[A-Za-z0-9._@+-]`` replaced by ``_`` and no leading dot,
+    so names built from pruner, model or layer names never leave the output folder."""
+    cleaned = re.sub(r"[^A-Za-z0-9._@+-]", "_", name).lstrip(".")
+    return cleaned or "_"
+
+
 def _write_figures(ds: xr.Dataset, folder: Path) -> list[Path]:
     """For each layer and CAM method: PE/accuracy vs ratio, drop scatter, a heatmap grid per pruner."""
-    pruners = [p for p in dict.fromkeys(ds[schema.PRUNER].values.tolist()) if p != schema.UNPRUNED]
+    from tqdm.auto import tqdm
+
+    from . import plot
+
+    pruners = structure.pruners(ds) if structure.has_ratios(ds) else []
     jobs = []
     for layer in ds[schema.LAYER].values.tolist():
-        for method in ds[schema.CAM].values.tolist():
-            where = {"layer": layer, "method": method}
-            jobs += [(f"pe_vs_ratio_{layer}_{method}.png", plot.pe_vs_ratio, where),
-                     (f"drop_scatter_{layer}_{method}.png", plot.drop_scatter, where)]
-            jobs += [(f"heatmaps_{pruner}_{layer}_{method}.png", plot.heatmap_grid, {**where, "pruner": pruner})
+        for cam in ds[schema.CAM].values.tolist():
+            where = {"layer": layer, "cam": cam}
+            if pruners:
+                jobs += [(f"pe_vs_ratio_{layer}_{cam}.png", plot.pe_vs_ratio, where),
+                         (f"drop_scatter_{layer}_{cam}.png", plot.drop_scatter, where)]
+            jobs += [(f"heatmaps_{pruner}_{layer}_{cam}.png", plot.heatmap_grid, {**where, "pruner": pruner})
                      for pruner in pruners]
+    paths = []
     for name, draw, kwargs in tqdm(jobs, desc="figures", unit="figure"):
-        draw(ds, path=folder / name, **kwargs)
-    return [folder / name for name, _, _ in jobs]
+        path = folder / safe_file_name(name)
+        if path.resolve().parent != folder.resolve():
+            raise ValueError(f"Figure name {name!r} would leave {folder}; rename the pruner or layer.")
+        draw(ds, path=path, **kwargs)
+        paths.append(path)
+    return paths
 
 
-def _model_table(ds: xr.Dataset, pe_threshold: float, max_accuracy_drop: float) -> str:
-    """One row per model: pruner, ratio, params, MACs, accuracy, PE per layer and method, verdict."""
-    verdicts = assess(ds, pe_threshold, max_accuracy_drop)
-    places = [(layer, method) for layer in ds[schema.LAYER].values.tolist()
-              for method in ds[schema.CAM].values.tolist()]
-    single_method = ds.sizes[schema.CAM] == 1
-    header = (["model", "pruner", "ratio", "params", "MACs", "accuracy"]
-              + [f"PE {layer}" if single_method else f"PE {layer} {method}" for layer, method in places]
-              + ["trustworthy?"])
+def _model_table(ds: xr.Dataset, verdicts: xr.Dataset) -> str:
+    """One row per model: role, pruner, ratio, params, MACs, accuracy, PE per layer and CAM, verdict."""
+    places = [(layer, cam) for layer in ds[schema.LAYER].values.tolist() for cam in ds[schema.CAM].values.tolist()]
+    single_cam = ds.sizes[schema.CAM] == 1
+    header = (["model", "role", "pruner", "ratio", "params", "MACs", "accuracy"]
+              + [f"PE {layer}" if single_cam else f"PE {layer} {cam}" for layer, cam in places] + ["trustworthy?"])
     rows = []
-    for position, model in enumerate(ds[schema.MODEL].values.tolist()):
-        at = verdicts.sel(model=model)
-        coords = ds[schema.MODEL].sel(model=model).coords
-        if position == 0:
-            verdict = "(reference)"
+    for model, role in zip(ds[schema.MODEL].values.tolist(), structure.roles(ds)):
+        at = verdicts.sel({schema.MODEL: model})
+        coords = ds[schema.MODEL].sel({schema.MODEL: model}).coords
+        if role != schema.CANDIDATE:
+            verdict = f"({role})"
         elif bool(at["trustworthy"].all()):
             verdict = "yes"
         else:
             verdict = "no: " + "+".join(name for name, key in (("PE", "pe_ok"), ("accuracy", "accuracy_ok"))
                                         if not bool(at[key].all()))
-        rows.append([model, str(coords[schema.PRUNER].values), f"{float(coords[schema.RATIO]):.2f}",
+        rows.append([model, role, str(coords[schema.PRUNER].values), f"{float(coords[schema.RATIO]):.2f}",
                      f"{int(coords[schema.PARAMS]):,}", f"{int(coords[schema.MACS]) / 1e6:.2f}M",
                      f"{float(coords[schema.ACCURACY]):.3f}"]
-                    + [f"{float(at['pe'].sel({schema.LAYER: layer, schema.CAM: method})):.3f}"
-                       for layer, method in places] + [verdict])
-    title = (f"Trustworthy = PE >= {pe_threshold:g} at every layer and CAM method, and accuracy drop "
-             f"<= {max_accuracy_drop:g} against the reference.")
+                    + [f"{float(at['pe'].sel({schema.LAYER: layer, schema.CAM: cam})):.3f}" for layer, cam in places]
+                    + [verdict])
+    title = f"Trustworthy = {verdicts.attrs['rule_text']}, at every layer and CAM method."
     return title + "\n" + _format(header, rows)
 
 
-def _recommendation(ds: xr.Dataset, pe_threshold: float, max_accuracy_drop: float) -> str:
+def _recommendation(table) -> str:
     """The largest trusted ratio of each pruner, layer and CAM method, or why there is none."""
-    try:
-        table = recommend(ds, pe_threshold, max_accuracy_drop)
-    except ValueError as error:  # e.g. candidates without ratios
-        return f"No recommendation: {error}"
     rows = []
     for row in table.itertuples():
-        trusted = f"{row.ratio:.2f}" if row.model is not None else "none (do not prune)"
+        trusted = f"{row.ratio:.2f}" if row.model is not None else "none trusted"
         if row.fails_on:
             shown, hidden = row.failing_classes[:SHOWN_CLASSES], len(row.failing_classes) - SHOWN_CLASSES
-            classes = (", ".join(shown) + (f" (+{hidden} more)" if hidden > 0 else "")) or "none below the threshold"
+            classes = (", ".join(shown) + (f" (+{hidden} more)" if hidden > 0 else "")) or "none below their floor"
             failure = f"{row.first_failure:.2f} on {row.fails_on}; classes {classes}"
         else:
             failure = "never (every ratio passes)"
-        rows.append([row.pruner, row.layer, row.method, trusted, failure])
-    title = "Largest trusted ratio (every ratio up to it passes; see pescore_nb.recommend):"
-    return title + "\n" + _format(["pruner", "layer", "CAM", "trusted ratio", "first failure"], rows)
+        layer = row.layer if row.layer_usable else f"{row.layer} (flagged)"
+        rows.append([row.pruner, layer, row.cam, trusted, f"{row.accuracy_only_ratio:.2f}", failure])
+    return ("Largest trusted ratio (every ratio up to it passes; see pescore_nb.trust):\n"
+            + _format(["pruner", "layer", "CAM", "trusted ratio", "accuracy alone", "first failure"], rows))
+
+
+def _findings(ds: xr.Dataset, table) -> str:
+    """The closing sentences: layer checks, accuracy alone vs the rule, and candidates that accuracy can't tell apart."""
+    from .trust import layer_checks
+
+    lines = []
+    checks = layer_checks(ds)
+    for layer in checks[schema.LAYER].values.tolist():
+        for cam in checks[schema.CAM].values.tolist():
+            check = checks.sel({schema.LAYER: layer, schema.CAM: cam})
+            energy = float(check["energy_in_mask"])
+            lines.append(f"Layer {layer} ({cam}): twin PE {float(check['twin_pe']):.2f}, randomised-copy PE "
+                         f"{float(check['randomised_pe']):.2f}"
+                         + ("" if np.isnan(energy) else f", reference energy in the objects {energy:.0%}")
+                         + ("." if bool(check["usable"]) else f"; flagged: {check['why'].item()}."))
+    if table is not None:
+        for row in table.itertuples():
+            lines.append(f"{row.pruner} at {row.layer} ({row.cam}): accuracy alone would trust up to "
+                         f"{row.accuracy_only_ratio:.2f}; the rule trusts up to {row.ratio:.2f}.")
+    gaps = attention_gaps(ds)
+    if gaps.empty:
+        lines.append("No two candidates within 1 accuracy point differ in PE by 0.1 or more.")
+    for gap in gaps.head(3).itertuples():
+        lines.append(f"{gap.model_a} and {gap.model_b} are within 1 accuracy point ({gap.accuracy_a:.3f} vs "
+                     f"{gap.accuracy_b:.3f}) but their PE at {gap.layer} ({gap.cam}) is {gap.pe_a:.2f} vs {gap.pe_b:.2f}.")
+    return "Findings:\n" + "\n".join(f"- {line}" for line in lines)
 
 
 def _format(header: list[str], rows: list[list[str]]) -> str:

@@ -99,6 +99,9 @@ def import_factory(factory: str, field: str) -> Callable:
     except (ImportError, AttributeError) as error:
         raise ConfigError(field, f"cannot import {factory!r} ({error}); give an importable "
                           "'package.module:callable' (the config's folder is importable).") from None
+    except Exception as error:  # the module itself raised while being imported
+        raise ConfigError(field, f"importing {module_name!r} raised {type(error).__name__}: {error}; fix that "
+                          "module (it is imported and run like any Python code).") from None
     if not callable(found):
         raise ConfigError(field, f"{factory!r} is a {type(found).__name__}, not a callable; name a class or function.")
     return found

@@ -35,12 +35,14 @@ def test_quick_demo_writes_results_figures_and_the_table(quick_demo):
     ds = load(out / "results.nc", lazy=False)
     assert ds[schema.HEATMAP].dims == schema.HEATMAP_DIMS
     assert all(ds[name].dims == schema.SCORE_DIMS for name in schema.SCORE_VARIABLES)
-    assert set(ds[schema.PRUNER].values) == {schema.UNPRUNED, "l2", "random"}
+    assert set(ds[schema.PRUNER].values) == {schema.UNPRUNED, "l2", "senpis", "random"}
+    assert {schema.CONTROL_FINETUNE, schema.CONTROL_TWIN} <= set(ds[schema.MODEL].values.tolist())
     assert sorted(set(ds[schema.RATIO].values.tolist())) == [0.0, *cli.QUICK_PRUNE.ratios]
     assert ds.sizes[schema.LAYER] == 2 and ds[schema.CAM].values.tolist() == ["gradcam++"]
     figures = {path.name.split("_")[0] for path in out.glob("*.png")}
     assert {"pe", "heatmaps", "drop"} <= figures
-    for text in ("trustworthy?", "params", "MACs", "accuracy", "l2@0.30", "random@0.90", "Largest trusted ratio"):
+    for text in ("trustworthy?", "params", "MACs", "accuracy", "l2@0.20", "random@0.80", "Largest trusted ratio",
+                 "accuracy alone would trust up to", "Findings:"):
         assert text in done.stdout
     assert "PE-score" in done.stderr  # the progress bars
 
@@ -63,7 +65,7 @@ def tiny_config(tmp_path):
     torch.save(zoo.VGG(10, config=TINY_VGG).state_dict(), tmp_path / "tiny.pt")
     base = {"reference": {"factory": "pescore_nb.zoo:VGG", "kwargs": {"num_classes": 10, "config": TINY_VGG},
                           "weights": "tiny.pt"},
-            "prune": {"method": "l2", "ratios": [0.25, 0.5]},
+            "prune": {"pruner": "l2", "ratios": [0.25, 0.5]},
             "data": {"source": "digits", "limit": 20}, "layers": ["features.6"], "output": "out"}
 
     def write(**changes):
@@ -78,7 +80,9 @@ def test_run_scores_a_pruning_sweep_from_a_config(tiny_config, capsys):
     path = tiny_config()
     assert cli.main(["run", str(path)]) == 0
     ds = load(path.parent / "out" / "results.nc", lazy=False)
-    assert ds[schema.MODEL].values.tolist() == [schema.REFERENCE, "l2@0.25", "l2@0.50"]
+    assert ds[schema.MODEL].values.tolist() == [schema.REFERENCE, "l2@0.25", "l2@0.50",
+                                                 schema.RANDOMISED_PREFIX + "features.6"]
+    assert ds[schema.ROLE].values.tolist() == ["reference", "candidate", "candidate", "control"]
     assert ds[schema.LAYER].values.tolist() == ["features.6"] and ds.sizes[schema.IMAGE] == 20
     assert "trustworthy?" in capsys.readouterr().out
     assert len(list((path.parent / "out").glob("*.png"))) == 3
@@ -94,14 +98,14 @@ def test_run_scores_listed_candidates_including_a_trusted_pickle(tiny_config, tm
         "whole": {"pickle": "whole.pt", "pruner": "mine", "ratio": 0.25}})
     assert cli.main(["run", str(path), "--trust-pickle"]) == 0
     ds = load(path.parent / "out" / "results.nc", lazy=False)
-    assert ds[schema.PRUNER].values.tolist() == [schema.UNPRUNED, "mine", "mine"]
-    assert ds[schema.RATIO].values.tolist() == [0.0, 0.5, 0.25]
+    assert ds[schema.PRUNER].values.tolist() == [schema.UNPRUNED, "mine", "mine", schema.UNPRUNED]
+    assert ds[schema.RATIO].values.tolist() == [0.0, 0.5, 0.25, 0.0]
     assert "Largest trusted ratio" in capsys.readouterr().out
 
 
 def test_the_example_config_is_valid():
     config = runconfig.read(EXAMPLE)
-    assert config.reference.zoo == "vgg" and config.prune.methods == ("l2", "random")
+    assert config.reference.zoo == "vgg" and config.prune.pruners == ("l2", "random")
 
 
 BAD_CONFIGS = {  # case: (changes to the tiny config, field named, words of the fix)
@@ -121,11 +125,11 @@ BAD_CONFIGS = {  # case: (changes to the tiny config, field named, words of the 
                           "exactly one of"),
     "unknown zoo architecture": ({"reference": {"zoo": "alexnet", "dataset": "shapes"}}, "reference.zoo",
                                  "'resnet', 'vgg'"),
-    "unknown pruning method": ({"prune": {"method": "l3", "ratios": [0.5]}}, "prune.method", "choose from ['l1'"),
-    "ratio out of range": ({"prune": {"method": "l2", "ratios": [0.5, 1.5]}}, "prune.ratios", "[0, 1)"),
+    "unknown pruning method": ({"prune": {"pruner": "l3", "ratios": [0.5]}}, "prune.pruner", "choose from ['l1'"),
+    "ratio out of range": ({"prune": {"pruner": "l2", "ratios": [0.5, 1.5]}}, "prune.ratios", "[0, 1)"),
     "candidates and prune": ({"candidates": {"x": {"factory": "pescore_nb.zoo:VGG"}}}, "candidates", "not both"),
     "unknown data source": ({"data": {"source": "shapez"}}, "data.source", "neither a built-in dataset"),
-    "unknown CAM method": ({"methods": ["gradcam+++"]}, "methods", "did you mean 'gradcam++'"),
+    "unknown CAM method": ({"cams": ["gradcam+++"]}, "cams", "did you mean 'gradcam++'"),
     "bad PE value": ({"pe": {"combine": "sum"}}, "pe", "combine must be one of"),
     "unknown PE field": ({"pe": {"iou": 0.5}}, "pe.iou", "did you mean 'iou_threshold'"),
     "bad batch size": ({"batch_size": 0}, "batch_size", "positive integer"),
@@ -171,3 +175,69 @@ def test_an_unreadable_config_file_is_named(tmp_path, text, fix, capsys):
 def test_the_module_entry_point_exits_2_without_a_traceback(tiny_config):
     done = pescore("run", str(tiny_config(layrs=["x"])), cwd=Path.cwd())
     assert done.returncode == 2 and "Traceback" not in done.stderr and "layrs" in done.stderr
+
+
+def error_line(stderr: str) -> str:
+    """The one ``pescore: error`` line, which must close stderr (progress bars may come before it)."""
+    lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
+    assert "Traceback" not in stderr and [line for line in lines if line.startswith("pescore:")] == lines[-1:]
+    return lines[-1]
+
+
+def test_an_unwritable_output_is_refused_before_any_work(tiny_config, tmp_path, capsys):
+    blocked = tmp_path / "blocked"
+    blocked.write_text("a file where the output folder should be")
+    assert cli.main(["run", str(tiny_config(output=str(blocked / "out")))]) == 2
+    assert "cannot write in" in error_line(capsys.readouterr().err)
+
+
+NOT_SPATIAL = {"layers": ["classifier.1"]}
+
+
+@pytest.mark.parametrize("case, changes, needle", [
+    ("non-spatial layer", NOT_SPATIAL, "CAMs need an (N, C, h, w) tensor"),
+    ("wrongly typed PE field", {"pe": {"ssim_window": "eleven"}}, "pe:"),
+    ("colliding ratios", {"prune": {"pruner": "l2", "ratios": [0.201, 0.204]}}, "round to 0.20"),
+])
+def test_bad_runs_give_one_line_and_exit_2(case, changes, needle, tiny_config, capsys):
+    assert cli.main(["run", str(tiny_config(**changes))]) == 2, case
+    assert needle in error_line(capsys.readouterr().err)
+
+
+def test_a_candidate_with_other_classes_and_a_factory_that_raises_give_one_line(tiny_config, tmp_path, capsys):
+    torch.save(zoo.VGG(4, config=TINY_VGG).state_dict(), tmp_path / "four.pt")
+    path = tiny_config(prune=None, candidates={"four": {"factory": "pescore_nb.zoo:VGG", "weights": "four.pt",
+                                                        "kwargs": {"num_classes": 4, "config": TINY_VGG}}})
+    assert cli.main(["run", str(path)]) == 2
+    assert "reference's 10 classes" in error_line(capsys.readouterr().err)
+    (tmp_path / "broken_models.py").write_text("raise RuntimeError('no GPU driver')\n")
+    path = tiny_config(prune=None, candidates={"x": {"factory": "broken_models:Net"}})
+    assert cli.main(["run", str(path)]) == 2
+    assert "raised RuntimeError: no GPU driver" in error_line(capsys.readouterr().err)
+
+
+def test_a_folder_without_classes_and_a_corrupt_image_give_one_line(tiny_config, tmp_path, capsys):
+    flat = tmp_path / "flat"
+    flat.mkdir()
+    (flat / "a.png").write_bytes(b"not a png")
+    assert cli.main(["run", str(tiny_config(data={"source": "flat", "size": 16}))]) == 2
+    assert "flat" in error_line(capsys.readouterr().err)
+    corrupt = tmp_path / "folder" / "cat"
+    corrupt.mkdir(parents=True)
+    (corrupt / "a.png").write_bytes(b"not a png")
+    (tmp_path / "folder" / "dog").mkdir()
+    (tmp_path / "folder" / "dog" / "b.png").write_bytes(b"not a png either")
+    assert cli.main(["run", str(tiny_config(data={"source": "folder", "size": 16}))]) == 2
+    assert "a.png" in error_line(capsys.readouterr().err)
+
+
+def test_file_names_never_leave_the_output_folder():
+    assert cli.safe_file_name("heatmaps_../../../escape_features.6_gradcam++.png") == \
+        "heatmaps_.._.._.._escape_features.6_gradcam++.png"
+    assert "/" not in cli.safe_file_name("a/b\\c") and not cli.safe_file_name("..hidden").startswith(".")
+
+
+def test_the_config_folder_comes_after_installed_packages(tiny_config, tmp_path):
+    (tmp_path / "yaml.py").write_text("raise RuntimeError('shadowed')\n")
+    runconfig.read(tiny_config())
+    assert sys.path[-1] == str(tmp_path) and sys.path.index(str(tmp_path)) > 0
