@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import numbers
 from typing import Literal
 
 import torch
@@ -56,10 +57,11 @@ class SSIMParameters(JsonConfig):
 
     def __post_init__(self):
         name = type(self).__name__
-        if self.ssim_window < 3 or self.ssim_window % 2 == 0:
-            raise ValueError(f"{name}.ssim_window must be an odd integer >= 3, got {self.ssim_window}.")
-        if self.ssim_sigma <= 0:
-            raise ValueError(f"{name}.ssim_sigma must be > 0, got {self.ssim_sigma}.")
+        window = self.ssim_window
+        if isinstance(window, bool) or not isinstance(window, int) or window < 3 or window % 2 == 0:
+            raise ValueError(f"{name}.ssim_window must be an odd integer >= 3, got {window!r}.")
+        for field in ("ssim_sigma", "ssim_k1", "ssim_k2"):
+            _check_positive(name, field, getattr(self, field))
 
     def ssim_parameters(self) -> "SSIMParameters":
         """Only the SSIM fields, to compare two configs' SSIM or to call :func:`ssim`."""
@@ -90,8 +92,15 @@ class PEConfig(SSIMParameters):
         _check_choice("target", self.target, TARGETS)
         _check_choice("combine", self.combine, COMBINES)
         _check_choice("class_weights", self.class_weights, CLASS_WEIGHTS)
-        if not 0.0 < self.iou_threshold <= 1.0:
+        threshold = self.iou_threshold
+        if isinstance(threshold, bool) or not isinstance(threshold, numbers.Real) or not 0.0 < threshold <= 1.0:
             raise ValueError(f"PEConfig.iou_threshold must be in (0, 1], got {self.iou_threshold}.")
+
+
+def _check_positive(config: str, field: str, value) -> None:
+    """``value`` must be a real number > 0 (not a bool, not a string)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+        raise ValueError(f"{config}.{field} must be a number > 0, got {value!r}.")
 
 
 def _check_choice(field: str, value, choices: tuple) -> None:

@@ -79,10 +79,21 @@ def test_confidence_and_combine_on_hand_computed_cases():
 @pytest.mark.parametrize("field, value, message", [
     ("target", "prediction", "target must be one of"), ("combine", "geometric", "combine must be one of"),
     ("class_weights", "inverse", "class_weights must be one of"), ("ssim_window", 10, "odd integer"),
-    ("ssim_sigma", 0.0, "ssim_sigma must be > 0"), ("iou_threshold", 1.5, r"iou_threshold must be in \(0, 1\]")])
+    ("ssim_sigma", 0.0, "ssim_sigma must be a number > 0"), ("iou_threshold", 1.5, r"iou_threshold must be in \(0, 1\]"),
+    ("ssim_window", 11.0, "odd integer"), ("ssim_window", "11", "odd integer"), ("ssim_window", 1, "odd integer"),
+    ("ssim_k1", -0.01, "ssim_k1 must be a number > 0"), ("ssim_k2", 0, "ssim_k2 must be a number > 0"),
+    ("ssim_sigma", "1.5", "ssim_sigma must be a number"), ("iou_threshold", "0.5", "iou_threshold must be in"),
+    ("iou_threshold", True, "iou_threshold must be in")])
 def test_bad_config_values_are_refused_with_the_field_name(field, value, message):
     with pytest.raises(ValueError, match=message):
         PEConfig(**{field: value})
+
+
+def test_sp2ps_config_checks_its_ssim_fields_too():
+    from pescore_nb.sp2ps import Sp2PSConfig
+
+    with pytest.raises(ValueError, match="Sp2PSConfig.ssim_k2 must be a number > 0"):
+        Sp2PSConfig(ssim_k2=-1)
 
 
 def test_config_round_trips_through_json_and_is_frozen():
