@@ -53,7 +53,7 @@ class _Masks:
 def child(count: int, store: str) -> None:
     reference = zoo.load("vgg", "shapes", progress=False)
     example = torch.rand(1, 3, 64, 64)
-    candidates = prune.sweep(reference, example, [0.2, 0.4, 0.6, 0.8], method="l2")
+    candidates = prune.sweep(reference, example, [0.2, 0.4, 0.6, 0.8], pruner="l2")
     start = time.perf_counter()
     evaluate(reference, candidates, OnDemandShapes(count), layers=reference.cam_layers, cams=["gradcam++"],
              batch_size=64, store=store, progress=False)

@@ -1,14 +1,31 @@
-"""Tests for pescore_nb.prune: tiny hand-written CNNs, and torchvision models with weights=None."""
+"""Tests for pescore_nb.prune and pescore_nb.senpis: tiny hand-written CNNs, and torchvision models
+with weights=None."""
+
+import copy
+import hashlib
+import json
 
 import numpy as np
 import pytest
 import torch
+import torch_pruning as tp
 import torchvision
 from torch import nn
+from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from pescore_nb.prune import METHODS, Finetune, sweep
+from pescore_nb.prune import PRUNERS, Finetune, sweep
 from pescore_nb.schema import PRUNING_ATTRIBUTE
+from pescore_nb.senpis import SenpisImportance, class_balanced_sample
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny tensors gain nothing from threads; on a shared machine, threads only wait for each other."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def tiny_net(num_classes=3, widths=(8, 6), bias=False):
@@ -49,14 +66,17 @@ def test_tiny_net_counts_match_a_hand_count():
     # MACs: conv = k*k*c_in*c_out*H*W; relu, avgpool: one per input element; linear: in*out.
     dense_macs = 9 * 3 * 8 * 64 + 8 * 64 + 9 * 8 * 6 * 64 + 6 * 64 + 6 * 64 + 6 * 3
     half_macs = 9 * 3 * 4 * 64 + 4 * 64 + 9 * 4 * 3 * 64 + 3 * 64 + 3 * 64 + 3 * 3
-    assert pruned["l2@0.00"].pescore_pruning == {"pruner": "l2", "ratio": 0.0, "params": dense_params, "macs": dense_macs}
-    assert pruned["l2@0.50"].pescore_pruning == {"pruner": "l2", "ratio": 0.5, "params": half_params, "macs": half_macs}
+    provenance = {"pruning_seed": 0, "finetune": None, "pruning_data_digest": None, "finetune_data_digest": None}
+    assert pruned["l2@0.00"].pescore_pruning == {"pruner": "l2", "ratio": 0.0, "role": "candidate",
+                                                 "params": dense_params, "macs": dense_macs, "provenance": provenance}
+    assert pruned["l2@0.50"].pescore_pruning == {"pruner": "l2", "ratio": 0.5, "role": "candidate",
+                                                 "params": half_params, "macs": half_macs, "provenance": provenance}
     assert n_params(pruned["l2@0.50"]) == half_params
     assert PRUNING_ATTRIBUTE == "pescore_pruning"
 
 
-@pytest.mark.parametrize("method, kept", [("l2", [0, 2]), ("l1", [1, 2])])
-def test_filter_norm_keeps_the_largest_filters(method, kept):
+@pytest.mark.parametrize("pruner, kept", [("l2", [0, 2]), ("l1", [1, 2])])
+def test_filter_norm_keeps_the_largest_filters(pruner, kept):
     model = tiny_net(widths=(4, 2))
     with torch.no_grad():
         model[0].weight.zero_()
@@ -64,14 +84,14 @@ def test_filter_norm_keeps_the_largest_filters(method, kept):
         model[0].weight[1, :, :, :2] = 0.25  # 18 weights: L2 norm ~1.06, L1 norm 4.5
         model[0].weight[2, 0, 0, :] = 2.0  # L2 norm ~3.46, L1 norm 6
         model[0].weight[3, 0, 0, 0] = 0.5  # the smallest either way
-    pruned = sweep(model, torch.randn(1, 3, 8, 8), [0.5], method=method)[f"{method}@0.50"]
+    pruned = sweep(model, torch.randn(1, 3, 8, 8), [0.5], pruner=pruner)[f"{pruner}@0.50"]
     assert torch.equal(pruned[0].weight, model[0].weight[kept])
 
 
 def test_resnet18_sweep_really_removes_channels():
     model = torchvision.models.resnet18(weights=None, num_classes=10).eval()
     x = torch.randn(2, 3, 32, 32)
-    pruned = sweep(model, x, [0.0, 0.3, 0.6], method="l2")
+    pruned = sweep(model, x, [0.0, 0.3, 0.6], pruner="l2")
     assert list(pruned) == ["l2@0.00", "l2@0.30", "l2@0.60"]
     infos = [m.pescore_pruning for m in pruned.values()]
     assert [i["params"] for i in infos] == [n_params(m) for m in pruned.values()]
@@ -88,38 +108,37 @@ def test_resnet18_sweep_really_removes_channels():
 def test_vgg11_bn_keeps_names_and_classes():
     model = torchvision.models.vgg11_bn(weights=None, num_classes=5).eval()
     x = torch.randn(1, 3, 32, 32)
-    pruned = sweep(model, x, [0.5], method="random")["random@0.50"]
+    pruned = sweep(model, x, [0.5], pruner="random")["random@0.50"]
     assert conv_names(pruned) == conv_names(model)
     assert pruned.classifier[6].out_features == 5 and pruned(x).shape == (1, 5)
     assert pruned.features[0].out_channels == 32
     assert pruned.pescore_pruning["params"] == n_params(pruned) < n_params(model) / 3
 
 
-@pytest.mark.parametrize("method", METHODS)
-def test_input_model_is_never_modified(method):
+@pytest.mark.parametrize("pruner", PRUNERS)
+def test_input_model_is_never_modified(pruner, snapshot):
     model = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.Flatten(), nn.LazyLinear(4))
     model(torch.randn(2, 3, 6, 6))  # materialise the lazy layer
     model[0].requires_grad_(False)
     model.train()
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    loader = DataLoader(TensorDataset(torch.randn(8, 3, 6, 6), torch.randint(0, 4, (8,))), batch_size=4)
-    pruned = sweep(model, torch.randn(2, 3, 6, 6), [0.5], method=method, finetune=Finetune(loader))
-    assert model.training and model[1].training
-    assert [p.requires_grad for p in model.parameters()] == [False, False, True, True, True, True]
-    assert model.state_dict().keys() == before.keys()
-    assert all(torch.equal(model.state_dict()[k], before[k]) for k in before)
-    candidate = pruned[f"{method}@0.50"]
-    assert not candidate.training
-    assert [p.requires_grad for p in candidate.parameters()] == [False, False, True, True, True, True]
-    if method != "unstructured":
-        assert candidate[0].out_channels == 4  # a frozen layer is pruned too
+    before = snapshot(model)
+    data = TensorDataset(torch.randn(8, 3, 6, 6), torch.arange(8) % 4)
+    tune = Finetune(data, batch_size=4)
+    pruned = sweep(model, torch.randn(2, 3, 6, 6), [0.5], pruner=pruner, finetune=tune, data=data, samples_per_class=2)
+    before.assert_unchanged()
+    for candidate in pruned.values():
+        assert not candidate.training
+        assert [p.requires_grad for p in candidate.parameters()] == [False, False, True, True, True, True]
+        assert all(p.grad is None for p in candidate.parameters())
+    if pruner != "unstructured":
+        assert pruned[f"{pruner}@0.50"][0].out_channels == 4  # a frozen layer is pruned too
 
 
 def test_ratio_zero_is_an_equal_copy():
     model = tiny_net()
-    copy = sweep(model, torch.randn(1, 3, 8, 8), [0], method="random")["random@0.00"]
-    assert copy is not model
-    assert_same_state(copy, model)
+    copied = sweep(model, torch.randn(1, 3, 8, 8), [0], pruner="random")["random@0.00"]
+    assert copied is not model
+    assert_same_state(copied, model)
 
 
 def test_more_pruning_never_means_more_params():
@@ -134,14 +153,14 @@ def test_more_pruning_never_means_more_params():
 
 def test_random_is_seeded():
     model, x = tiny_net(widths=(16, 16)), torch.randn(1, 3, 8, 8)
-    first, again, other = (sweep(model, x, [0.5], method="random", seed=s)["random@0.50"] for s in (0, 0, 1))
+    first, again, other = (sweep(model, x, [0.5], pruner="random", seed=s)["random@0.50"] for s in (0, 0, 1))
     assert_same_state(first, again)
     assert not torch.equal(first[0].weight, other[0].weight)
 
 
 def test_unstructured_reaches_the_requested_sparsity():
     model, x = tiny_net(widths=(8, 6), bias=True), torch.randn(1, 3, 8, 8)
-    pruned = sweep(model, x, [0.6], method="unstructured")["unstructured@0.60"]
+    pruned = sweep(model, x, [0.6], pruner="unstructured")["unstructured@0.60"]
     pruned_weights = torch.cat([pruned[0].weight.flatten(), pruned[2].weight.flatten()])
     zeros = int((pruned_weights == 0).sum())
     assert zeros == round(0.6 * pruned_weights.numel())
@@ -149,7 +168,7 @@ def test_unstructured_reaches_the_requested_sparsity():
     assert pruned.state_dict().keys() == model.state_dict().keys()  # masks made permanent
     dense = pruned.pescore_pruning
     assert dense["params"] == n_params(model) - zeros
-    assert dense["macs"] == sweep(model, x, [0.0], method="unstructured")["unstructured@0.00"].pescore_pruning["macs"]
+    assert dense["macs"] == sweep(model, x, [0.0], pruner="unstructured")["unstructured@0.00"].pescore_pruning["macs"]
 
 
 def test_output_layer_is_found_or_given():
@@ -173,10 +192,9 @@ def learnable_task():
 
 def test_finetune_lowers_the_training_loss_deterministically():
     images, labels = learnable_task()
-    loader = DataLoader(TensorDataset(images, labels), batch_size=16, shuffle=True)
-    model, tune = tiny_net(num_classes=2), Finetune(loader, epochs=20, lr=1e-2)
+    model, tune = tiny_net(num_classes=2), Finetune(TensorDataset(images, labels), epochs=20, lr=1e-2, batch_size=16)
     raw = sweep(model, images[:1], [0.5])["l2@0.50"]
-    tuned, again = (sweep(model, images[:1], [0.5], finetune=tune)["l2@0.50"] for _ in range(2))
+    tuned, again = (sweep(model, images[:1], [0.5], finetune=tune, controls=False)["l2@0.50"] for _ in range(2))
     with torch.no_grad():
         raw_loss, tuned_loss = (nn.functional.cross_entropy(m(images), labels) for m in (raw, tuned))
     assert tuned_loss < 0.8 * raw_loss
@@ -185,12 +203,28 @@ def test_finetune_lowers_the_training_loss_deterministically():
 
 
 X = torch.randn(1, 3, 8, 8)
+DATA = TensorDataset(torch.randn(9, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(9) % 3)
+GROUPED = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.LazyLinear(3))
 
 
 @pytest.mark.parametrize(
     "kwargs, message",
     [
-        (dict(method="taylor"), "Unknown pruning method 'taylor'; choose one of 'l1', 'l2', 'random', 'unstructured'"),
+        (dict(pruner="taylor2"),
+         "Unknown pruner 'taylor2'; choose one of 'l1', 'l2', 'random', 'taylor', 'senpis', 'unstructured'"),
+        (dict(pruner=["l2", "l3"]), "Unknown pruner 'l3'"),
+        (dict(pruner=[]), "pruner must be a pruner name or a non-empty list of them such as ['l2', 'senpis'], got []"),
+        (dict(pruner=["l2", "random", "l2"]),
+         "pruner 'l2' is listed twice in ['l2', 'random', 'l2']; list each pruner once"),
+        (dict(pruner="senpis"),
+         "pruner 'senpis' ranks channels on labelled images: pass data=<a Dataset of (image, label"),
+        (dict(pruner=["l2", "taylor"]), "pruner 'taylor' ranks channels on labelled images: pass data="),
+        (dict(pruner="senpis", data=DATA, samples_per_class=4),
+         "Class 0 has 3 images in data, fewer than samples_per_class=4; pass a smaller samples_per_class"),
+        (dict(pruner="taylor", data=DATA, samples_per_class=0), "samples_per_class must be an integer >= 1, got 0"),
+        (dict(pruner="senpis", data=TensorDataset(torch.randn(0, 3, 8, 8), torch.zeros(0))), "data is empty"),
+        (dict(pruner="senpis", data=DATA, model=GROUPED),
+         "pruner 'senpis' cannot prune the grouped convolution '2' (groups=2); use pruner='l2' or 'taylor'"),
         (dict(ratios=[0.5, 1.0]), "must be a number in [0, 1), got 1.0"),
         (dict(ratios=[-0.1]), "must be a number in [0, 1), got -0.1"),
         (dict(ratios=[]), "ratios must be a non-empty list of fractions such as [0.1, 0.3, 0.5], got []"),
@@ -215,9 +249,246 @@ def test_errors_name_the_problem_and_the_fix(kwargs, message):
     "kwargs, message",
     [
         (dict(epochs=0), "Finetune epochs must be an integer >= 1, got 0"),
+        (dict(epochs=1.5), "Finetune epochs must be an integer >= 1, got 1.5"),
         (dict(lr=0.0), "Finetune lr must be a positive learning rate such as 1e-3, got 0.0"),
+        (dict(batch_size=0), "Finetune batch_size must be an integer >= 1, got 0"),
+        (dict(batch_size=True), "Finetune batch_size must be an integer >= 1, got True"),
+        (dict(data=TensorDataset(torch.randn(0, 3, 8, 8), torch.zeros(0))),
+         "Finetune data must be a non-empty Dataset of (image, label, ...) items, got"),
+        (dict(data=DataLoader(DATA, batch_size=4)),
+         "Finetune takes the Dataset, not a DataLoader (each fine-tuning shuffles it with its own seeded generator): "
+         "pass Finetune(loader.dataset, batch_size=loader.batch_size)"),
     ],
 )
 def test_finetune_errors(kwargs, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
-        Finetune(loader=[], **kwargs)
+    with pytest.raises(ValueError) as error:
+        Finetune(**dict(data=DATA) | kwargs)
+    assert message in str(error.value)
+
+
+def test_a_list_of_pruners_gives_every_pruner_at_every_ratio():
+    model = tiny_net()
+    both = sweep(model, X, [0.25, 0.5], pruner=["l1", "random"])
+    assert list(both) == ["l1@0.25", "l1@0.50", "random@0.25", "random@0.50"]
+    assert_same_state(both["random@0.50"], sweep(model, X, [0.5], pruner="random")["random@0.50"])
+    assert list(sweep(model, X, [0.5], pruner="l1")) == ["l1@0.50"]  # a string is one pruner, not characters
+    assert list(sweep(model, X, [0.5], pruner=("l2",))) == ["l2@0.50"]
+
+
+def test_progress_bar_counts_the_models(capsys):
+    sweep(tiny_net(), X, [0.25, 0.5], pruner=["l1", "l2"])
+    assert capsys.readouterr().err == ""
+    sweep(tiny_net(), X, [0.25, 0.5], pruner=["l1", "l2"], progress=True)
+    err = capsys.readouterr().err
+    assert "pruning: 100%" in err and "4/4" in err
+
+
+def dropout_net():
+    """tiny_net with dropout before the classifier: fine-tuning draws random numbers."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 6, 3, padding=1), nn.ReLU(),
+                         nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Dropout(0.5), nn.Linear(6, 2))
+
+
+def test_fine_tuning_does_not_depend_on_what_was_fine_tuned_before():
+    images, labels = learnable_task()
+    tune = Finetune(TensorDataset(images, labels), epochs=2, batch_size=16)
+    model = dropout_net()
+    rng = torch.get_rng_state()
+    forward = sweep(model, images[:1], [0.2, 0.5], pruner="random", seed=3, finetune=tune)
+    assert torch.equal(torch.get_rng_state(), rng)  # the caller's global RNG is untouched
+    backward = sweep(model, images[:1], [0.5, 0.2], pruner="random", seed=3, finetune=tune)
+    for name in ("random@0.20", "random@0.50", "control:finetune"):
+        assert_same_state(forward[name], backward[name])
+    other_seed = sweep(model, images[:1], [0.2], pruner="random", seed=4, finetune=tune, controls=False)
+    assert not torch.equal(other_seed["random@0.20"][7].weight, forward["random@0.20"][7].weight)
+
+
+def test_the_fine_tuning_control_is_the_unpruned_model_fine_tuned_alike():
+    images, labels = learnable_task()
+    model, tune = tiny_net(num_classes=2), Finetune(TensorDataset(images, labels), batch_size=16)
+    tuned = sweep(model, images[:1], [0.0, 0.5], pruner=["l2", "random"], finetune=tune)
+    assert list(tuned) == ["l2@0.00", "l2@0.50", "random@0.00", "random@0.50", "control:finetune"]
+    control = tuned["control:finetune"]
+    assert_same_state(control, tuned["l2@0.00"])  # same recipe, same seed, no pruning
+    assert not torch.equal(control[0].weight, model[0].weight)
+    info = control.pescore_pruning
+    assert (info["pruner"], info["ratio"], info["role"], info["params"]) == ("none", 0.0, "control", n_params(model))
+    assert tuned["l2@0.50"].pescore_pruning["role"] == "candidate"
+    assert "control:finetune" not in sweep(model, images[:1], [0.5], finetune=tune, controls=False)
+    assert "control:finetune" not in sweep(model, images[:1], [0.5])
+
+
+def digest(images, labels):
+    return hashlib.sha256(images.numpy().tobytes() + labels.long().numpy().tobytes()).hexdigest()[:16]
+
+
+def test_provenance_records_the_seed_the_recipe_and_the_data():
+    images, labels = learnable_task()
+    tune = Finetune(TensorDataset(images, labels), epochs=1, lr=2e-3, batch_size=16)
+    data = TensorDataset(images, labels)
+    made = sweep(tiny_net(num_classes=2), images[:1], [0.25, 0.5], pruner=["l2", "taylor", "senpis"], seed=7,
+                 finetune=tune, data=data, samples_per_class=3)
+    recipe = {"epochs": 1, "lr": 2e-3, "batch_size": 16, "seed": 7, "images": 64}
+    tuned_on = digest(images, labels)
+    sampled = digest(*class_balanced_sample(data, 3, seed=7))
+    for name, model in made.items():
+        provenance = model.pescore_pruning["provenance"]
+        uses_sample = name.startswith(("taylor", "senpis"))
+        assert provenance == {"pruning_seed": 7, "finetune": recipe, "finetune_data_digest": tuned_on,
+                              "pruning_data_digest": sampled if uses_sample else None}
+        json.dumps(model.pescore_pruning)
+    rebatched = Finetune(TensorDataset(images, labels), batch_size=5)
+    again = sweep(tiny_net(num_classes=2), images[:1], [0.5], pruner="taylor", seed=8, finetune=rebatched, data=data,
+                  samples_per_class=3, controls=False)["taylor@0.50"].pescore_pruning["provenance"]
+    assert again["finetune_data_digest"] == tuned_on  # the digest does not depend on batching
+    assert again["pruning_data_digest"] != sampled  # another seed draws another sample
+
+
+def test_class_balanced_sample_is_seeded_and_balanced():
+    labels = torch.tensor([2, 0, 1, 0, 2, 1, 0, 1, 2, 0])
+    data = TensorDataset(torch.arange(10.0)[:, None, None, None].expand(10, 1, 2, 2), labels)
+    images, sampled = class_balanced_sample(data, 2, seed=0)
+    assert sampled.tolist() == [0, 0, 1, 1, 2, 2] and images.shape == (6, 1, 2, 2)
+    assert all(labels[int(i)] == label for i, label in zip(images[:, 0, 0, 0], sampled))  # each image with its label
+    again, _ = class_balanced_sample(data, 2, seed=0)
+    assert torch.equal(images, again)
+    assert any(not torch.equal(images, class_balanced_sample(data, 2, seed=s)[0]) for s in range(1, 5))
+
+
+def randomise_batch_norms(model):
+    """Give every batch norm a random scale, shift and running statistics, so that its shift matters."""
+    generator = torch.Generator().manual_seed(1)
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                for tensor in (module.weight, module.bias, module.running_mean):
+                    tensor.copy_(torch.randn(tensor.shape, generator=generator))
+                module.running_var.uniform_(0.5, 2.0, generator=generator)
+    return model.eval()
+
+
+def plain_cnn():
+    """conv-bn-relu (3->8, with bias), conv-bn-relu (8->8), pool, linear (8->6), relu, linear (6->3)."""
+    torch.manual_seed(0)
+    return randomise_batch_norms(nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 6), nn.ReLU(), nn.Linear(6, 3),
+    ))
+
+
+PLAIN_GROUPS = [["0"], ["3"], ["8"]]  # the tied layers of each torch-pruning group, in forward order
+
+
+class TinyResNet(nn.Module):
+    """A stem (3->8), a residual block (8->8), a downsampling block with a 1x1 shortcut (8->12), a classifier."""
+
+    def __init__(self, num_classes=3):
+        super().__init__()
+        torch.manual_seed(0)
+        self.stem = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU())
+        self.block1 = torchvision.models.resnet.BasicBlock(8, 8)
+        shortcut = nn.Sequential(nn.Conv2d(8, 12, 1, stride=2, bias=False), nn.BatchNorm2d(12))
+        self.block2 = torchvision.models.resnet.BasicBlock(8, 12, stride=2, downsample=shortcut)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(12, num_classes))
+        randomise_batch_norms(self)
+
+    def forward(self, images):
+        return self.head(self.block2(self.block1(self.stem(images))))
+
+
+# In forward order; the residual additions tie stem.0 to block1.conv2, and block2.conv2 to the shortcut.
+RESNET_GROUPS = [["stem.0", "block1.conv2"], ["block1.conv1"], ["block2.conv1"],
+                 ["block2.conv2", "block2.downsample.0"]]
+
+
+def senpis_one_filter_at_a_time(model, images, labels, ratio, groups):
+    """SeNPIS-Faster the slow, literal way: for each group in turn, zero the weights and bias of one
+    (tied) filter at a time, score |class loss change| averaged over classes, prune the lowest."""
+    model = copy.deepcopy(model)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=images[:1])
+    classes = labels.unique()
+
+    @torch.no_grad()
+    def class_losses():
+        losses = F.cross_entropy(model(images), labels, reduction="none")
+        return torch.stack([losses[labels == k].mean() for k in classes])
+
+    for names in groups:
+        layers = [model.get_submodule(name) for name in names]
+        channels = layers[0].weight.shape[0]
+        original, scores = class_losses(), []
+        for c in range(channels):
+            saved = copy.deepcopy(model.state_dict())
+            with torch.no_grad():
+                for layer in layers:
+                    layer.weight[c] = 0
+                    if layer.bias is not None:
+                        layer.bias[c] = 0
+            scores.append(float((class_losses() - original).abs().mean()))
+            model.load_state_dict(saved)
+        n_removed = channels - max(1, int(channels * (1 - ratio)))
+        removed = sorted(range(channels), key=lambda c: (scores[c], c))[:n_removed]
+        prune_fn = tp.prune_linear_out_channels if isinstance(layers[0], nn.Linear) else tp.prune_conv_out_channels
+        graph.get_pruning_group(layers[0], prune_fn, removed).prune()
+    return model
+
+
+@pytest.mark.parametrize("make, groups", [(plain_cnn, PLAIN_GROUPS), (TinyResNet, RESNET_GROUPS)])
+@pytest.mark.parametrize("ratio", [0.3, 0.6])
+def test_senpis_removes_the_filters_a_one_at_a_time_loop_removes(make, groups, ratio):
+    model = make().double()
+    generator = torch.Generator().manual_seed(0)
+    data = TensorDataset(torch.randn(12, 3, 8, 8, generator=generator, dtype=torch.float64), torch.arange(12) % 3)
+    images, labels = class_balanced_sample(data, 3, seed=5)
+    by_hand = senpis_one_filter_at_a_time(model, images, labels, ratio, groups)
+    pruned = sweep(model, images[:1], [ratio], pruner="senpis", data=data, samples_per_class=3, seed=5)
+    by_sweep = pruned[f"senpis@{ratio:.2f}"]
+    assert_same_state(by_sweep, by_hand)  # the same filters went
+    assert n_params(by_sweep) < n_params(model)
+    assert conv_names(by_sweep) == conv_names(model)
+
+
+def test_senpis_importance_does_not_depend_on_how_ablations_are_batched():
+    model = TinyResNet().double()
+    data = TensorDataset(torch.randn(6, 3, 8, 8, dtype=torch.float64), torch.arange(6) % 3)
+    images, labels = class_balanced_sample(data, 2, seed=0)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=images[:1])
+    group = graph.get_pruning_group(model.stem[0], tp.prune_conv_out_channels, list(range(8)))
+    all_at_once = SenpisImportance(model, images, labels)(group)
+    assert all_at_once.shape == (8,) and all_at_once.max() > 0
+    for images_per_forward in (6, 24):  # 1 and 3 ablations per forward pass
+        torch.testing.assert_close(SenpisImportance(model, images, labels, images_per_forward)(group), all_at_once)
+
+
+def test_senpis_breaks_ties_by_filter_index():
+    model = tiny_net(widths=(4, 2))
+    with torch.no_grad():
+        model[0].weight[1:] = 0  # filters 1, 2, 3 change nothing: importance exactly 0
+    pruned = sweep(model, X, [0.5], pruner="senpis", data=DATA, samples_per_class=3)["senpis@0.50"]
+    assert torch.equal(pruned[0].weight, model[0].weight[[0, 3]])
+
+
+def test_taylor_removes_the_filters_that_do_not_reach_the_loss():
+    model = tiny_net(widths=(4, 2))
+    with torch.no_grad():
+        model[0].weight[3] = 0  # filter 3 outputs nothing
+        model[2].weight[:, 1] = 0  # filter 1's output is never read
+    pruned = sweep(model, X, [0.5], pruner="taylor", data=DATA, samples_per_class=3)["taylor@0.50"]
+    assert torch.equal(pruned[0].weight, model[0].weight[[0, 2]])
+
+
+def widths(model):
+    """The output channels of every Conv/Linear layer, in module order."""
+    return [m.weight.shape[0] for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+@pytest.mark.parametrize("make", [plain_cnn, TinyResNet])
+@pytest.mark.parametrize("pruner", ["taylor", "senpis"])
+def test_every_structured_pruner_removes_as_many_channels(pruner, make):
+    model, ratios = make(), [0.3, 0.6, 0.9]
+    pruned = sweep(model, X, ratios, pruner=["l2", pruner], data=DATA, samples_per_class=2)
+    for ratio in ratios:
+        expected = [max(1, int(c * (1 - ratio))) for c in widths(model)[:-1]] + [3]  # the classifier keeps 3
+        assert widths(pruned[f"l2@{ratio:.2f}"]) == widths(pruned[f"{pruner}@{ratio:.2f}"]) == expected
