@@ -15,7 +15,8 @@ import xarray as xr
 
 from pescore_nb import schema, stats
 from pescore_nb.metrics import PEConfig
-from pescore_nb.scores import class_weights, score
+from pescore_nb.scores import score
+from pescore_nb.structure import weights_by_class
 
 N_IMAGES, N_RESAMPLES, N_MODELS, N_CLASSES = 10_000, 1_000, 5, 10
 
@@ -36,7 +37,7 @@ def naive_bootstrap(ds: xr.Dataset, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     values = ds[schema.PE].values.reshape(N_MODELS, N_IMAGES)
     labels = ds[schema.LABEL].values
-    weights = class_weights(labels).values
+    weights = weights_by_class(labels).values
     members = [np.flatnonzero(labels == k) for k in np.unique(labels)]
     resampled = np.empty((N_RESAMPLES, N_MODELS))
     for b in range(N_RESAMPLES):

@@ -62,7 +62,7 @@ def compare(ds: xr.Dataset, model_a: str, model_b: str, variable: str = schema.P
         if name not in models:
             raise KeyError(f"compare: no model {name!r} in the Dataset; its models are {models}.")
     rule = structure.class_weight_rule(ds, class_weights)
-    difference = ds[variable].sel(model=model_a) - ds[variable].sel(model=model_b)
+    difference = ds[variable].sel({schema.MODEL: model_a}) - ds[variable].sel({schema.MODEL: model_b})
     values, labels, other_dims = _per_image(ds.assign({variable: difference}), variable)
     rng = np.random.default_rng(seed)
     weights = structure.weights_by_class(labels, rule)
@@ -70,7 +70,8 @@ def compare(ds: xr.Dataset, model_a: str, model_b: str, variable: str = schema.P
     low, high = _percentile_interval(resampled, level)
     scores = score(ds, variable, rule)
     model_coords = [name for name, coord in ds.coords.items() if schema.MODEL in coord.dims]
-    estimate = (scores.sel(model=model_a) - scores.sel(model=model_b)).drop_vars(model_coords, errors="ignore")
+    estimate = (scores.sel({schema.MODEL: model_a}) - scores.sel({schema.MODEL: model_b})).drop_vars(
+        model_coords, errors="ignore")
     estimate = estimate.transpose(*other_dims)
     result = _interval_dataset(estimate, low, high, variable, level, n_resamples, rule,
                                interval="stratified percentile bootstrap of paired differences")
