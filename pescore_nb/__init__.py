@@ -1,7 +1,7 @@
 """pescore_nb: does a pruned CNN still look at the same pixels, with the same confidence?
 
-Importing the package loads neither ipywidgets nor matplotlib: ``explore`` (and the
-``ds.pescore`` accessor's views) load them when first used.
+Importing the package loads neither ipywidgets nor matplotlib: ``explore`` and ``report`` (and
+the ``ds.pescore`` accessor's views) load them when first used.
 """
 __version__ = "0.2.0"
 
@@ -15,7 +15,7 @@ from .store import load, save
 from .trust import assess, recommend
 
 __all__ = ["CamEngine", "PEConfig", "Sp2PSConfig", "assess", "by_class", "evaluate", "explore", "load",
-           "recommend", "save", "score"]
+           "recommend", "report", "save", "score"]
 
 
 def __getattr__(name: str):
@@ -23,4 +23,8 @@ def __getattr__(name: str):
         from .explorer import explore
 
         return explore
+    if name == "report":  # matplotlib is imported only when a report is asked for
+        from .html_report import report
+
+        return report
     raise AttributeError(f"module 'pescore_nb' has no attribute {name!r}")

@@ -23,6 +23,12 @@ class PEScoreAccessor:
 
         return explore(self._ds)
 
+    def report(self, path="report.html", **options):
+        """:func:`pescore_nb.report` of this Dataset: one self-contained HTML file; returns its path."""
+        from .html_report import report
+
+        return report(self._ds, path, **options)
+
     def score(self, variable: str = schema.PE, class_weights: str | None = None, *,
               skipna: bool = False) -> xr.DataArray:
         """:func:`pescore_nb.score` of this Dataset: ``(model, layer, cam)``."""

@@ -13,7 +13,8 @@
         (``examples/config.yaml`` is a sample that runs offline). A config names Python factories
         that are imported and run, like any Python code.
 
-Both write ``results.nc`` (read it back with ``pescore_nb.load``) and PNG figures, and print a
+Both write ``results.nc`` (read it back with ``pescore_nb.load``), ``report.html`` (one
+self-contained page: settings, models, verdicts, figures, per-class results) and PNG figures, and print a
 table of every model (role, pruner, ratio, params, MACs, accuracy, PE, trustworthy?), the
 largest trusted ratio of each pruner by the rule of :mod:`pescore_nb.trust` beside what accuracy
 alone would trust, and the findings: the layer checks, and candidates that accuracy cannot tell
@@ -187,6 +188,9 @@ def _report(ds: xr.Dataset, results: Path, overwrite: bool, **rule: float) -> No
     """Save ``ds`` to ``results``, draw the figures beside it, print the tables and the findings."""
     save(ds, results, overwrite=overwrite)
     figures = _write_figures(ds, results.parent)
+    from .html_report import report
+
+    page = report(ds, results.parent / "report.html", **rule)
     verdicts = assess(ds, **rule)
     table = recommend(ds, **rule) if structure.has_ratios(ds) else None
     print(_model_table(ds, verdicts))
@@ -194,7 +198,7 @@ def _report(ds: xr.Dataset, results: Path, overwrite: bool, **rule: float) -> No
     print(_recommendation(table) if table is not None else "No ratio walk: the candidates have no pruner and ratio.")
     print()
     print(_findings(ds, table))
-    print(f"\nWrote {results} and {len(figures)} figures in {results.parent}.")
+    print(f"\nWrote {results}, {page.name} and {len(figures)} figures in {results.parent}.")
     degenerate = int(ds[schema.DEGENERATE].sum())
     if degenerate:
         print(f"Note: {degenerate} of {ds[schema.DEGENERATE].size} maps are degenerate (constant, no CAM "

@@ -1,11 +1,19 @@
-"""Publication figures of a pescore_nb Dataset, one function per figure.
+"""Publication figures of a pescore_nb Dataset, one function per figure, and the colour conventions
+every view shares (the explorer and the HTML report read them from here).
 
 Every function reads only the Dataset, returns a :class:`matplotlib.figure.Figure` (made without
 pyplot, so nothing is left open in a pyplot figure manager) and, given ``path``, saves it as PNG,
 PDF or SVG by the path's suffix (:func:`save`). All share one style: the colour-blind-safe
-Okabe-Ito palette, each pruning method with its own colour *and* marker, 8 pt text, a single
-journal column width (3.5 in). When the Dataset holds several layers or CAM methods, ``layer``
-and ``method`` pick one (default: the first).
+Okabe-Ito palette, each pruning method with its own colour *and* marker and its full name
+(:data:`PRUNER_NAMES`), 8 pt text, a single journal column width (3.5 in), saved at 300 dpi and
+shown in a notebook at :data:`SCREEN_DPI` (a column is 630 px wide there, its smallest text 17 px).
+When the Dataset holds several layers or CAM methods, ``layer`` and ``cam`` pick one (default:
+the first); every figure names the layer and CAM method it shows in its title.
+
+Colours: CAMs use :data:`CAM_COLORMAP` (viridis: perceptually uniform, colour-blind safe), drawn
+over a *grey* copy of the picture (:func:`grey_picture`), so an object's own colours never mix
+with the map's; differences of maps use the diverging :data:`DIFFERENCE_COLORMAP` over a
+symmetric range (:func:`difference_limit`) wide enough to show them, never a faint ±1.
 """
 from __future__ import annotations
 
@@ -15,29 +23,87 @@ from pathlib import Path
 import matplotlib as mpl
 import numpy as np
 import xarray as xr
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import schema, stats
+from . import schema, stats, structure
 from .scores import score
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column journal page
+SCREEN_DPI = 180    # a figure's dpi on screen (notebooks show it at fig.dpi): 3.5 in = 630 px
 OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bluish green": "#009E73",
              "yellow": "#F0E442", "blue": "#0072B2", "vermillion": "#D55E00", "reddish purple": "#CC79A7"}
 PRUNER_COLOURS = [OKABE_ITO[name] for name in
                   ("orange", "blue", "bluish green", "vermillion", "reddish purple", "sky blue", "yellow")]
 PRUNER_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 REFERENCE_STYLE = {"color": OKABE_ITO["black"], "marker": "*", "markersize": 8, "linestyle": "none"}
-HEATMAP_CMAP = "viridis"  # perceptually uniform and colour-blind safe, unlike the usual "jet"
+CONTROL_STYLES = {schema.CONTROL_FINETUNE: {"color": "0.35", "marker": "P", "markersize": 6, "linestyle": "none"},
+                  schema.CONTROL_TWIN: {"color": "0.35", "marker": "X", "markersize": 6, "linestyle": "none"}}
+# The one table of full names: what legends, titles, the explorer and the report print.
+PRUNER_NAMES = {"l1": "L1-norm filter", "l2": "L2-norm filter", "random": "random filter",
+                "senpis": "SeNPIS-Faster", "taylor": "Taylor (first order)", "unstructured": "unstructured magnitude",
+                schema.UNPRUNED: "unpruned"}
+CONTROL_NAMES = {schema.CONTROL_FINETUNE: "control: fine-tune only", schema.CONTROL_TWIN: "control: twin (other seed)"}
+CAM_NAMES = {"gradcam": "Grad-CAM", "gradcam++": "Grad-CAM++", "layercam": "LayerCAM", "xgradcam": "XGrad-CAM",
+             "hirescam": "HiResCAM", "scorecam": "Score-CAM", "eigencam": "EigenCAM", "ablationcam": "AblationCAM",
+             "fullgrad": "FullGrad"}
+CAM_COLORMAP = "viridis"         # every CAM, in figures, the explorer and the report
+DIFFERENCE_COLORMAP = "RdBu_r"   # candidate - reference: red where the candidate looks more
+DIFFERENCE_LIMITS = (0.1, 0.2, 0.5, 1.0)  # the symmetric ranges a difference is drawn over
+OVERLAY_ALPHA = 0.6              # the map's weight over the grey picture
+HEATMAP_CMAP = CAM_COLORMAP      # the name of earlier versions
 LABELS = {schema.PE: "PE-score", schema.SP2PS: "Sp2PS", schema.SSIM: "SSIM", schema.IOU: "IoU",
           schema.CONF: "Conf", schema.ACCURACY: "Accuracy"}
+COSTS = {schema.MACS: "MACs", schema.PARAMS: "parameters"}
 SAVE_FORMATS = (".png", ".pdf", ".svg")
 STYLE = {
     "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
     "legend.fontsize": 7, "legend.frameon": False, "lines.linewidth": 1.2, "lines.markersize": 4,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.linewidth": 0.4,
-    "grid.alpha": 0.4, "axes.prop_cycle": mpl.cycler(color=PRUNER_COLOURS),
+    "grid.alpha": 0.4, "axes.prop_cycle": mpl.cycler(color=PRUNER_COLOURS), "figure.dpi": SCREEN_DPI,
     "savefig.dpi": 300, "savefig.bbox": "tight", "pdf.fonttype": 42, "svg.fonttype": "none",
 }
+
+
+def pruner_name(pruner: str) -> str:
+    """The full name of a pruner (``"l2"`` -> ``"L2-norm filter"``); unknown names unchanged."""
+    return PRUNER_NAMES.get(str(pruner), str(pruner))
+
+
+def cam_name(cam: str) -> str:
+    """The usual spelling of a CAM method (``"gradcam++"`` -> ``"Grad-CAM++"``); unknown names unchanged."""
+    return CAM_NAMES.get(str(cam), str(cam))
+
+
+def model_name(ds: xr.Dataset, model: str) -> str:
+    """A model as a reader says it: ``"L2-norm filter @ 0.30"``, ``"reference"``, ``"control: fine-tune only"``."""
+    role = str(ds[schema.ROLE].sel({schema.MODEL: model}).values) if schema.ROLE in ds.coords else ""
+    if role == schema.REFERENCE:
+        return schema.REFERENCE
+    if role == schema.CONTROL:
+        return CONTROL_NAMES.get(str(model), str(model))
+    ratio = float(ds[schema.RATIO].sel({schema.MODEL: model}))
+    pruner = str(ds[schema.PRUNER].sel({schema.MODEL: model}).values)
+    return str(model) if np.isnan(ratio) else f"{pruner_name(pruner)} @ {ratio:.2f}"
+
+
+def where_text(layer: str, cam: str) -> str:
+    """``"layer features.3 · Grad-CAM++"``: what every figure's title says it shows."""
+    return f"layer {layer} · {cam_name(cam)}"
+
+
+def grey_picture(picture: np.ndarray) -> np.ndarray:
+    """A picture ``(H, W, 3)`` uint8 as grey ``(H, W, 3)`` float in [0, 255] (Rec. 601 luma), so a
+    map drawn over it is read from the colour map alone, not mixed with the object's colours."""
+    luma = np.asarray(picture, dtype=np.float32)[..., :3] @ np.array([0.299, 0.587, 0.114], dtype=np.float32)
+    return np.repeat(luma[..., None], 3, axis=2)
+
+
+def difference_limit(difference: np.ndarray) -> float:
+    """The symmetric range ``L`` (from :data:`DIFFERENCE_LIMITS`) to draw a difference map over:
+    the smallest one holding the 99th percentile of ``|difference|``, so small drifts stay visible."""
+    magnitude = float(np.percentile(np.abs(np.nan_to_num(difference)), 99)) if np.size(difference) else 0.0
+    return next((limit for limit in DIFFERENCE_LIMITS if magnitude <= limit), DIFFERENCE_LIMITS[-1])
 
 
 def save(fig: Figure, path: str | Path) -> Path:
@@ -55,6 +121,8 @@ def _styled(plot):
     """Draw ``plot``'s figure in :data:`STYLE` and save it when the call passes ``path``."""
     @functools.wraps(plot)
     def wrapper(*args, path: str | Path | None = None, **kwargs) -> Figure:
+        if "method" in kwargs:
+            raise TypeError(f"{plot.__name__}() takes cam= for the CAM method (method= was its old name).")
         with mpl.rc_context(STYLE):
             fig = plot(*args, **kwargs)
         if path is not None:
@@ -64,65 +132,137 @@ def _styled(plot):
 
 
 @_styled
-def pe_vs_ratio(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = None, method: str | None = None,
-                level: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> Figure:
+def pe_vs_ratio(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = None, cam: str | None = None,
+                level: float = 0.95, n_resamples: int = 1000, seed: int = 0,
+                pe_threshold: float = structure.PE_THRESHOLD,
+                max_accuracy_drop: float = structure.MAX_ACCURACY_DROP) -> Figure:
     """The paper's core figure: score (top) and accuracy (bottom) vs pruning ratio, a line per pruner.
 
     Bands are stratified bootstrap intervals (:func:`stats.bootstrap`); the accuracy and its band
     come from the per-image ``pred == label`` when ``pred`` is stored, else the ``accuracy``
-    coordinate is drawn without a band. The reference (unpruned) model is the star at ratio 0.
+    coordinate is drawn without a band. The reference (unpruned) model is the star at ratio 0;
+    the controls are labelled markers at ratio 0. Reference lines: the control's PE (or, without
+    a control, ``pe_threshold``), the accuracy budget (reference minus ``max_accuracy_drop``) and
+    chance accuracy (1 / number of classes).
     """
-    ds = _select(ds, layer, method)
-    fig = Figure(figsize=(COLUMN_WIDTH, 3.6), layout="constrained")
+    ds, layer, cam = _select(ds, layer, cam)
+    fig = Figure(figsize=(COLUMN_WIDTH, 4.0), layout="constrained")
     score_ax, accuracy_ax = fig.subplots(2, 1, sharex=True)
     intervals = stats.bootstrap(ds, variable, n_resamples=n_resamples, level=level, seed=seed)
-    _lines_with_bands(score_ax, ds, intervals, with_legend=True)
+    _lines_with_bands(score_ax, ds, intervals)
     if schema.PRED in ds:
         correct = (ds[schema.PRED] == ds[schema.LABEL]).astype(np.float64)
         accuracy = stats.bootstrap(ds.assign(correct=correct), "correct", n_resamples=n_resamples,
-                                   level=level, seed=seed, how="support")
+                                   level=level, seed=seed, class_weights="support")
     else:
         accuracy = xr.Dataset({"estimate": ds[schema.ACCURACY]})
-    _lines_with_bands(accuracy_ax, ds, accuracy, with_legend=False)
+    _lines_with_bands(accuracy_ax, ds, accuracy, annotate=False)
+    control = structure.control(ds)
+    if control is not None:
+        score_ax.axhline(float(intervals["estimate"].sel(model=control)), color="0.35", linestyle="--",
+                         linewidth=0.8, label="control PE (fine-tune only)")
+    else:
+        score_ax.axhline(pe_threshold, color="0.35", linestyle="--", linewidth=0.8,
+                         label=f"trust threshold {pe_threshold:g}")
+    reference_accuracy = float(ds[schema.ACCURACY].sel(model=structure.reference(ds)))
+    accuracy_ax.axhline(reference_accuracy - max_accuracy_drop, color="0.35", linestyle="--", linewidth=0.8,
+                        label=f"accuracy budget (−{max_accuracy_drop * 100:g} points)")
+    n_classes = len(np.unique(ds[schema.LABEL].values))
+    accuracy_ax.axhline(1.0 / n_classes, color="0.6", linestyle=":", linewidth=0.8,
+                        label=f"chance (1/{n_classes})")
     score_ax.set_ylabel(LABELS.get(variable, variable))
     accuracy_ax.set_ylabel(LABELS[schema.ACCURACY])
     accuracy_ax.set_xlabel("Pruning ratio")
+    score_ax.set_title(f"{LABELS.get(variable, variable)} and accuracy vs pruning ratio\n{where_text(layer, cam)}")
+    handles, labels = _unique_legend_entries([score_ax, accuracy_ax])
+    fig.legend(handles, labels, loc="outside lower center", ncols=2)
     return fig
 
 
-def _lines_with_bands(ax, ds: xr.Dataset, interval: xr.Dataset, with_legend: bool) -> None:
-    """One line (and band, when ``interval`` has ``low``/``high``) per pruner, from the reference at 0."""
+def _lines_with_bands(ax, ds: xr.Dataset, interval: xr.Dataset, annotate: bool = True) -> None:
+    """One line (and band, when ``interval`` has ``low``/``high``) per pruner, from the reference at
+    0; the reference as a star and each control as a labelled marker at ratio 0."""
+    reference = structure.reference(ds)
     for pruner, style in _pruner_styles(ds).items():
-        models = _models_of(ds, pruner, with_reference=True)
+        models = [reference] + structure.by_ratio(ds, pruner)
         ratios = ds[schema.RATIO].sel(model=models).values
-        ax.plot(ratios, interval["estimate"].sel(model=models).values, label=pruner, **style)
+        ax.plot(ratios, interval["estimate"].sel(model=models).values, label=pruner_name(pruner), **style)
         if "low" in interval:
             ax.fill_between(ratios, interval["low"].sel(model=models).values,
                             interval["high"].sel(model=models).values, color=style["color"], alpha=0.2,
                             linewidth=0)
-    reference = ds[schema.MODEL].values[0]
-    ax.plot([float(ds[schema.RATIO].sel(model=reference))], [float(interval["estimate"].sel(model=reference))],
-            label=schema.REFERENCE, **REFERENCE_STYLE)
-    if with_legend:
-        ax.legend(loc="lower left")
+    ax.plot([0.0], [float(interval["estimate"].sel(model=reference))], label=schema.REFERENCE, **REFERENCE_STYLE)
+    for control in structure.controls(ds):
+        value = float(interval["estimate"].sel(model=control))
+        style = CONTROL_STYLES.get(control, CONTROL_STYLES[schema.CONTROL_TWIN])
+        ax.plot([0.0], [value], label=CONTROL_NAMES.get(control, control), **style)
+        if annotate:
+            ax.annotate("fine-tune" if control == schema.CONTROL_FINETUNE else control.split(":")[-1], (0.0, value),
+                        xytext=(6, 2), textcoords="offset points", fontsize=6, color=style["color"], va="bottom")
+
+
+def _unique_legend_entries(axes) -> tuple[list, list]:
+    handles, labels = [], []
+    for ax in axes:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            if label not in labels:
+                handles.append(handle)
+                labels.append(label)
+    return handles, labels
+
+
+@_styled
+def pe_vs_cost(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = None, cam: str | None = None,
+               costs: tuple[str, ...] = (schema.MACS, schema.PARAMS)) -> Figure:
+    """Score vs cost, one panel per cost (``macs``, ``params``), a line per pruner, so pruners are
+    compared at equal cost rather than equal ratio (a ratio removes different amounts of compute
+    in each method). Costs are shares of the reference's; the reference is the star at 1."""
+    ds, layer, cam = _select(ds, layer, cam)
+    scores = score(ds, variable)
+    reference = structure.reference(ds)
+    fig = Figure(figsize=(COLUMN_WIDTH, 1.0 + 1.6 * len(costs)), layout="constrained")
+    axes = fig.subplots(len(costs), 1, sharey=True, squeeze=False)[:, 0]
+    for ax, cost in zip(axes, costs):
+        full = float(ds[cost].sel(model=reference))
+        for pruner, style in _pruner_styles(ds).items():
+            models = [reference] + structure.by_ratio(ds, pruner)
+            share = ds[cost].sel(model=models).values.astype(float) / full
+            ax.plot(share, scores.sel(model=models).values, label=pruner_name(pruner), **style)
+        ax.plot([1.0], [float(scores.sel(model=reference))], label=schema.REFERENCE, **REFERENCE_STYLE)
+        ax.set_xlabel(f"{COSTS.get(cost, cost)}, share of the reference's ({_count(full)})")
+        ax.set_ylabel(LABELS.get(variable, variable))
+        ax.set_xlim(0, 1.05)
+        ax.invert_xaxis()  # cheaper models to the right, as in the ratio plots
+    axes[0].set_title(f"{LABELS.get(variable, variable)} at equal cost\n{where_text(layer, cam)}")
+    handles, labels = _unique_legend_entries(axes[:1])
+    fig.legend(handles, labels, loc="outside lower center", ncols=2)
+    return fig
+
+
+def _count(value: float) -> str:
+    for scale, suffix in ((1e9, " G"), (1e6, " M"), (1e3, " k")):
+        if value >= scale:
+            return f"{value / scale:.3g}{suffix}"
+    return f"{value:g}"
 
 
 @_styled
 def class_bars(ds: xr.Dataset, ratio: float, variable: str = schema.PE, layer: str | None = None,
-               method: str | None = None, level: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> Figure:
+               cam: str | None = None, level: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> Figure:
     """Per-class score of each pruner's model at ``ratio``: bars with bootstrap intervals."""
-    ds = _select(ds, layer, method)
-    models = ds[schema.MODEL].values[np.isclose(ds[schema.RATIO].values, ratio)
-                                     & (ds[schema.PRUNER].values != schema.UNPRUNED)]
-    if len(models) == 0:
-        ratios = sorted({float(r) for r in ds[schema.RATIO].values if r > 0})
+    ds, layer, cam = _select(ds, layer, cam)
+    candidates = structure.models_with_role(ds, schema.CANDIDATE)
+    found = ds[schema.RATIO].sel(model=candidates).values.astype(float)
+    models = [name for name, r in zip(candidates, found) if np.isclose(r, ratio)]
+    if not models:
+        ratios = sorted({float(r) for r in found if not np.isnan(r)})
         raise ValueError(f"No pruned model at ratio {ratio}; the Dataset has ratios {ratios}.")
     intervals = stats.bootstrap(ds.sel(model=models), variable, per_class=True, n_resamples=n_resamples,
                                 level=level, seed=seed)
     styles = _pruner_styles(ds)
     classes = intervals[schema.CLASS_NAME].values
     width = 0.8 / len(models)
-    fig = Figure(figsize=(COLUMN_WIDTH, 2.4), layout="constrained")
+    fig = Figure(figsize=(COLUMN_WIDTH, 2.6), layout="constrained")
     ax = fig.subplots()
     for position, model in enumerate(models):
         interval = intervals.sel(model=model)
@@ -130,102 +270,152 @@ def class_bars(ds: xr.Dataset, ratio: float, variable: str = schema.PE, layer: s
         error = [estimate - interval["low"].values, interval["high"].values - estimate]
         pruner = str(ds[schema.PRUNER].sel(model=model).values)
         ax.bar(np.arange(len(classes)) + (position - (len(models) - 1) / 2) * width, estimate, width,
-               yerr=error, color=styles[pruner]["color"], label=pruner, error_kw={"linewidth": 0.8})
+               yerr=error, color=styles[pruner]["color"], label=pruner_name(pruner), error_kw={"linewidth": 0.8})
     slanted = len(classes) > 4  # long rows of class names would overlap
     ax.set_xticks(np.arange(len(classes)), classes, rotation=45 if slanted else 0, ha="right" if slanted else "center")
     ax.set_ylabel(f"{LABELS.get(variable, variable)} at ratio {ratio:g}")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="x", visible=False)
-    ax.legend(loc="upper right", ncols=len(models))
+    ax.set_title(f"{LABELS.get(variable, variable)} per class at ratio {ratio:g} · {where_text(layer, cam)}")
+    fig.legend(loc="outside lower center", ncols=min(len(models), 3))
     return fig
 
 
 @_styled
 def heatmap_grid(ds: xr.Dataset, pruner: str | None = None, images: int | list = 4, layer: str | None = None,
-                 method: str | None = None, alpha: float = 0.5) -> Figure:
+                 cam: str | None = None, alpha: float = OVERLAY_ALPHA) -> Figure:
     """CAMs of ``images`` (rows; an int takes the first ones, a list names ``image`` values) for the
-    reference and each ratio of ``pruner`` (columns; default the first), over the ``input`` picture."""
-    ds = _select(ds, layer, method)
+    reference and each ratio of ``pruner`` (columns; default the first), over a grey copy of the
+    ``input`` picture; under each panel its PE, beside each row the class and ``#source_index``."""
+    ds, layer, cam = _select(ds, layer, cam)
     pruner = pruner or next(iter(_pruner_styles(ds)))
-    models = _models_of(ds, pruner, with_reference=True)
+    if pruner not in structure.pruners(ds):
+        raise KeyError(f"No pruner {pruner!r} in the Dataset; it has {structure.pruners(ds)}.")
+    models = [structure.reference(ds)] + structure.by_ratio(ds, pruner)
     ds = ds.isel(image=slice(images)) if isinstance(images, int) else ds.sel(image=list(images))
     width = COLUMN_WIDTH if len(models) <= 5 else 2 * COLUMN_WIDTH  # many ratios: a full-width figure
-    fig = Figure(figsize=(width, width * ds.sizes[schema.IMAGE] / (len(models) + 0.3)), layout="constrained")
-    fig.suptitle(f"CAMs as the {pruner} pruning ratio grows", fontsize=mpl.rcParams["axes.titlesize"])
+    fig = Figure(figsize=(width, 0.5 + width * 1.12 * ds.sizes[schema.IMAGE] / (len(models) + 0.3)),
+                 layout="constrained")
+    fig.suptitle(f"CAMs as the {pruner_name(pruner)} pruning ratio grows\n{where_text(layer, cam)}",
+                 fontsize=mpl.rcParams["axes.titlesize"])
     axes = fig.subplots(ds.sizes[schema.IMAGE], len(models), squeeze=False)
     extent = (0, 1, 1, 0)  # input and heatmap share the axes whatever their resolutions
+    pe = ds[schema.PE].values if schema.PE in ds else None
+    positions = {name: i for i, name in enumerate(ds[schema.MODEL].values.tolist())}
+    ids = ds[schema.SOURCE_INDEX].values if schema.SOURCE_INDEX in ds.coords else ds[schema.IMAGE].values
     for row, image in enumerate(ds[schema.IMAGE].values):
         for col, model in enumerate(models):
             ax = axes[row, col]
             if schema.INPUT in ds:
                 picture = ds[schema.INPUT].sel(image=image).transpose(schema.Y, schema.X, schema.CHANNEL).values
-                ax.imshow(picture[..., 0] if picture.shape[-1] == 1 else picture, cmap="gray", extent=extent)
+                picture = np.repeat(picture, 3, axis=2) if picture.shape[-1] == 1 else picture
+                ax.imshow(grey_picture(picture).astype(np.uint8), extent=extent)
             heatmap = ds[schema.HEATMAP].sel(model=model, image=image).values.astype(np.float32)
-            ax.imshow(heatmap, cmap=HEATMAP_CMAP, vmin=0, vmax=1, extent=extent,
-                                 alpha=alpha if schema.INPUT in ds else 1.0)
+            ax.imshow(heatmap, cmap=CAM_COLORMAP, vmin=0, vmax=1, extent=extent,
+                      alpha=alpha if schema.INPUT in ds else 1.0)
             ax.set_xticks([])
             ax.set_yticks([])
             ax.grid(False)
             ax.spines[:].set_visible(False)
+            if pe is not None:
+                value = pe[positions[model], row]
+                ax.set_xlabel(f"PE {value:.2f}", fontsize="small", labelpad=1)
             if row == 0:
                 ratio = float(ds[schema.RATIO].sel(model=model))
                 ax.set_title("reference" if col == 0 else f"{ratio:g}", fontsize="small")
             if col == 0:
-                ax.set_ylabel(_class_name(ds, image), fontsize="small")
-    colours = mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), HEATMAP_CMAP)  # opaque, unlike the overlay
+                ax.set_ylabel(f"{_class_name(ds, image)}\n#{ids[row]}", fontsize="small")
+    colours = mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), CAM_COLORMAP)  # opaque, unlike the overlay
     fig.colorbar(colours, ax=axes, shrink=0.6, label="CAM")
     return fig
 
 
 @_styled
 def drop_scatter(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = None,
-                 method: str | None = None) -> Figure:
+                 cam: str | None = None, max_accuracy_drop: float = structure.MAX_ACCURACY_DROP) -> Figure:
     """Score drop vs accuracy drop of every pruned model, from the reference; a line per pruner.
 
     Points far above the diagonal are models whose accuracy hides a drift of attention; the
-    dotted line marks the 2 % accuracy drop that pruning papers usually accept.
+    dotted line marks the accuracy budget. Numbers beside the points are pruning ratios, placed
+    where they overlap neither another label nor a marker (a ratio with no free place is left
+    unlabelled; its position on the line says it).
     """
-    ds = _select(ds, layer, method)
+    ds, layer, cam = _select(ds, layer, cam)
     scores = score(ds, variable)
-    reference = ds[schema.MODEL].values[0]
+    reference = structure.reference(ds)
     score_drop = float(scores.sel(model=reference)) - scores
-    accuracy_drop = float(ds[schema.ACCURACY].sel(model=reference)) - ds[schema.ACCURACY]
-    fig = Figure(figsize=(COLUMN_WIDTH, 2.8), layout="constrained")
+    accuracy_drop = structure.accuracy_drop(ds)
+    fig = Figure(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
     ax = fig.subplots()
+    points = []
     for pruner, style in _pruner_styles(ds).items():
-        models = _models_of(ds, pruner, with_reference=False)
+        models = structure.by_ratio(ds, pruner)
         x, y = accuracy_drop.sel(model=models).values, score_drop.sel(model=models).values
-        ax.plot(x, y, label=pruner, **style)
-        for model, x_i, y_i in zip(models, x, y):
-            ax.annotate(f"{float(ds[schema.RATIO].sel(model=model)):g}", (x_i, y_i), xytext=(3, 3),
-                        textcoords="offset points", fontsize=6, color=style["color"])
+        ax.plot(x, y, label=pruner_name(pruner), **style)
+        points += [(x_i, y_i, float(ds[schema.RATIO].sel(model=model)), style["color"])
+                   for model, x_i, y_i in zip(models, x, y)]
+    for control in structure.controls(ds):
+        style = CONTROL_STYLES.get(control, CONTROL_STYLES[schema.CONTROL_TWIN])
+        ax.plot([float(accuracy_drop.sel(model=control))], [float(score_drop.sel(model=control))],
+                label=CONTROL_NAMES.get(control, control), **style)
     ax.axline((0, 0), slope=1, color="0.6", linestyle="--", linewidth=0.8, label="equal drop")
-    ax.axvline(0.02, color="0.3", linestyle=":", linewidth=0.8, label="2 % accuracy drop")
+    ax.axvline(max_accuracy_drop, color="0.3", linestyle=":", linewidth=0.8,
+               label=f"accuracy budget ({max_accuracy_drop * 100:g} points)")
     ax.set_xlabel(f"{LABELS[schema.ACCURACY]} drop")
     ax.set_ylabel(f"{LABELS.get(variable, variable)} drop")
-    fig.legend(loc="outside lower center", ncols=3)
+    ax.set_title(f"Drops from the reference · {where_text(layer, cam)}\nnumbers beside the points: pruning ratio")
+    fig.legend(loc="outside lower center", ncols=2)
+    _place_labels(fig, ax, points)
     return fig
 
 
+LABEL_OFFSETS = [(4, 4), (4, -10), (-4, 4), (-4, -10), (0, 8), (0, -13), (8, -3), (-8, -3)]  # points
+
+
+def _place_labels(fig: Figure, ax, points: list[tuple[float, float, float, str]]) -> None:
+    """Annotate each ``(x, y, ratio, colour)`` at the first offset of :data:`LABEL_OFFSETS` where
+    the label overlaps no placed label and no marker; leave it out when none is free."""
+    renderer = FigureCanvasAgg(fig).get_renderer()  # text sizes need a renderer; Agg's also saves and shows
+    fig.draw_without_rendering()        # constrained layout settles the axes first ...
+    fig.set_layout_engine("none")       # ... and the labels must not move them afterwards
+    radius = mpl.rcParams["lines.markersize"] * fig.dpi / 72 * 0.8
+    markers = [ax.transData.transform((x, y)) for x, y, _, _ in points]
+    occupied = [mpl.transforms.Bbox.from_extents(mx - radius, my - radius, mx + radius, my + radius)
+                for mx, my in markers]
+    frame = ax.get_window_extent(renderer)
+    for x, y, ratio, colour in points:
+        for dx, dy in LABEL_OFFSETS:
+            label = ax.annotate(f"{ratio:g}", (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
+                                color=colour, ha="left" if dx >= 0 else "right")
+            box = label.get_window_extent(renderer)
+            inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
+            if inside and not any(box.overlaps(other) for other in occupied):
+                occupied.append(box)
+                break
+            label.remove()
+
+
 @_styled
-def decomposition(ds: xr.Dataset, layer: str | None = None, method: str | None = None) -> Figure:
+def decomposition(ds: xr.Dataset, layer: str | None = None, cam: str | None = None) -> Figure:
     """SSIM, IoU and Conf (class-weighted) beside PE vs ratio: one panel per pruner."""
-    ds = _select(ds, layer, method)
+    ds, layer, cam = _select(ds, layer, cam)
     terms = {schema.SSIM: (OKABE_ITO["sky blue"], "o", "-"), schema.IOU: (OKABE_ITO["vermillion"], "s", "--"),
              schema.CONF: (OKABE_ITO["bluish green"], "^", "-."), schema.PE: (OKABE_ITO["black"], "", "-")}
     scores = {term: score(ds, term) for term in terms}
     pruners = list(_pruner_styles(ds))
-    fig = Figure(figsize=(COLUMN_WIDTH, 0.4 + 1.5 * len(pruners)), layout="constrained")
+    reference = structure.reference(ds)
+    fig = Figure(figsize=(COLUMN_WIDTH, 0.8 + 1.5 * len(pruners)), layout="constrained")
     axes = fig.subplots(len(pruners), 1, sharex=True, sharey=True, squeeze=False)[:, 0]
     for ax, pruner in zip(axes, pruners):
-        models = _models_of(ds, pruner, with_reference=True)
+        models = [reference] + structure.by_ratio(ds, pruner)
         ratios = ds[schema.RATIO].sel(model=models).values
         for term, (colour, marker, linestyle) in terms.items():
             ax.plot(ratios, scores[term].sel(model=models).values, color=colour, marker=marker,
                     linestyle=linestyle, linewidth=2.0 if term == schema.PE else 1.2, label=LABELS[term])
-        ax.set_title(pruner, loc="left")
+        ax.set_title(pruner_name(pruner), loc="left")
         ax.set_ylabel("Score")
         ax.set_ylim(0, 1.05)
+    fig.suptitle(f"PE and its three terms · {where_text(layer, cam)}", fontsize=mpl.rcParams["axes.titlesize"])
     axes[0].legend(loc="lower left", ncols=4)
     axes[-1].set_xlabel("Pruning ratio")
     return fig
@@ -233,56 +423,51 @@ def decomposition(ds: xr.Dataset, layer: str | None = None, method: str | None =
 
 @_styled
 def layer_ratio_map(ds: xr.Dataset, variable: str = schema.PE, pruner: str | None = None,
-                    method: str | None = None) -> Figure:
+                    cam: str | None = None) -> Figure:
     """Score of every layer (rows) at every ratio of ``pruner`` (columns, the reference first)."""
-    ds = _select(ds, None, method, keep_layers=True)
+    ds, _, cam = _select(ds, None, cam, keep_layers=True)
     pruner = pruner or next(iter(_pruner_styles(ds)))
-    models = _models_of(ds, pruner, with_reference=True)
+    models = [structure.reference(ds)] + structure.by_ratio(ds, pruner)
     table = score(ds, variable).sel(model=models).transpose(schema.LAYER, schema.MODEL).values
-    fig = Figure(figsize=(COLUMN_WIDTH, 0.9 + 0.35 * table.shape[0]), layout="constrained")
+    fig = Figure(figsize=(COLUMN_WIDTH, 1.1 + 0.35 * table.shape[0]), layout="constrained")
     ax = fig.subplots()
-    image = ax.imshow(table, cmap=HEATMAP_CMAP, vmin=0, vmax=1, aspect="auto")
+    image = ax.imshow(table, cmap=CAM_COLORMAP, vmin=0, vmax=1, aspect="auto")
     for (row, col), value in np.ndenumerate(table):
         ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
                 color="black" if value > 0.6 else "white")
     ratios = ds[schema.RATIO].sel(model=models).values
     ax.set_xticks(range(len(models)), ["ref"] + [f"{r:g}" for r in ratios[1:]])
     ax.set_yticks(range(table.shape[0]), ds[schema.LAYER].values)
-    ax.set_xlabel(f"Pruning ratio ({pruner})")
+    ax.set_xlabel(f"Pruning ratio ({pruner_name(pruner)})")
+    ax.set_title(f"{LABELS.get(variable, variable)} per layer · every layer · {cam_name(cam)}")
     ax.grid(False)
     fig.colorbar(image, ax=ax, label=LABELS.get(variable, variable))
     return fig
 
 
-def _select(ds: xr.Dataset, layer: str | None, method: str | None, keep_layers: bool = False) -> xr.Dataset:
-    """``ds`` at one layer (unless ``keep_layers``) and one CAM method, the first ones by default."""
-    choices = {schema.CAM: method} if keep_layers else {schema.LAYER: layer, schema.CAM: method}
+def _select(ds: xr.Dataset, layer: str | None, cam: str | None,
+            keep_layers: bool = False) -> tuple[xr.Dataset, str | None, str]:
+    """``ds`` at one layer (unless ``keep_layers``) and one CAM method, the first ones by default,
+    with the names selected."""
+    choices = {schema.CAM: cam} if keep_layers else {schema.LAYER: layer, schema.CAM: cam}
+    chosen = {}
     for dim, name in choices.items():
         available = ds[dim].values.tolist()
         if name is not None and name not in available:
             raise KeyError(f"No {dim} {name!r} in the Dataset; pass one of {available}.")
-        ds = ds.sel({dim: available[0] if name is None else name})
-    return ds
+        chosen[dim] = available[0] if name is None else name
+        ds = ds.sel({dim: chosen[dim]})
+    return ds, chosen.get(schema.LAYER), chosen[schema.CAM]
 
 
 def _pruner_styles(ds: xr.Dataset) -> dict[str, dict]:
-    """Colour and marker of each pruner, in the order of the ``pruner`` coordinate."""
-    pruners = [p for p in dict.fromkeys(ds[schema.PRUNER].values.tolist()) if p != schema.UNPRUNED]
+    """Colour and marker of each pruner (:func:`structure.pruners`, controls excluded), in order."""
+    pruners = structure.pruners(ds)
     if not pruners:
-        raise ValueError("The Dataset has no pruned model (every 'pruner' is "
+        raise ValueError("The Dataset has no pruned candidate (every 'pruner' is "
                          f"{schema.UNPRUNED!r}); evaluate some candidates first.")
     return {p: {"color": PRUNER_COLOURS[i % len(PRUNER_COLOURS)], "marker": PRUNER_MARKERS[i % len(PRUNER_MARKERS)]}
             for i, p in enumerate(pruners)}
-
-
-def _models_of(ds: xr.Dataset, pruner: str, with_reference: bool) -> list:
-    """Names of ``pruner``'s models by increasing ratio, after the reference when ``with_reference``."""
-    mask = ds[schema.PRUNER].values == pruner
-    if not mask.any():
-        raise KeyError(f"No pruner {pruner!r} in the Dataset; it has {list(_pruner_styles(ds))}.")
-    names, ratios = ds[schema.MODEL].values[mask], ds[schema.RATIO].values[mask]
-    ordered = names[np.argsort(ratios, kind="stable")].tolist()
-    return [ds[schema.MODEL].values[0]] + ordered if with_reference else ordered
 
 
 def _class_name(ds: xr.Dataset, image) -> str:

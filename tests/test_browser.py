@@ -1,11 +1,15 @@
-"""The explorer in a real JupyterLab in a real Chromium: open ``notebooks/02_explorer.ipynb``, run
-all its cells (it prunes the zoo model, evaluates and saves ``explorer.nc``, then shows the
-explorer), move the ratio slider, see the candidate heatmap and the PE readout change. Fails
-(never skips) without Chromium.
+"""The explorer in a real JupyterLab in a real Chromium at 1440x900 with the side bar closed: open
+``notebooks/02_explorer.ipynb``, run all its cells (it prunes the zoo model, evaluates and saves
+``explorer.nc``, then shows the explorer), check that the controls, the map panels, their colour
+bars, the verdict, the readout and the summary all lie inside the window, move the ratio slider,
+see the candidate heatmap, the PE readout and the verdict change. Then the HTML report of the same
+results opens in Chromium with every image loaded, no console error and no network request.
+Fails (never skips) without Chromium.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) and Playwright's Python package; it
-drives ``/usr/bin/chromium``, never a browser of Playwright's own. A screenshot is kept in
-``test-artifacts/explorer.png``.
+drives ``/usr/bin/chromium``, never a browser of Playwright's own. Screenshots are kept in
+``test-artifacts/browser/`` (:data:`ARTIFACTS`): ``explorer.png`` (the window as a user sees it),
+``report.png`` (the whole report), and ``*-failure.png`` when a step fails.
 """
 from __future__ import annotations
 
@@ -30,13 +34,20 @@ from playwright.sync_api import sync_playwright
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600, func_only=True)]  # zoo training not timed
 
 REPO = Path(__file__).resolve().parents[1]
-ARTIFACTS = REPO / "test-artifacts"
+ARTIFACTS = REPO / "test-artifacts" / "browser"
+WINDOW = {"width": 1440, "height": 900}
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 NOTEBOOK = REPO / "notebooks" / "02_explorer.ipynb"
 RESULTS = "explorer.nc"  # what the notebook writes next to itself
 CANDIDATE, READOUT, RATIO_HANDLE = "img.pescore-candidate", ".pescore-readout", ".pescore-ratio .noUi-handle"
+VERDICT = ".pescore-verdict"
+# Everything a user must see at once: the controls, the five map panels, the colour bars, the verdict,
+# the readout and the summary (the side-by-side view may wrap below in a narrower window).
+ON_SCREEN = (".pescore-explorer .widget-dropdown", ".pescore-ratio", "img.pescore-picture", "img.pescore-reference",
+             CANDIDATE, "img.pescore-difference", "img.pescore-masks", "img.pescore-colorbar", VERDICT, READOUT,
+             "img.pescore-summary")
 TRACEBACK = ".jp-OutputArea-output:has-text('Traceback')"
 START_SECONDS, KERNEL_SECONDS, NOTEBOOK_SECONDS = 90, 180, 300
 
@@ -148,6 +159,33 @@ def first_two_models(path: Path) -> tuple[xr.Dataset, str, str]:
     return ds, models[0], models[1]
 
 
+def close_the_side_bar(page) -> None:
+    """Collapse JupyterLab's left side bar (a click on its open tab, as a user would)."""
+    current = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
+    if current.count():
+        current.first.click()
+    page.wait_for_function("!document.querySelector('#jp-left-stack') || "
+                           "document.querySelector('#jp-left-stack').offsetWidth === 0", timeout=10_000)
+
+
+def outside_the_window(page) -> list[str]:
+    """``"selector #i: box"`` for each element of :data:`ON_SCREEN` not wholly inside the window."""
+    found = []
+    for selector in ON_SCREEN:
+        elements = page.query_selector_all(selector)
+        assert elements, f"nothing matches {selector!r}: the explorer lacks a part"
+        for i, element in enumerate(elements):
+            box = element.bounding_box()
+            if box is None or not (0 <= box["x"] and box["x"] + box["width"] <= WINDOW["width"] + 0.5
+                                   and 0 <= box["y"] and box["y"] + box["height"] <= WINDOW["height"] + 0.5):
+                found.append(f"{selector} #{i}: {box}")
+    return found
+
+
+def images_loaded(page, selector: str) -> bool:
+    return page.eval_on_selector_all(selector, "els => els.length > 0 && els.every(e => e.complete && e.naturalWidth > 0)")
+
+
 def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, tmp_path, trained_zoo):
     if not CHROMIUM.exists():
         pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package with "
@@ -160,11 +198,12 @@ def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, t
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-            headless=True, viewport={"width": 1500, "height": 1100})
+            headless=True, viewport=WINDOW)
         page = browser.new_page()
         try:
             page.goto(f"{url}/lab/tree/{NOTEBOOK.name}")
             page.wait_for_selector(".jp-Notebook .jp-CodeCell .jp-InputArea-editor", timeout=KERNEL_SECONDS * 1000)
+            close_the_side_bar(page)
             run_all_cells(page)
             page.wait_for_selector(f"{CANDIDATE}, {TRACEBACK}", timeout=NOTEBOOK_SECONDS * 1000)
             assert page.query_selector(CANDIDATE), "a cell raised (its traceback is printed below)"
@@ -173,6 +212,14 @@ def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, t
             before_src, before_digest, before_pe = (page.get_attribute(CANDIDATE, "src"),
                                                     image_digest(page, CANDIDATE), shown_pe(page))
             assert first in page.inner_text(READOUT)
+            page.eval_on_selector(".pescore-explorer", "el => el.scrollIntoView({block: 'start'})")
+            page.wait_for_function("document.querySelector('img.pescore-summary').naturalWidth > 0")
+            assert images_loaded(page, "img.pescore-colorbar"), "a colour bar did not load"
+            assert page.eval_on_selector_all("img.pescore-colorbar", "els => els.length") == 3
+            assert outside_the_window(page) == [], "parts of the explorer lie outside the 1440x900 window"
+            page.screenshot(path=str(ARTIFACTS / "explorer.png"))
+            before_verdict = page.inner_text(VERDICT)
+            assert re.search(r"trustworthy", before_verdict) and "control PE" in before_verdict
 
             page.focus(RATIO_HANDLE)
             page.keyboard.press("ArrowRight")
@@ -181,8 +228,10 @@ def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, t
             page.wait_for_function(f"document.querySelector('{READOUT}').innerText.includes({json.dumps(second)})",
                                    timeout=30_000)
             page.wait_for_function(f"document.querySelector('{CANDIDATE}').naturalWidth > 0")
-            page.eval_on_selector(".pescore-explorer", "el => el.scrollIntoView({block: 'start'})")
-            page.screenshot(path=str(ARTIFACTS / "explorer.png"), full_page=True)
+            page.wait_for_function(f"document.querySelector('{VERDICT}').innerText !== {json.dumps(before_verdict)}",
+                                   timeout=30_000)
+            assert second.split("@")[1] in page.inner_text(VERDICT)  # the verdict names the model it judges
+            page.screenshot(path=str(ARTIFACTS / "explorer-after-slider.png"))
 
             assert image_digest(page, CANDIDATE) != before_digest
             image = int(re.search(r"image (\d+)", page.inner_text(READOUT)).group(1))
@@ -191,9 +240,43 @@ def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, t
             assert shown_pe(page) == pytest.approx(float(ds.pe.sel(model=second).sel(at)), abs=5e-5)
             assert shown_pe(page) != before_pe
         except Exception:
-            page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"), full_page=True)
+            page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"))
             outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
             print(f"Notebook outputs at the failure (screenshot in {ARTIFACTS}):\n{outputs[-3000:]}")
             raise
         finally:
             browser.close()
+
+
+def test_the_html_report_opens_in_chromium_with_every_image_and_no_error(tmp_path):
+    """The report of a hand-made Dataset, opened from disk: images decode, nothing is fetched, no
+    console error."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package with "
+                    "'apt-get update && apt-get install -y chromium'.")
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthetic import results_dataset
+
+    from pescore_nb import html_report
+    ds = results_dataset(n_images=12, size=32, controls={"control:finetune": 0.05, "control:twin": 0.3})
+    path = html_report.report(ds, tmp_path / "report.html", n_resamples=100, heatmap_images=2)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    errors, requests = [], []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        page = browser.new_page(viewport=WINDOW)
+        page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.on("request", lambda request: requests.append(request.url)
+                if not request.url.startswith(("file:", "data:")) else None)
+        try:
+            page.goto(path.as_uri())
+            page.wait_for_load_state("load")
+            count = page.eval_on_selector_all("img", "els => els.length")
+            assert count == 2 * (3 + 2), "a figure is missing from the report"
+            assert images_loaded(page, "img"), "an embedded figure did not decode"
+            assert "none trusted" in page.inner_text("#trust")
+            page.screenshot(path=str(ARTIFACTS / "report.png"), full_page=True)
+        finally:
+            browser.close()
+    assert errors == [] and requests == []

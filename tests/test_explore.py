@@ -57,14 +57,14 @@ def test_ratio_changes_the_candidate_panels_but_not_the_reference(ds):
     for name in ("candidate", "difference", "masks", "side_b", "summary"):
         assert getattr(panels, name).value != before[name], f"{name} did not change with the ratio"
     assert panels.side_a.value == panels.candidate.value
-    assert "l2 @ 0.60" in explorer.captions.candidate.value
+    assert "L2-norm filter @ 0.60" in explorer.captions.candidate.value
 
 
 def test_readout_numbers_equal_the_datasets_for_every_selection(ds):
     explorer = explore(ds)
     c = explorer.controls
-    for pruner, ratio, layer, method in [("l2", 0.3, 0, 0), ("random", 0.6, 1, 0), ("random", 0.3, 1, 1)]:
-        c.pruner.value, c.ratio.value, c.layer.value, c.method.value = pruner, ratio, layer, method
+    for pruner, ratio, layer, cam in [("l2", 0.3, 0, 0), ("random", 0.6, 1, 0), ("random", 0.3, 1, 1)]:
+        c.pruner.value, c.ratio.value, c.layer.value, c.cam.value = pruner, ratio, layer, cam
         c.image.value = c.image.options[-1][1]  # the highest PE of the list
         where = selected(explorer)
         assert where[schema.MODEL] == f"{pruner}@{ratio:.2f}"
@@ -94,7 +94,7 @@ def test_the_image_panels_show_the_datasets_maps(ds):
 def test_summary_curves_and_bars_equal_by_class(ds):
     explorer = explore(ds)
     c, summary = explorer.controls, explorer.summary
-    c.pruner.value, c.compare.value, c.layer.value, c.method.value, c.ratio.value = "random", "l2", 1, 1, 0.3
+    c.pruner.value, c.compare.value, c.layer.value, c.cam.value, c.ratio.value = "random", "l2", 1, 1, 0.3
     pe = by_class(ds).sel({schema.LAYER: "features.7", schema.CAM: "gradcam"})  # method= is sel's own
     models = [schema.REFERENCE, "random@0.30", "random@0.60"]
     for k, line in enumerate(summary.pe_lines):
@@ -131,21 +131,32 @@ def test_pruner_change_offers_its_ratios_and_keeps_the_nearest():
     explorer = explore(ds)
     c = explorer.controls
     c.ratio.value = 0.6
-    assert "no random model @ 0.60" in explorer.captions.side_b.value
+    assert "no random filter model here" in explorer.captions.side_b.value
     assert all(np.isnan(bar.get_height()) or bar.get_height() == 0 for bar in explorer.summary.compared_bars)
     c.pruner.value = "random"
     assert c.ratio.options == (("0.30", 0.3),)
     assert selected(explorer)[schema.MODEL] == "random@0.30"
 
 
-def test_compare_changes_only_the_side_by_side_view(ds):
+def test_compare_never_shows_a_pruner_beside_itself():
+    ds = results_dataset(n_images=12, size=16, pruners=("l2", "random", "l1"))
     explorer = explore(ds)
     panels, c = explorer.panels, explorer.controls
+    assert c.pruner.value == "l2" and [v for _, v in c.compare.options] == ["random", "l1"]
     candidate, side_b = panels.candidate.value, panels.side_b.value
-    c.compare.value = "l2"
-    assert panels.candidate.value == candidate
-    assert panels.side_b.value != side_b
-    assert panels.side_b.value == panels.side_a.value  # l2 against itself
+    c.compare.value = "l1"
+    assert panels.candidate.value == candidate and panels.side_b.value != side_b  # only the side-by-side changed
+    c.pruner.value = "l1"  # the compared pruner becomes the selected one: B must move to another
+    assert c.compare.value != "l1" and "l1" not in [v for _, v in c.compare.options]
+    assert explorer.compared_model() != explorer.selected_model()
+    assert "hatched L2-norm filter @ 0.30" in explorer.captions.summary.value
+
+
+def test_one_pruner_hides_the_side_by_side_view():
+    explorer = explore(results_dataset(n_images=12, size=16, pruners=("l2",)))
+    assert explorer.controls.compare.layout.display == "none"
+    assert explorer._side_by_side.layout.display == "none"
+    assert explorer.compared_model() is None
 
 
 def test_degenerate_maps_are_flagged_in_the_readout(ds):
@@ -175,7 +186,91 @@ def test_errors_name_the_problem_and_the_fix(ds):
     with pytest.raises(ValueError, match=r"lacks \['input'\].*pescore_nb.evaluate"):
         explore(ds.drop_vars(schema.INPUT))
     twice = ds.assign_coords({schema.RATIO: (schema.MODEL, [0.0, 0.3, 0.3, 0.3, 0.6])})
-    with pytest.raises(ValueError, match=r"both pruned by 'l2' at ratio 0.3.*isel"):
+    with pytest.raises(ValueError, match=r"'l2' has two models at one ratio.*different pruner names"):
         explore(twice)
-    with pytest.raises(ValueError, match="only the reference"):
+    with pytest.raises(ValueError, match="no pruned candidate"):
         explore(ds.isel(model=[0]))
+
+
+CONTROLS = {schema.CONTROL_FINETUNE: 0.05, schema.CONTROL_TWIN: 0.3}
+
+
+def test_opens_on_the_first_pruners_lowest_ratio_and_the_median_image():
+    ds = results_dataset(n_images=15, size=16, ratios=(0.6, 0.2, 0.4), controls=CONTROLS)
+    ds = ds.isel(model=[1, 2, 0, 3, 4, 5, 6, 7, 8])  # the reference not first: found by role, not position
+    explorer = explore(ds)
+    c = explorer.controls
+    assert (c.pruner.value, c.ratio.value) == ("l2", 0.2)
+    pe = ds.pe.sel({schema.MODEL: "l2@0.20", schema.LAYER: "features.3", schema.CAM: "gradcam++"}).values
+    median = np.median(pe)
+    assert abs(pe[c.image.value] - median) == np.min(np.abs(pe - median))
+    assert pe[c.image.value] > pe.min()  # not the worst image ...
+    explorer.worst.click()  # ... which stays one click away
+    assert pe[c.image.value] == pe.min()
+    reference = ds.heatmap.sel({schema.MODEL: schema.REFERENCE, schema.LAYER: "features.3"}).isel(cam=0)
+    threshold = pescore_nb.PEConfig.from_attrs(ds.attrs).iou_threshold
+    both = pixels(explorer.panels.masks.value).min(axis=-1) == 255
+    assert not np.any(both & (reference.isel(image=c.image.value).values < threshold))
+
+
+def test_candidates_without_ratios_get_a_model_picker():
+    ds = results_dataset(n_images=12, size=16, controls=CONTROLS)
+    names = ds.model.values.tolist()
+    unswept = ds.assign_coords({schema.RATIO: (schema.MODEL, [0.0] + [np.nan] * 4 + [0.0, 0.0]),
+                                schema.PRUNER: (schema.MODEL, ["none"] + ["unknown"] * 4 + ["none", "none"])})
+    explorer = explore(unswept)  # used to raise TraitError: Invalid selection
+    c = explorer.controls
+    assert not hasattr(c, "ratio") and not hasattr(c, "pruner")
+    assert [name for name, _ in c.model.options][:4] == names[1:5]
+    assert c.model.value != c.compare.value
+    c.model.value = names.index("random@0.60")
+    assert "<b>random@0.60</b>" in explorer.readout.value
+    shown = readout_numbers(explorer)["pe"]
+    where = {schema.LAYER: "features.7" if c.layer.value else "features.3", schema.CAM: "gradcam++",
+             schema.IMAGE: c.image.value}
+    assert shown == pytest.approx(float(ds.pe.sel(where).sel(model="random@0.60")), abs=5e-5)
+    c.compare.value = c.compare.options[-1][1]  # the last model of the picker: control:twin
+    assert "hatched control: twin" in explorer.captions.summary.value
+
+
+def test_verdict_follows_the_trust_rule_and_the_ratio():
+    ds = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6), controls={schema.CONTROL_FINETUNE: 0.0})
+    explorer = explore(ds)
+    verdicts = pescore_nb.assess(ds).sel({schema.LAYER: "features.3", schema.CAM: "gradcam++"})
+    assert bool(verdicts.trustworthy.sel(model="l2@0.02")) and not bool(verdicts.trustworthy.sel(model="l2@0.60"))
+    assert "✔ trustworthy" in explorer.verdict.value
+    control_pe = float(verdicts.control_pe)
+    assert f"control PE (fine-tune only) <b>{control_pe:.3f}</b>" in explorer.verdict.value
+    assert "trusted up to ratio <b style='color:#007a4d'>0.02</b>" in explorer.verdict.value
+    explorer.controls.ratio.value = 0.6
+    assert "✘ not trustworthy" in explorer.verdict.value
+    assert explorer.summary.trust_line.get_ydata()[0] == pytest.approx(control_pe)
+    assert explorer.summary.trusted_span.get_x() + explorer.summary.trusted_span.get_width() == pytest.approx(0.02)
+
+
+def test_colour_bars_and_a_fixed_size_summary(ds):
+    explorer = explore(ds)
+    cam_bar = pixels(explorer.colorbars.cam.value)
+    assert cam_bar.shape[0] == explorer.panel_width
+    assert pixels(explorer.colorbars.difference.value).shape[0] == explorer.panel_width
+    summary = pixels(explorer.panels.summary.value)
+    width, height = explorer.summary.pixels
+    assert summary.shape[:2] == (height, width)
+    assert explorer.panels.summary.layout.width == f"{width}px"
+    assert explorer.summary.curve_axes.get_ylabel() and explorer.summary.bar_axes.get_ylabel()
+    legend = [t.get_text() for t in explorer.summary.class_legend.get_texts()]
+    assert legend == ["class0", "class1", "class2", "all (weighted)"]
+
+
+def test_the_difference_is_drawn_over_a_visible_symmetric_range():
+    from pescore_nb.explorer.render import difference
+    reference = np.zeros((4, 4))
+    candidate = np.full((4, 4), 0.08)  # a small drift: +-1 would draw it nearly white
+    red = difference(reference, candidate)[0, 0].astype(int)
+    assert red[0] - red[2] > 100  # clearly red, over the range +-0.1
+
+
+def test_the_ratio_slider_gives_each_stop_room():
+    ds = results_dataset(n_images=6, size=8, ratios=tuple(np.round(np.arange(0.1, 1.0, 0.1), 1)))
+    slider = explore(ds).controls.ratio
+    assert int(slider.layout.width.removesuffix("px")) >= 40 * len(slider.options)

@@ -8,6 +8,7 @@ import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
+import matplotlib.text  # noqa: E402
 from pescore_nb import plot, schema  # noqa: E402
 from pescore_nb.scores import score  # noqa: E402
 from synthetic import results_dataset  # noqa: E402
@@ -35,16 +36,17 @@ def line(ax, label):
 def test_pe_vs_ratio_draws_a_banded_line_per_pruner_from_the_reference(ds):
     fig = plot.pe_vs_ratio(ds, **FAST)
     score_ax, accuracy_ax = fig.axes
-    assert legend_texts(score_ax) == [*PRUNERS, schema.REFERENCE]
+    assert legend_texts(fig)[:3] == ["L2-norm filter", "random filter", schema.REFERENCE]
+    assert "layer features.3 · Grad-CAM++" in score_ax.get_title()
     assert score_ax.get_ylabel() == "PE-score" and accuracy_ax.get_ylabel() == "Accuracy"
     assert accuracy_ax.get_xlabel() == "Pruning ratio"
     expected = score(ds).sel(PICK)
     for pruner in PRUNERS:
         models = ["reference"] + [f"{pruner}@{r:.2f}" for r in RATIOS]
-        drawn = line(score_ax, pruner)
+        drawn = line(score_ax, plot.pruner_name(pruner))
         np.testing.assert_allclose(drawn.get_xdata(), [0.0, *RATIOS])
         np.testing.assert_allclose(drawn.get_ydata(), expected.sel(model=models))
-        np.testing.assert_allclose(line(accuracy_ax, pruner).get_ydata(), ds[schema.ACCURACY].sel(model=models))
+        np.testing.assert_allclose(line(accuracy_ax, plot.pruner_name(pruner)).get_ydata(), ds[schema.ACCURACY].sel(model=models))
     for ax in fig.axes:
         assert sum(isinstance(c, PolyCollection) for c in ax.collections) == len(PRUNERS)
     assert line(score_ax, schema.REFERENCE).get_xdata().tolist() == [0.0]
@@ -53,7 +55,7 @@ def test_pe_vs_ratio_draws_a_banded_line_per_pruner_from_the_reference(ds):
 def test_pe_vs_ratio_picks_the_layer(ds):
     fig = plot.pe_vs_ratio(ds, layer="features.7", **FAST)
     expected = score(ds).sel({"layer": "features.7", "cam": "gradcam++", "model": "random@0.60"})
-    assert line(fig.axes[0], "random").get_ydata()[-1] == pytest.approx(float(expected))
+    assert line(fig.axes[0], "random filter").get_ydata()[-1] == pytest.approx(float(expected))
     with pytest.raises(KeyError, match="pass one of"):
         plot.pe_vs_ratio(ds, layer="features.99")
 
@@ -61,7 +63,7 @@ def test_pe_vs_ratio_picks_the_layer(ds):
 def test_pe_vs_ratio_without_predictions_draws_the_accuracy_coordinate_unbanded(ds):
     fig = plot.pe_vs_ratio(ds.drop_vars(schema.PRED), **FAST)
     assert not any(isinstance(c, PolyCollection) for c in fig.axes[1].collections)
-    assert line(fig.axes[1], "l2").get_ydata()[1] == pytest.approx(float(ds[schema.ACCURACY][1]))
+    assert line(fig.axes[1], "L2-norm filter").get_ydata()[1] == pytest.approx(float(ds[schema.ACCURACY][1]))
 
 
 def test_class_bars_one_bar_per_class_and_pruner_with_intervals(ds):
@@ -69,7 +71,8 @@ def test_class_bars_one_bar_per_class_and_pruner_with_intervals(ds):
     (ax,) = fig.axes
     assert len(ax.patches) == len(PRUNERS) * 3
     assert [t.get_text() for t in ax.get_xticklabels()] == ["class0", "class1", "class2"]
-    assert legend_texts(ax) == list(PRUNERS)
+    assert legend_texts(fig) == ["L2-norm filter", "random filter"]
+    assert "layer features.3 · Grad-CAM++" in ax.get_title()
     assert len(ax.containers) == 2 * len(PRUNERS)  # a BarContainer and an ErrorbarContainer per pruner
     assert ax.get_ylabel() == "PE-score at ratio 0.6"
     with pytest.raises(ValueError, match=r"ratios \[0.3, 0.6\]"):
@@ -81,8 +84,10 @@ def test_heatmap_grid_images_by_models_over_the_input(ds):
     panels = fig.axes[:-1]  # the last axes is the colour bar
     assert len(panels) == 3 * (1 + len(RATIOS))
     assert [ax.get_title() for ax in panels[:3]] == ["reference", "0.3", "0.6"]
-    assert fig._suptitle.get_text() == "CAMs as the l2 pruning ratio grows"
-    assert [panels[i * 3].get_ylabel() for i in range(3)] == ["class0", "class1", "class2"]
+    assert fig._suptitle.get_text() == "CAMs as the L2-norm filter pruning ratio grows\nlayer features.3 · Grad-CAM++"
+    assert [panels[i * 3].get_ylabel() for i in range(3)] == ["class0\n#0", "class1\n#2", "class2\n#4"]
+    pe = ds[schema.PE].sel(layer="features.3").isel(cam=0)
+    assert panels[4].get_xlabel() == f"PE {float(pe.sel(model='l2@0.30', image=1)):.2f}"
     assert all(len(ax.get_images()) == 2 for ax in panels)
     np.testing.assert_allclose(panels[2].get_images()[1].get_array(),
                                ds[schema.HEATMAP].sel(model="l2@0.60", layer="features.3").isel(cam=0, image=0))
@@ -93,7 +98,7 @@ def test_heatmap_grid_named_images_other_pruner_and_no_input(ds):
     fig = plot.heatmap_grid(ds.drop_vars(schema.INPUT), pruner="random", images=[4, 5])
     panels = fig.axes[:-1]
     assert len(panels) == 2 * 3 and all(len(ax.get_images()) == 1 for ax in panels)
-    assert panels[1].get_title() == "0.3" and "random" in fig._suptitle.get_text()
+    assert panels[1].get_title() == "0.3" and "random filter" in fig._suptitle.get_text()
     with pytest.raises(KeyError, match="No pruner 'taylor'"):
         plot.heatmap_grid(ds, pruner="taylor")
 
@@ -101,19 +106,21 @@ def test_heatmap_grid_named_images_other_pruner_and_no_input(ds):
 def test_drop_scatter_places_each_model_at_its_two_drops(ds):
     fig = plot.drop_scatter(ds)
     (ax,) = fig.axes
-    assert legend_texts(fig) == [*PRUNERS, "equal drop", "2 % accuracy drop"]
+    assert legend_texts(fig) == ["L2-norm filter", "random filter", "equal drop", "accuracy budget (2 points)"]
+    assert "pruning ratio" in ax.get_title() and "layer features.3 · Grad-CAM++" in ax.get_title()
     assert ax.get_xlabel() == "Accuracy drop" and ax.get_ylabel() == "PE-score drop"
     pe = score(ds).sel(PICK)
     models = [f"random@{r:.2f}" for r in RATIOS]
-    drawn = line(ax, "random")
+    drawn = line(ax, "random filter")
     np.testing.assert_allclose(drawn.get_xdata(), ds[schema.ACCURACY][0] - ds[schema.ACCURACY].sel(model=models))
     np.testing.assert_allclose(drawn.get_ydata(), pe[0] - pe.sel(model=models))
-    assert sorted(t.get_text() for t in ax.texts) == ["0.3", "0.3", "0.6", "0.6"]
+    assert sorted(t.get_text() for t in ax.texts) == ["0.3", "0.3", "0.6", "0.6"]  # room for all four here
 
 
 def test_decomposition_one_panel_per_pruner_with_the_three_terms_and_pe(ds):
     fig = plot.decomposition(ds)
-    assert [ax.get_title(loc="left") for ax in fig.axes] == list(PRUNERS)
+    assert [ax.get_title(loc="left") for ax in fig.axes] == ["L2-norm filter", "random filter"]
+    assert "layer features.3 · Grad-CAM++" in fig._suptitle.get_text()
     assert legend_texts(fig.axes[0]) == ["SSIM", "IoU", "Conf", "PE-score"]
     iou = score(ds, schema.IOU).sel(PICK)
     np.testing.assert_allclose(line(fig.axes[1], "IoU").get_ydata(),
@@ -128,6 +135,7 @@ def test_layer_ratio_map_holds_every_layer_at_every_ratio(ds):
     assert [t.get_text() for t in ax.get_xticklabels()] == ["ref", "0.3", "0.6"]
     assert [t.get_text() for t in ax.get_yticklabels()] == ["features.3", "features.7"]
     assert len(ax.texts) == 2 * 3 and fig.axes[1].get_ylabel() == "PE-score"
+    assert "Grad-CAM++" in ax.get_title() and ax.get_xlabel() == "Pruning ratio (random filter)"
 
 
 MAGIC = {".png": b"\x89PNG\r\n\x1a\n", ".pdf": b"%PDF-", ".svg": b"<?xml"}
@@ -154,3 +162,86 @@ def test_every_figure_is_one_column_wide(ds):
     figures = [plot.pe_vs_ratio(ds, **FAST), plot.class_bars(ds, 0.3, **FAST), plot.heatmap_grid(ds),
                plot.drop_scatter(ds), plot.decomposition(ds), plot.layer_ratio_map(ds)]
     assert all(fig.get_figwidth() == plot.COLUMN_WIDTH for fig in figures)
+
+
+def test_the_figures_take_cam_not_method(ds):
+    with pytest.raises(TypeError, match="cam="):
+        plot.drop_scatter(ds, method="gradcam++")
+    fig = plot.drop_scatter(ds, cam="gradcam++")
+    assert "Grad-CAM++" in fig.axes[0].get_title()
+
+
+def test_every_full_name_comes_from_one_table():
+    assert plot.PRUNER_NAMES["l2"] == "L2-norm filter" and plot.PRUNER_NAMES["senpis"] == "SeNPIS-Faster"
+    assert plot.pruner_name("random") == "random filter" and plot.pruner_name("mine") == "mine"
+
+
+@pytest.fixture(scope="module")
+def with_controls():
+    return results_dataset(n_images=12, size=16, pruners=PRUNERS, ratios=RATIOS,
+                           controls={schema.CONTROL_FINETUNE: 0.05, schema.CONTROL_TWIN: 0.3})
+
+
+def test_pe_vs_ratio_draws_the_trust_lines_chance_and_the_controls(with_controls):
+    ds = with_controls
+    fig = plot.pe_vs_ratio(ds, **FAST)
+    score_ax, accuracy_ax = fig.axes
+    pe = score(ds).sel(PICK)
+    control = line(score_ax, "control PE (fine-tune only)")
+    assert control.get_ydata()[0] == pytest.approx(float(pe.sel(model=schema.CONTROL_FINETUNE)))
+    budget = line(accuracy_ax, "accuracy budget (−2 points)")
+    assert budget.get_ydata()[0] == pytest.approx(float(ds.accuracy.sel(model="reference")) - 0.02)
+    assert line(accuracy_ax, "chance (1/3)").get_ydata()[0] == pytest.approx(1 / 3)
+    twin = line(score_ax, "control: twin (other seed)")
+    assert twin.get_ydata()[0] == pytest.approx(float(pe.sel(model=schema.CONTROL_TWIN)))
+    assert {"fine-tune", "twin"} <= {t.get_text() for t in score_ax.texts}
+    ratios = line(score_ax, "random filter").get_xdata()
+    np.testing.assert_allclose(ratios, [0.0, *RATIOS])  # the controls never enter a pruner's line
+    without = plot.pe_vs_ratio(ds.drop_sel(model=[schema.CONTROL_FINETUNE, schema.CONTROL_TWIN]), **FAST)
+    assert line(without.axes[0], "trust threshold 0.8").get_ydata()[0] == 0.8
+
+
+def test_pe_vs_cost_places_each_model_at_its_share_of_the_references_macs(with_controls):
+    ds = with_controls
+    fig = plot.pe_vs_cost(ds)
+    macs_ax, params_ax = fig.axes
+    models = ["reference", "l2@0.30", "l2@0.60"]
+    drawn = line(macs_ax, "L2-norm filter")
+    np.testing.assert_allclose(drawn.get_xdata(), ds.macs.sel(model=models) / float(ds.macs.sel(model="reference")))
+    np.testing.assert_allclose(drawn.get_ydata(), score(ds).sel(PICK).sel(model=models))
+    assert macs_ax.get_xlabel().startswith("MACs") and params_ax.get_xlabel().startswith("parameters")
+    assert "layer features.3 · Grad-CAM++" in macs_ax.get_title()
+
+
+def test_drop_scatter_labels_never_overlap_each_other_or_a_marker():
+    ds = results_dataset(n_images=12, size=16, pruners=PRUNERS, ratios=tuple(np.round(np.arange(0.1, 1.0, 0.1), 1)))
+    fig = plot.drop_scatter(ds)
+    (ax,) = fig.axes
+    renderer = fig.canvas.get_renderer()
+    boxes = [t.get_window_extent(renderer) for t in ax.texts]
+    assert len(boxes) >= 9  # at least half of the 18 points are labelled
+    for i, box in enumerate(boxes):
+        assert not any(box.overlaps(other) for other in boxes[i + 1:])
+    radius = plot.STYLE["lines.markersize"] * fig.dpi / 72 * 0.8
+    for drawn in ax.get_lines()[:2]:
+        for x, y in ax.transData.transform(np.column_stack([drawn.get_xdata(), drawn.get_ydata()])):
+            assert not any(b.x0 < x + radius and x - radius < b.x1 and b.y0 < y + radius and y - radius < b.y1
+                           for b in boxes)
+
+
+def test_heatmap_grid_overlays_the_map_on_a_grey_picture(ds):
+    fig = plot.heatmap_grid(ds, images=1)
+    picture = fig.axes[0].get_images()[0].get_array()
+    assert picture.ndim == 3 and np.all(picture[..., 0] == picture[..., 1])  # grey: no object colour mixes in
+    assert fig.axes[0].get_images()[1].get_cmap().name == plot.CAM_COLORMAP
+
+
+def test_figures_are_readable_in_a_notebook(ds):
+    """At least 600 px wide on screen, and no text under 9 px (a 1000 px notebook column)."""
+    for fig in [plot.pe_vs_ratio(ds, **FAST), plot.drop_scatter(ds), plot.heatmap_grid(ds), plot.pe_vs_cost(ds)]:
+        shown = fig.get_figwidth() * fig.dpi
+        scale = min(1.0, 1000 / shown)  # a wider figure is shrunk to the column
+        assert shown * scale >= 600
+        texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
+        smallest = min(t.get_fontsize() for t in texts) * fig.dpi / 72 * scale
+        assert smallest >= 9, smallest

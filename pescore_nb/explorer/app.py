@@ -1,7 +1,10 @@
 """The explorer app: ipywidgets controls over a results Dataset, panels redrawn as JPEG or PNG images.
 
 Every control change calls :meth:`Explorer.redraw`, which recomputes only the panels whose
-inputs changed (each panel remembers the key it was drawn for).
+inputs changed (each panel remembers the key it was drawn for). The layout fits a 1440x900
+browser window with JupyterLab's side bar closed (controls, the five map panels with their colour
+bars, the trust verdict, the readout, the side-by-side view and the summary, about 1200 x 640 px)
+and wraps, row by row, in a narrower one.
 """
 from __future__ import annotations
 
@@ -12,109 +15,183 @@ import numpy as np
 import xarray as xr
 
 from .. import schema
+from ..plot import CAM_COLORMAP, CONTROL_NAMES, DIFFERENCE_COLORMAP, cam_name, difference_limit, pruner_name
 from .catalog import Catalog
-from .render import difference, encode, masks, overlay
+from .render import colorbar, difference, encode, masks, overlay
 from .summary import SummaryFigure
 
 ALL = "all"
 PANELS = ("picture", "reference", "candidate", "difference", "masks", "side_a", "side_b", "side_difference")
 PANEL_FORMATS = {"masks": "png"}  # the others are photo-like: JPEG encodes ten times faster
 NO_MODEL_GREY = 200
+PIXELS_PER_STOP = 48  # the ratio slider gives each stop this many pixels: easy to hit with a mouse
+PASS, FAIL = "#007a4d", "#c0392b"
 
 
 class Explorer(widgets.VBox):
     """PE-score of a results Dataset, sliced by pruner, ratio, layer, CAM method, class and image.
 
-    ``controls``: ``pruner``, ``ratio``, ``compare`` (the second pruner of the side-by-side view),
-    ``layer``, ``method``, ``label`` (a class, or ``"all"``) and ``image`` (positions, lowest PE first).
+    ``controls``: ``pruner``, ``ratio`` (a slider, one stop per ratio of the pruner), ``compare``
+    (the other pruner of the side-by-side view; never the selected one, hidden when there is only
+    one), ``layer``, ``cam``, ``label`` (a class, or ``"all"``) and ``image`` (positions, lowest PE
+    first). When the candidates have no ratios (models scored with ``evaluate``, outside a sweep)
+    ``pruner`` and ``ratio`` give way to ``model``, a picker of the candidates and controls, and
+    ``compare`` picks another model. ``worst`` selects the lowest-PE image of the list.
     ``panels``: Image widgets ``picture``, ``reference``, ``candidate``, ``difference``, ``masks``,
-    the side-by-side ``side_a`` (selected pruner), ``side_b`` (compared pruner), ``side_difference``
-    (B - A), and ``summary``; ``readout``: the image's numbers (HTML).
-    Reads only the Dataset; works on one opened lazily from disk.
+    the side-by-side ``side_a`` (selected), ``side_b`` (compared), ``side_difference`` (B - A), and
+    ``summary``; ``colorbars``: ``cam``, ``difference``, ``side_difference``; ``readout``: the
+    image's numbers; ``verdict``: the trust rule on the selected model and the pruner's trusted ratio.
+    It opens on the first pruner's lowest ratio and the image nearest the median PE.
+    Reads only the Dataset; works on one opened lazily from disk. ``rule`` keywords go to
+    :func:`pescore_nb.trust.assess`.
     """
 
-    def __init__(self, ds: xr.Dataset, panel_width: int = 170):
-        self.catalog = catalog = Catalog(ds)
-        first = catalog.pruners[0]
-        others = [p for p in catalog.pruners if p != first]
-        self.controls = SimpleNamespace(
-            pruner=widgets.Dropdown(options=catalog.pruners, description="pruner"),
-            ratio=widgets.SelectionSlider(options=_ratio_options(catalog.ratios[first]), description="ratio"),
-            compare=widgets.Dropdown(options=catalog.pruners, value=(others or [first])[0],
-                                     description="side by side with"),
+    def __init__(self, ds: xr.Dataset, panel_width: int = 150, side_width: int = 112, **rule):
+        self.catalog = catalog = Catalog(ds, **rule)
+        self.panel_width, self.side_width = panel_width, side_width
+        self.by_ratio = catalog.has_ratios
+        label = widgets.Dropdown(options=[("all classes", ALL)] + [(catalog.class_names[k], int(k))
+                                                                   for k in catalog.classes],
+                                 description="class", layout={"width": "190px"})
+        common = dict(
             layer=widgets.Dropdown(options=list(zip(catalog.layers, range(len(catalog.layers)))),
-                                   description="layer"),
-            method=widgets.Dropdown(options=list(zip(catalog.methods, range(len(catalog.methods)))),
-                                    description="CAM"),
-            label=widgets.Dropdown(options=[("all classes", ALL)] + [(catalog.class_names[k], int(k))
-                                                                     for k in catalog.classes],
-                                   description="class"),
-            image=widgets.Dropdown(options=[], description="image", layout={"width": "340px"}))
+                                   description="layer", layout={"width": "230px"}),
+            cam=widgets.Dropdown(options=[(cam_name(name), k) for k, name in enumerate(catalog.cams)],
+                                 description="CAM", layout={"width": "180px"}),
+            label=label,
+            image=widgets.Dropdown(options=[], description="image", layout={"width": "330px"}))
+        if self.by_ratio:
+            first = catalog.pruners[0]
+            ratios = catalog.ratios[first]
+            self.controls = SimpleNamespace(
+                pruner=widgets.Dropdown(options=[(pruner_name(p), p) for p in catalog.pruners], value=first,
+                                        description="pruner", layout={"width": "250px"}),
+                ratio=widgets.SelectionSlider(options=_ratio_options(ratios), value=ratios[0], description="ratio",
+                                              layout={"width": _slider_width(ratios)}),
+                compare=widgets.Dropdown(options=self._compare_options(first), description="side by side with",
+                                         layout={"width": "300px"}),
+                **common)
+            self.controls.ratio.add_class("pescore-ratio")
+        else:
+            first = catalog.pickable[0]
+            self.controls = SimpleNamespace(
+                model=widgets.Dropdown(options=[(self._model_label(m), m) for m in catalog.pickable], value=first,
+                                       description="model", layout={"width": "330px"}),
+                compare=widgets.Dropdown(options=self._compare_options(first), description="side by side with",
+                                         layout={"width": "360px"}),
+                **common)
+            self.controls.model.add_class("pescore-model")
         for control in vars(self.controls).values():
             control.style.description_width = "initial"
-            if control is not self.controls.image:
-                control.layout.width = "250px"
-        self.controls.ratio.add_class("pescore-ratio")
-        self.panels = SimpleNamespace(**{name: widgets.Image(format=PANEL_FORMATS.get(name, "jpeg"),
-                                                             layout={"width": f"{panel_width}px"})
-                                         for name in PANELS},
-                                      summary=widgets.Image(format="png"))
-        for name in PANELS:
+        self.worst = widgets.Button(description="lowest PE", tooltip="show the image with the lowest PE of the list",
+                                    layout={"width": "96px"})
+        self.worst.on_click(lambda _: self._show_worst())
+        self.panels = SimpleNamespace(
+            **{name: widgets.Image(format=PANEL_FORMATS.get(name, "jpeg"),
+                                   layout=_square(side_width if name.startswith("side") else panel_width))
+               for name in PANELS},
+            summary=widgets.Image(format="png"))
+        for name in PANELS + ("summary",):
             getattr(self.panels, name).add_class(f"pescore-{name.replace('_', '-')}")
+        self.colorbars = SimpleNamespace(
+            cam=widgets.Image(format="png", value=colorbar(CAM_COLORMAP, 0.0, 1.0, "CAM", panel_width),
+                              layout={"width": "58px", "height": f"{panel_width}px"}),
+            difference=widgets.Image(format="png", layout={"width": "58px", "height": f"{panel_width}px"}),
+            side_difference=widgets.Image(format="png", layout={"width": "58px", "height": f"{side_width}px"}))
+        for name, bar in vars(self.colorbars).items():
+            bar.add_class("pescore-colorbar")
+            bar.add_class(f"pescore-colorbar-{name.replace('_', '-')}")
         self.captions = SimpleNamespace(**{name: widgets.HTML() for name in PANELS + ("summary",)})
-        self.readout = widgets.HTML()
+        self.readout = widgets.HTML(layout={"width": "100%"})
         self.readout.add_class("pescore-readout")
-        self.summary = SummaryFigure([catalog.class_names[k] for k in catalog.classes],
-                                     max(max(r) for r in catalog.ratios.values()))
+        self.verdict = widgets.HTML(layout={"width": "300px"})
+        self.verdict.add_class("pescore-verdict")
+        class_names = [catalog.class_names[k] for k in catalog.classes]
+        if self.by_ratio:
+            self.summary = SummaryFigure(class_names, max(max(r) for r in catalog.ratios.values()))
+        else:
+            self.summary = SummaryFigure(class_names, x_labels=["reference"] + [_short(catalog.name(m))
+                                                                                for m in catalog.pickable])
+        width, height = self.summary.pixels
+        self.panels.summary.layout = {"width": f"{width}px", "height": f"{height}px", "flex": "0 0 auto"}
+        self.captions.summary.layout = {"width": f"{width}px", "height": "20px", "overflow": "hidden"}
         self._drawn: dict[str, tuple] = {}
         self._quiet = False
         for name, control in vars(self.controls).items():
             control.observe(lambda change, name=name: self._changed(name), "value")
+        self._side_by_side = widgets.VBox(
+            [widgets.HTML("<b>side by side</b>"),
+             widgets.HBox([self._panel(name) for name in PANELS[5:]] + [self.colorbars.side_difference],
+                          layout={"align_items": "flex-end"})],
+            layout={"flex": "0 0 auto", "margin": "0 12px 0 0"})
+        if len(self.controls.compare.options) == 0:  # one pruner (or one model): nothing to compare with
+            self.controls.compare.layout.display = "none"
+            self._side_by_side.layout.display = "none"
         super().__init__(children=self._layout())
         self.add_class("pescore-explorer")
         self._sync_picker()
         self.redraw()
 
+    # -- what is selected ------------------------------------------------------------------------------
+    def selected_model(self) -> int:
+        """The position of the model shown as the candidate."""
+        c = self.controls
+        return self.catalog.model_at(c.pruner.value, c.ratio.value) if self.by_ratio else c.model.value
+
+    def compared_model(self) -> int | None:
+        """The position of the model of the side-by-side view's B; None when there is none."""
+        c = self.controls
+        if c.compare.value is None:
+            return None
+        return self.catalog.model_at(c.compare.value, c.ratio.value) if self.by_ratio else c.compare.value
+
     def redraw(self) -> None:
-        """Bring every panel, the readout and the summary up to date with the controls."""
+        """Bring every panel, the readout, the verdict and the summary up to date with the controls."""
         catalog, c = self.catalog, self.controls
-        layer, method, image, ratio = c.layer.value, c.method.value, c.image.value, c.ratio.value
-        model = catalog.model_at(c.pruner.value, ratio)
-        compared = catalog.model_at(c.compare.value, ratio)
-        maps, picture = catalog.heatmaps(layer, method, image), catalog.picture(image)
+        layer, cam, image = c.layer.value, c.cam.value, c.image.value
+        model, compared, reference = self.selected_model(), self.compared_model(), catalog.reference
+        maps, picture = catalog.heatmaps(layer, cam, image), catalog.picture(image)
         threshold = catalog.config.iou_threshold
-        at = f"{ratio:.2f}"
+        shown = self._model_label(model)
         self._draw("picture", (image,), lambda: picture, "input")
-        self._draw("reference", (layer, method, image), lambda: overlay(picture, maps[0]), "reference")
-        self._draw("candidate", (model, layer, method, image), lambda: overlay(picture, maps[model]),
-                   f"{c.pruner.value} @ {at}")
-        self._draw("difference", (model, layer, method, image), lambda: difference(maps[0], maps[model]),
+        self._draw("reference", (layer, cam, image), lambda: overlay(picture, maps[reference]), "reference")
+        self._draw("candidate", (model, layer, cam, image), lambda: overlay(picture, maps[model]), shown)
+        limit = difference_limit(maps[model] - maps[reference])
+        self._draw("difference", (model, layer, cam, image), lambda: difference(maps[reference], maps[model], limit),
                    "candidate − reference")
-        self._draw("masks", (model, layer, method, image, threshold),
-                   lambda: masks(maps[0], maps[model], threshold),
+        self._colorbar("difference", limit)
+        self._draw("masks", (model, layer, cam, image, threshold),
+                   lambda: masks(maps[reference], maps[model], threshold),
                    f"≥ {threshold:g}: <span style='color:#e63c3c'>ref</span>, "
                    "<span style='color:#3c78f0'>cand</span>, both")
-        values = catalog.readout(model, layer, method, image)
+        values = catalog.readout(model, layer, cam, image)
         self.panels.side_a.value = self.panels.candidate.value  # the same picture, side by side with B
-        self.captions.side_a.value = f"<small>{c.pruner.value} @ {at} · PE {values[schema.PE]:.4f}</small>"
+        self.captions.side_a.value = f"<small>A · PE {values[schema.PE]:.3f}</small>"  # named in the summary's caption
         if compared is None:
             blank = np.full_like(picture, NO_MODEL_GREY)
-            self._draw("side_b", (None, ratio), lambda: blank, f"no {c.compare.value} model @ {at}")
-            self._draw("side_difference", (None, ratio), lambda: blank, "")
+            missing = f"no {pruner_name(c.compare.value)} model here" if c.compare.value is not None else ""
+            self._draw("side_b", (None, model), lambda: blank, missing)
+            self._draw("side_difference", (None, model), lambda: blank, "")
         else:
-            compared_pe = catalog.readout(compared, layer, method, image)[schema.PE]
-            self._draw("side_b", (compared, layer, method, image), lambda: overlay(picture, maps[compared]),
-                       f"{c.compare.value} @ {at} · PE {compared_pe:.4f}")
-            self._draw("side_difference", (model, compared, layer, method, image),
-                       lambda: difference(maps[model], maps[compared]), f"{c.compare.value} − {c.pruner.value}")
+            compared_pe = catalog.readout(compared, layer, cam, image)[schema.PE]
+            self._draw("side_b", (compared, layer, cam, image), lambda: overlay(picture, maps[compared]),
+                       f"B · PE {compared_pe:.3f}")
+            side_limit = difference_limit(maps[compared] - maps[model])
+            self._draw("side_difference", (model, compared, layer, cam, image),
+                       lambda: difference(maps[model], maps[compared], side_limit), "B − A")
+            self._colorbar("side_difference", side_limit)
         self.readout.value = self._readout_html(model, image, values)
-        self._draw_summary(model, compared, layer, method)
+        self.verdict.value = self._verdict_html(model, layer, cam)
+        self._draw_summary(model, compared, layer, cam)
 
+    # -- reacting to the controls ---------------------------------------------------------------------
     def _changed(self, control: str) -> None:
         if self._quiet:
             return
         if control == "pruner":
             self._sync_ratio()
+        if control in ("pruner", "model"):
+            self._sync_compare()
         self._sync_picker()
         self.redraw()
 
@@ -123,23 +200,43 @@ class Explorer(widgets.VBox):
         slider, ratios = self.controls.ratio, self.catalog.ratios[self.controls.pruner.value]
         nearest = min(ratios, key=lambda r: abs(r - slider.value))
         self._quietly(slider, _ratio_options(ratios), nearest)
+        slider.layout.width = _slider_width(ratios)
+
+    def _sync_compare(self) -> None:
+        """Offer every pruner (or model) but the selected one; keep B unless it became the selected one."""
+        c = self.controls
+        selected = c.pruner.value if self.by_ratio else c.model.value
+        options = self._compare_options(selected)
+        values = [value for _, value in options]
+        self._quietly(c.compare, options, c.compare.value if c.compare.value in values else
+                      (values[0] if values else None))
+
+    def _compare_options(self, selected) -> list:
+        catalog = self.catalog
+        if self.by_ratio:
+            return [(pruner_name(p), p) for p in catalog.pruners if p != selected]
+        return [(self._model_label(m), m) for m in catalog.pickable if m != selected]
 
     def _sync_picker(self) -> None:
-        """List the images (of the selected class) lowest PE first; keep the image if it is listed."""
+        """List the images (of the selected class) lowest PE first; keep the image if it is listed,
+        else show the one nearest the list's median PE."""
         catalog, c = self.catalog, self.controls
-        model = catalog.model_at(c.pruner.value, c.ratio.value)
+        model = self.selected_model()
         label = None if c.label.value == ALL else c.label.value
-        key = (model, c.layer.value, c.method.value, label)
+        key = (model, c.layer.value, c.cam.value, label)
         if self._drawn.get("picker") == key:
             return
         self._drawn["picker"] = key
-        order = catalog.worst_first(model, c.layer.value, c.method.value, label)
-        pe = catalog.small[schema.PE].values[model, c.layer.value, c.method.value]
+        order = catalog.worst_first(model, c.layer.value, c.cam.value, label)
+        pe = catalog.small[schema.PE].values[model, c.layer.value, c.cam.value]
         names = catalog.small[schema.IMAGE].values
         options = [(f"PE {pe[i]:.3f} · image {names[i]} ({catalog.class_names[catalog.labels[i]]})", int(i))
                    for i in order]
-        keep = c.image.value if c.image.value in order else int(order[0])
+        keep = c.image.value if c.image.value in order else catalog.typical(model, c.layer.value, c.cam.value, label)
         self._quietly(c.image, options, keep)
+
+    def _show_worst(self) -> None:
+        self.controls.image.value = self.controls.image.options[0][1]
 
     def _quietly(self, control: widgets.ValueWidget, options: list, value) -> None:
         """Replace a control's options and value without triggering a redraw per step."""
@@ -150,6 +247,7 @@ class Explorer(widgets.VBox):
         finally:
             self._quiet = False
 
+    # -- drawing ---------------------------------------------------------------------------------------
     def _draw(self, name: str, key: tuple, rgb, caption: str) -> None:
         """Encode panel ``name`` from ``rgb() -> (H, W, 3)`` unless it was drawn for ``key`` already."""
         if self._drawn.get(name) != key:
@@ -158,28 +256,61 @@ class Explorer(widgets.VBox):
             panel.value = encode(rgb(), panel.format)
         getattr(self.captions, name).value = f"<small>{caption}</small>"
 
-    def _draw_summary(self, model: int, compared: int | None, layer: int, method: int) -> None:
+    def _colorbar(self, name: str, limit: float) -> None:
+        if self._drawn.get(f"colorbar-{name}") != limit:
+            self._drawn[f"colorbar-{name}"] = limit
+            height = self.panel_width if name == "difference" else self.side_width
+            getattr(self.colorbars, name).value = colorbar(DIFFERENCE_COLORMAP, -limit, limit, "Δ CAM", height)
+
+    def _draw_summary(self, model: int, compared: int | None, layer: int, cam: int) -> None:
         catalog, c, summary = self.catalog, self.controls, self.summary
         label = c.label.value
-        key = (c.pruner.value, c.compare.value, model, compared, layer, method, label)
+        key = (model, compared, layer, cam, label)
         if self._drawn.get("summary") == key:
             return
         self._drawn["summary"] = key
-        summary.set_curves(*catalog.curve(c.pruner.value, layer, method))
-        summary.set_ratio(c.ratio.value)
-        summary.set_bars(self._bar_heights(model, layer, method), self._bar_heights(compared, layer, method))
-        self.captions.summary.value = (
-            f"<small>left: {c.pruner.value} · {catalog.layers[layer]} · {catalog.methods[method]}, PE (solid) "
-            f"and accuracy (dashed) per class vs ratio · right: PE @ {c.ratio.value:.2f}, {c.pruner.value} "
-            f"(solid) vs {c.compare.value} (hatched)</small>")
+        verdict = catalog.verdict(model, layer, cam)
+        budget = catalog.accuracy[catalog.reference] - verdict["max_accuracy_drop"] if verdict else np.nan
+        trust_pe = np.nan
+        if verdict:
+            trust_pe = verdict["control_pe"] if verdict["rule"] == "control" else verdict["pe_threshold"]
+        if self.by_ratio:
+            pruner = c.pruner.value
+            summary.set_curves(*catalog.curve(pruner, layer, cam))
+            summary.set_ratio(c.ratio.value)
+            trusted = catalog.trusted(pruner, layer, cam)
+            summary.set_trust(trust_pe, budget, trusted["ratio"] if trusted else None)
+            where = f"{pruner_name(pruner)} · {catalog.layers[layer]} · {cam_name(catalog.cams[cam])}"
+            at = f"ratio {c.ratio.value:.2f}"
+        else:
+            models = [catalog.reference] + catalog.pickable
+            summary.set_curves(*catalog.curve_of(models, layer, cam, np.arange(len(models))))
+            summary.set_ratio(models.index(model))
+            summary.set_trust(trust_pe, budget, None)
+            where = f"every model · {catalog.layers[layer]} · {cam_name(catalog.cams[cam])}"
+            at = "this model"
+        summary.set_bars(self._bar_heights(model, layer, cam), self._bar_heights(compared, layer, cam))
+        compared_name = self._model_label(compared) if compared is not None else "none"
+        self.captions.summary.value = (f"<small><b>{where}</b> · bars at {at}: solid {self._model_label(model)}, "
+                                       f"hatched {compared_name}</small>")
         summary.highlight(None if label == ALL else catalog.classes.index(label))
         self.panels.summary.value = summary.png()
 
-    def _bar_heights(self, model: int | None, layer: int, method: int) -> np.ndarray:
+    def _bar_heights(self, model: int | None, layer: int, cam: int) -> np.ndarray:
         """PE per class then class-weighted ``(K + 1,)``; NaN when there is no such model."""
         if model is None:
             return np.full(len(self.catalog.classes) + 1, np.nan)
-        return np.append(self.catalog.pe_by_class[model, layer, method], self.catalog.pe_overall[model, layer, method])
+        return np.append(self.catalog.pe_by_class[model, layer, cam], self.catalog.pe_overall[model, layer, cam])
+
+    def _model_label(self, model: int) -> str:
+        catalog = self.catalog
+        name = catalog.name(model)
+        if catalog.role(model) == schema.CONTROL:
+            return CONTROL_NAMES.get(name, name)
+        if self.by_ratio and catalog.role(model) == schema.CANDIDATE:
+            ratio = float(catalog.small[schema.RATIO].values[model])
+            return f"{pruner_name(catalog.pruner(model))} @ {ratio:.2f}"
+        return name
 
     def _readout_html(self, model: int, image: int, values: dict) -> str:
         catalog = self.catalog
@@ -189,33 +320,101 @@ class Explorer(widgets.VBox):
         return (f"<b>{catalog.name(model)}</b> · image {catalog.small[schema.IMAGE].values[image]} "
                 f"({names[values['label']]}): "
                 f"SSIM <b>{values[schema.SSIM]:.4f}</b> · IoU <b>{values[schema.IOU]:.4f}</b> · "
-                f"Conf <b>{values[schema.CONF]:.4f}</b> · PE <b>{values[schema.PE]:.4f}</b><br>"
+                f"Conf <b>{values[schema.CONF]:.4f}</b> · PE <b>{values[schema.PE]:.4f}</b> · "
                 f"p(target): reference {values['ref_prob']:.3f}, candidate {values['cand_prob']:.3f} · "
                 f"predicted: reference {names.get(values['ref_pred'], values['ref_pred'])}, "
                 f"candidate {names.get(values['cand_pred'], values['cand_pred'])}{warning}")
 
+    def _verdict_html(self, model: int, layer: int, cam: int) -> str:
+        """The trust rule on the selected model (pass or fail, and why), the control's PE, and the
+        pruner's trusted ratio, at the selected layer and CAM method."""
+        catalog = self.catalog
+        verdict = catalog.verdict(model, layer, cam)
+        if verdict is None:
+            return f"<div style='line-height:1.35'><b>trust rule</b>: {catalog.trust_error}</div>"
+        lines = []
+        if catalog.role(model) == schema.CONTROL:
+            lines.append(f"<b>{self._model_label(model)}</b>: a control, not judged "
+                         f"(PE {verdict['pe']:.3f})")
+        else:
+            ok = verdict["trustworthy"]
+            colour, mark = (PASS, "✔ trustworthy") if ok else (FAIL, "✘ not trustworthy")
+            lines.append(f"<b style='color:{colour};font-size:1.1em'>{mark}</b> · {self._model_label(model)}")
+            lines.append(" · ".join(_reasons(verdict)))
+        if verdict["rule"] == "control":
+            twin = "" if np.isnan(verdict["twin_pe"]) else f" · twin {verdict['twin_pe']:.3f}"
+            lines.append(f"control PE (fine-tune only) <b>{verdict['control_pe']:.3f}</b>{twin}")
+        else:
+            lines.append(f"no control: absolute threshold PE ≥ {verdict['pe_threshold']:g}")
+        if self.by_ratio:
+            pruner = self.controls.pruner.value
+            trusted = catalog.trusted(pruner, layer, cam)
+            if trusted is None:
+                lines.append(f"{pruner_name(pruner)}: {catalog.trust_error or 'no trusted ratio'}")
+            elif trusted["model"] is None:
+                lines.append(f"{pruner_name(pruner)}: <b style='color:{FAIL}'>none trusted</b> "
+                             f"(fails at {trusted['first_failure']:.2f} on {trusted['fails_on']})")
+            else:
+                failure = ("" if not trusted["fails_on"] else
+                           f"; fails at {trusted['first_failure']:.2f} on {trusted['fails_on']}")
+                lines.append(f"{pruner_name(pruner)}: trusted up to ratio "
+                             f"<b style='color:{PASS}'>{trusted['ratio']:.2f}</b>{failure}")
+        lines.append(f"<span style='color:#555;font-size:0.85em'>rule: {verdict['rule_text']}</span>")
+        border = PASS if verdict["trustworthy"] and catalog.role(model) != schema.CONTROL else "#999"
+        return (f"<div style='border-left:4px solid {border};padding-left:6px;line-height:1.35;font-size:13px'>"
+                + "<br>".join(lines) + "</div>")
+
+    # -- layout ----------------------------------------------------------------------------------------
+    def _panel(self, name: str) -> widgets.VBox:
+        width = self.side_width if name.startswith("side") else self.panel_width
+        caption = getattr(self.captions, name)
+        caption.layout = {"width": f"{width}px", "height": "20px", "overflow": "hidden"}
+        return widgets.VBox([caption, getattr(self.panels, name)], layout={"flex": "0 0 auto", "margin": "0 4px 0 0"})
+
     def _layout(self) -> list:
-        c, p, captions = self.controls, self.panels, self.captions
-
-        def panel(name):
-            return widgets.VBox([getattr(captions, name), getattr(p, name)], layout={"flex": "0 0 auto"})
-
-        wrap = {"flex_flow": "row wrap"}
-
-        return [widgets.HBox([c.pruner, c.ratio, c.compare], layout=wrap),
-                widgets.HBox([c.layer, c.method, c.label, c.image], layout=wrap),
-                widgets.HBox([panel(name) for name in PANELS[:5]], layout=wrap),
+        c, p = self.controls, self.panels
+        wrap = {"flex_flow": "row wrap", "align_items": "flex-end"}
+        first_row = [c.pruner, c.ratio, c.compare] if self.by_ratio else [c.model, c.compare]
+        maps = widgets.HBox([self._panel("picture"), self._panel("reference"), self._panel("candidate"),
+                             self.colorbars.cam, self._panel("difference"), self.colorbars.difference,
+                             self._panel("masks")], layout={"align_items": "flex-end", "flex": "0 0 auto",
+                                                            "margin": "0 12px 0 0"})
+        summary = widgets.VBox([self.captions.summary, p.summary], layout={"flex": "0 0 auto"})
+        return [widgets.HBox(first_row, layout=wrap),
+                widgets.HBox([c.layer, c.cam, c.label, c.image, self.worst], layout=wrap),
+                widgets.HBox([maps, self.verdict], layout={**wrap, "align_items": "flex-start"}),
                 self.readout,
-                widgets.HBox([widgets.VBox([widgets.HTML("<b>side by side</b>"),
-                                            widgets.HBox([panel(name) for name in PANELS[5:]])]),
-                              widgets.VBox([captions.summary, p.summary], layout={"flex": "0 0 auto"})],
-                             layout=wrap)]
+                widgets.HBox([self._side_by_side, summary], layout=wrap)]
+
+
+def _reasons(verdict: dict) -> list[str]:
+    """Why a verdict is what it is, one short clause per criterion."""
+    if verdict["rule"] == "control":
+        pe = (f"PE {verdict['pe']:.3f}: bound of the gap to the control {verdict['bound']:.3f} "
+              f"{'≤' if verdict['pe_ok'] else '>'} margin {verdict['margin']:g}")
+    else:
+        pe = f"PE {verdict['pe']:.3f} {'≥' if verdict['pe_ok'] else '<'} {verdict['pe_threshold']:g}"
+    accuracy = (f"accuracy drop {verdict['accuracy_drop'] * 100:.1f} points "
+                f"{'≤' if verdict['accuracy_ok'] else '>'} {verdict['max_accuracy_drop'] * 100:g}")
+    return [("" if verdict["pe_ok"] else "<b>✘</b> ") + pe, ("" if verdict["accuracy_ok"] else "<b>✘</b> ") + accuracy]
+
+
+def _square(size: int) -> dict:
+    return {"width": f"{size}px", "height": f"{size}px"}
+
+
+def _slider_width(ratios: tuple) -> str:
+    return f"{min(640, max(260, PIXELS_PER_STOP * len(ratios) + 110))}px"
+
+
+def _short(name: str) -> str:
+    return name if len(name) <= 14 else name[:13] + "…"
 
 
 def _ratio_options(ratios: tuple) -> list:
     return [(f"{ratio:.2f}", ratio) for ratio in ratios]
 
 
-def explore(ds: xr.Dataset) -> Explorer:
+def explore(ds: xr.Dataset, **rule) -> Explorer:
     """An interactive explorer of a results Dataset (display it in JupyterLab); see :class:`Explorer`."""
-    return Explorer(ds)
+    return Explorer(ds, **rule)

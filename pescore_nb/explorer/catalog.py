@@ -1,9 +1,10 @@
 """What the explorer reads from a results Dataset.
 
 The small arrays (scores, probabilities, predictions, coordinates) are loaded once; per-class
-summaries are computed once; heatmaps and pictures are sliced per image, lazily, and cached, so a
-Dataset opened from disk with dask is read one image at a time and no dask graph is rebuilt per
-interaction.
+summaries and the trust rule's verdicts are computed once; heatmaps and pictures are sliced per
+image, lazily, and cached, so a Dataset opened from disk with dask is read one image at a time
+and no dask graph is rebuilt per interaction. Which model is the reference, which are controls and
+which are a pruner's ratios is :mod:`pescore_nb.structure`'s answer, never a position.
 """
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import functools
 import warnings
 
 import numpy as np
+import pandas as pd
 import xarray as xr
 
-from .. import schema
+from .. import schema, structure, trust
 from ..metrics import PEConfig
 from ..scores import DegenerateMapWarning, by_class, score
 
@@ -25,29 +27,42 @@ CORRECT = "correct"
 class Catalog:
     """The explorer's read-only view of a results Dataset ``ds`` (see ``schema``).
 
-    Models are addressed by position: ``0`` is the reference, ``model_at(pruner, ratio)`` a
-    candidate. Layers, methods and images are addressed by position too.
+    Models, layers, CAM methods and images are addressed by position. ``reference`` is the
+    reference's position (by role); with ratios (``has_ratios``) ``model_at(pruner, ratio)`` finds
+    a candidate, else ``pickable`` lists the candidates then the controls. ``verdicts`` is
+    :func:`trust.assess` ``(model, layer, cam)`` and ``recommendation`` :func:`trust.recommend`,
+    or None with the reason in ``trust_error``.
     """
 
-    def __init__(self, ds: xr.Dataset, cache_size: int = 64):
+    def __init__(self, ds: xr.Dataset, cache_size: int = 64, **rule):
         _check_names(ds)
         self.ds = ds
         self.config = PEConfig.from_attrs(ds.attrs)
-        self.small = ds[list(SMALL_VARIABLES)].compute()
-        self.layers = [str(name) for name in self.small[schema.LAYER].values]
-        self.methods = [str(name) for name in self.small[schema.CAM].values]
-        self.labels = self.small[schema.LABEL].values  # (image,)
-        self.class_names = dict(zip(self.labels.tolist(), map(str, self.small[schema.CLASS_NAME].values)))
+        self.small = small = ds[list(SMALL_VARIABLES)].compute()
+        self.names = [str(name) for name in small[schema.MODEL].values]
+        self.reference = self.names.index(structure.reference(small))
+        self.controls = [self.names.index(name) for name in structure.controls(small)]
+        candidates = [self.names.index(name) for name in structure.models_with_role(small, schema.CANDIDATE)]
+        if not candidates:
+            raise ValueError("The Dataset holds no pruned candidate (only the reference and controls); "
+                             "evaluate at least one pruned candidate.")
+        self.layers = [str(name) for name in small[schema.LAYER].values]
+        self.cams = [str(name) for name in small[schema.CAM].values]
+        self.labels = small[schema.LABEL].values  # (image,)
+        self.class_names = dict(zip(self.labels.tolist(), map(str, small[schema.CLASS_NAME].values)))
         self.classes = sorted(self.class_names)
-        self._models, self.ratios = _index_models(self.small)
+        self.has_ratios = structure.has_ratios(small)
+        self._models, self.ratios = _index_models(small, self.names) if self.has_ratios else ({}, {})
         self.pruners = list(self.ratios)
+        self.pickable = candidates + self.controls
         with warnings.catch_warnings():  # the explorer flags degenerate maps per image instead
             warnings.simplefilter("ignore", DegenerateMapWarning)
-            self.pe_by_class = by_class(self.small).sel({schema.LABEL: self.classes}).values
-            self.pe_overall = score(self.small).values
-            correct = self.small.assign({CORRECT: self.small[schema.PRED] == self.small[schema.LABEL]})
+            self.pe_by_class = by_class(small).sel({schema.LABEL: self.classes}).values
+            self.pe_overall = score(small).values
+            correct = small.assign({CORRECT: small[schema.PRED] == small[schema.LABEL]})
             self.accuracy_by_class = by_class(correct, CORRECT).sel({schema.LABEL: self.classes}).values
-        self.accuracy = self.small[schema.ACCURACY].values.astype(float)  # (model,)
+            self.verdicts, self.recommendation, self.trust_error = _trust(small, self.has_ratios, rule)
+        self.accuracy = small[schema.ACCURACY].values.astype(float)  # (model,)
         self.heatmaps = functools.lru_cache(maxsize=cache_size)(self._heatmaps)
         self.picture = functools.lru_cache(maxsize=cache_size)(self._picture)
 
@@ -56,40 +71,84 @@ class Catalog:
         return self._models.get((pruner, float(ratio)))
 
     def name(self, model: int) -> str:
-        return str(self.small[schema.MODEL].values[model])
+        return self.names[model]
 
-    def curve(self, pruner: str, layer: int, method: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                                    np.ndarray, np.ndarray]:
+    def role(self, model: int) -> str:
+        return str(self.small[schema.ROLE].values[model]) if schema.ROLE in self.small.coords else (
+            schema.REFERENCE if model == self.reference else schema.CANDIDATE)
+
+    def pruner(self, model: int) -> str:
+        return str(self.small[schema.PRUNER].values[model])
+
+    def curve(self, pruner: str, layer: int, cam: int) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                              np.ndarray, np.ndarray]:
         """PE vs ratio for ``pruner``, the reference first at ratio 0.
 
         Returns ``ratios (R,)``, ``pe_by_class (R, K)``, ``accuracy_by_class (R, K)``,
         ``pe (R,)`` (class-weighted) and ``accuracy (R,)``.
         """
         ratios = (0.0,) + self.ratios[pruner]
-        models = [0] + [self.model_at(pruner, ratio) for ratio in self.ratios[pruner]]
-        return (np.array(ratios), self.pe_by_class[models, layer, method], self.accuracy_by_class[models],
-                self.pe_overall[models, layer, method], self.accuracy[models])
+        models = [self.reference] + [self.model_at(pruner, ratio) for ratio in self.ratios[pruner]]
+        return self.curve_of(models, layer, cam, np.array(ratios))
 
-    def worst_first(self, model: int, layer: int, method: int, label=None) -> np.ndarray:
+    def curve_of(self, models: list[int], layer: int, cam: int, x: np.ndarray) -> tuple:
+        """The same five arrays as :meth:`curve` for ``models`` drawn at ``x``."""
+        return (x, self.pe_by_class[models, layer, cam], self.accuracy_by_class[models],
+                self.pe_overall[models, layer, cam], self.accuracy[models])
+
+    def worst_first(self, model: int, layer: int, cam: int, label=None) -> np.ndarray:
         """Image positions ``(n,)`` ordered by the candidate's PE, lowest first; only ``label``'s if given."""
-        pe = self.small[schema.PE].values[model, layer, method]
+        pe = self.small[schema.PE].values[model, layer, cam]
         images = np.arange(len(pe)) if label is None else np.flatnonzero(self.labels == label)
         return images[np.argsort(pe[images], kind="stable")]
 
-    def readout(self, model: int, layer: int, method: int, image: int) -> dict:
+    def typical(self, model: int, layer: int, cam: int, label=None) -> int:
+        """The image (of ``label``, or of all classes) whose PE is nearest their median: a view that
+        shows what the model usually does, not its worst case."""
+        order = self.worst_first(model, layer, cam, label)
+        pe = self.small[schema.PE].values[model, layer, cam, order]
+        return int(order[np.argmin(np.abs(pe - np.median(pe)), axis=0)])
+
+    def readout(self, model: int, layer: int, cam: int, image: int) -> dict:
         """The numbers of one image for one candidate: SSIM, IoU, Conf, PE, probabilities, predictions."""
-        values = {name: float(self.small[name].values[model, layer, method, image])
+        values = {name: float(self.small[name].values[model, layer, cam, image])
                   for name in (schema.SSIM, schema.IOU, schema.CONF, schema.PE)}
-        prob, pred = self.small[schema.PROB].values, self.small[schema.PRED].values
-        values.update(degenerate=bool(self.small[schema.DEGENERATE].values[:, layer, method, image].any()),
-                      ref_prob=float(prob[0, image]), cand_prob=float(prob[model, image]),
-                      ref_pred=int(pred[0, image]), cand_pred=int(pred[model, image]),
+        prob, pred, reference = self.small[schema.PROB].values, self.small[schema.PRED].values, self.reference
+        values.update(degenerate=bool(self.small[schema.DEGENERATE].values[:, layer, cam, image].any()),
+                      ref_prob=float(prob[reference, image]), cand_prob=float(prob[model, image]),
+                      ref_pred=int(pred[reference, image]), cand_pred=int(pred[model, image]),
                       label=int(self.labels[image]))
         return values
 
-    def _heatmaps(self, layer: int, method: int, image: int) -> np.ndarray:
+    def verdict(self, model: int, layer: int, cam: int) -> dict | None:
+        """The trust rule's verdict on one model at one layer and CAM method (None without verdicts):
+        ``trustworthy``, ``pe_ok``, ``accuracy_ok``, ``pe``, ``accuracy_drop``, ``bound``,
+        ``control_pe``, ``twin_pe``, and the rule's ``rule`` (name), ``rule_text``, ``margin``,
+        ``pe_threshold``, ``max_accuracy_drop``."""
+        if self.verdicts is None:
+            return None
+        at = self.verdicts.isel({schema.MODEL: model, schema.LAYER: layer, schema.CAM: cam})
+        found = {name: (bool(at[name]) if at[name].dtype == bool else float(at[name]))
+                 for name in ("trustworthy", "pe_ok", "accuracy_ok", "pe", "accuracy_drop", "bound",
+                              "control_pe", "twin_pe")}
+        attrs = self.verdicts.attrs
+        found.update(rule=str(attrs.get("rule", "")), rule_text=str(attrs.get("rule_text", attrs.get("rule", ""))),
+                     **{name: float(attrs.get(name, np.nan)) for name in ("margin", "pe_threshold", "max_accuracy_drop")})
+        return found
+
+    def trusted(self, pruner: str, layer: int, cam: int) -> dict | None:
+        """The :func:`trust.recommend` row of ``pruner`` at one layer and CAM method, as a dict (None
+        without a recommendation)."""
+        if self.recommendation is None:
+            return None
+        table = self.recommendation
+        rows = table[(table["pruner"] == pruner) & (table["layer"] == self.layers[layer])
+                     & (table["cam"] == self.cams[cam])]
+        return None if rows.empty else rows.iloc[0].to_dict()
+
+    def _heatmaps(self, layer: int, cam: int, image: int) -> np.ndarray:
         """Every model's map of one image ``(model, y, x)`` float32 in [0, 1] (one read per image)."""
-        maps = self.ds[schema.HEATMAP].isel({schema.LAYER: layer, schema.CAM: method, schema.IMAGE: image})
+        maps = self.ds[schema.HEATMAP].isel({schema.LAYER: layer, schema.CAM: cam, schema.IMAGE: image})
         return np.nan_to_num(np.asarray(maps.values, dtype=np.float32))
 
     def _picture(self, image: int) -> np.ndarray:
@@ -107,22 +166,28 @@ def _check_names(ds: xr.Dataset) -> None:
                          "pescore_nb.evaluate (or opened from its file) with the names of pescore_nb.schema.")
 
 
-def _index_models(small: xr.Dataset) -> tuple[dict, dict]:
-    """``{(pruner, ratio): model position}`` of the candidates and ``{pruner: sorted ratios}``."""
-    pruners = [str(p) for p in small[schema.PRUNER].values]
-    ratios = [float(r) for r in small[schema.RATIO].values]
-    names = [str(n) for n in small[schema.MODEL].values]
-    models = {}
-    for position in range(1, len(names)):
-        key = (pruners[position], ratios[position])
-        if key in models:
-            raise ValueError(f"Models {names[models[key]]!r} and {names[position]!r} were both pruned by "
-                             f"{key[0]!r} at ratio {key[1]}; the explorer shows one model per pruner and "
-                             "ratio. Select one with ds.isel(model=[...]) or ds.drop_sel(model=[...]).")
-        models[key] = position
-    if not models:
-        raise ValueError("The Dataset holds only the reference model; evaluate at least one pruned candidate.")
-    by_pruner = {}
-    for pruner, ratio in models:
-        by_pruner.setdefault(pruner, []).append(ratio)
-    return models, {pruner: tuple(sorted(values)) for pruner, values in by_pruner.items()}
+def _index_models(small: xr.Dataset, names: list[str]) -> tuple[dict, dict]:
+    """``{(pruner, ratio): model position}`` of the candidates and ``{pruner: sorted ratios}``
+    (:func:`structure.by_ratio` refuses two models at one ratio, naming them)."""
+    models, by_pruner = {}, {}
+    for pruner in structure.pruners(small):
+        ordered = structure.by_ratio(small, pruner)
+        ratios = [float(small[schema.RATIO].sel({schema.MODEL: name})) for name in ordered]
+        models.update({(pruner, ratio): names.index(name) for ratio, name in zip(ratios, ordered)})
+        by_pruner[pruner] = tuple(ratios)
+    return models, by_pruner
+
+
+def _trust(small: xr.Dataset, has_ratios: bool, rule: dict) -> tuple[xr.Dataset | None, pd.DataFrame | None, str]:
+    """:func:`trust.assess` and :func:`trust.recommend` of ``small``; what failed, as text, instead of raising
+    (the explorer still shows the maps when the rule cannot be applied)."""
+    try:
+        verdicts = trust.assess(small, **rule)
+    except (ValueError, KeyError) as error:
+        return None, None, f"no verdict: {error}"
+    if not has_ratios:
+        return verdicts, None, "no trusted ratio: the candidates have no pruning ratios"
+    try:
+        return verdicts, trust.recommend(small, **rule), ""
+    except (ValueError, KeyError) as error:
+        return verdicts, None, f"no trusted ratio: {error}"

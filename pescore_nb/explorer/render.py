@@ -1,17 +1,23 @@
-"""Heatmap panels as RGB arrays and PNG bytes: pure numpy, one colour lookup per pixel.
+"""Heatmap panels as RGB arrays and PNG/JPEG bytes: pure numpy, one colour lookup per pixel.
 
 Maps are ``(H, W)`` float in [0, 1], pictures ``(H, W, 3)`` uint8; every function returns
-``(H, W, 3)`` uint8 except :func:`encode`.
+``(H, W, 3)`` uint8 except :func:`encode` and :func:`colorbar`. The colour maps and the grey
+picture under an overlay are :mod:`pescore_nb.plot`'s, so the explorer and the figures agree.
 """
 from __future__ import annotations
 
+import functools
 import io
 
 import matplotlib
 import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
 from PIL import Image
 
-HEATMAP_COLORMAP, DIFFERENCE_COLORMAP = "jet", "RdBu_r"
+from ..plot import CAM_COLORMAP, DIFFERENCE_COLORMAP, OVERLAY_ALPHA, difference_limit, grey_picture
+
+HEATMAP_COLORMAP = CAM_COLORMAP
 MASK_COLORS = {"reference only": (230, 60, 60), "candidate only": (60, 120, 240), "both": (255, 255, 255)}
 
 
@@ -20,7 +26,7 @@ def _lookup_table(name: str) -> np.ndarray:
     return (matplotlib.colormaps[name](np.linspace(0.0, 1.0, 256))[:, :3] * 255).round().astype(np.uint8)
 
 
-HEATMAP_LUT, DIFFERENCE_LUT = _lookup_table(HEATMAP_COLORMAP), _lookup_table(DIFFERENCE_COLORMAP)
+HEATMAP_LUT, DIFFERENCE_LUT = _lookup_table(CAM_COLORMAP), _lookup_table(DIFFERENCE_COLORMAP)
 
 
 def colorize(values: np.ndarray, lut: np.ndarray = HEATMAP_LUT) -> np.ndarray:
@@ -28,15 +34,18 @@ def colorize(values: np.ndarray, lut: np.ndarray = HEATMAP_LUT) -> np.ndarray:
     return lut[(np.clip(values, 0.0, 1.0) * 255).round().astype(np.uint8)]
 
 
-def overlay(picture: np.ndarray, heatmap: np.ndarray, alpha: float = 0.5) -> np.ndarray:
-    """The heatmap in colour blended over the picture, ``alpha`` its weight."""
-    blended = (1.0 - alpha) * picture + alpha * colorize(heatmap)
+def overlay(picture: np.ndarray, heatmap: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """The heatmap in colour blended over a grey copy of the picture, ``alpha`` its weight."""
+    blended = (1.0 - alpha) * grey_picture(picture) + alpha * colorize(heatmap)
     return blended.round().astype(np.uint8)
 
 
-def difference(reference: np.ndarray, candidate: np.ndarray) -> np.ndarray:
-    """``candidate - reference`` in [-1, 1], blue where the candidate looks less, red where more."""
-    return colorize((candidate - reference + 1.0) / 2.0, DIFFERENCE_LUT)
+def difference(reference: np.ndarray, candidate: np.ndarray, limit: float | None = None) -> np.ndarray:
+    """``candidate - reference`` over ``[-limit, limit]`` (default :func:`plot.difference_limit`),
+    blue where the candidate looks less, red where more, white where they agree."""
+    delta = candidate - reference
+    limit = difference_limit(delta) if limit is None else limit
+    return colorize((delta / limit + 1.0) / 2.0, DIFFERENCE_LUT)
 
 
 def masks(reference: np.ndarray, candidate: np.ndarray, threshold: float) -> np.ndarray:
@@ -55,4 +64,26 @@ def encode(rgb: np.ndarray, image_format: str = "png") -> bytes:
     buffer = io.BytesIO()
     options = {"quality": 90, "subsampling": 0} if image_format == "jpeg" else {"compress_level": 1}
     Image.fromarray(np.ascontiguousarray(rgb[..., :3])).save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
+@functools.lru_cache(maxsize=16)
+def colorbar(colormap: str, low: float, high: float, label: str, height: int, width: int = 58) -> bytes:
+    """A vertical colour bar ``width x height`` px as PNG bytes: ``colormap`` from ``low`` to ``high``,
+    three ticks, ``label`` along it (9 pt text: 12 px). Cached: the explorer asks for a handful."""
+    dpi = 100
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+    FigureCanvasAgg(figure)
+    axes = figure.add_axes((0.08, 0.06, 0.22, 0.88))
+    gradient = np.linspace(low, high, 256)[:, None]
+    axes.imshow(gradient, aspect="auto", cmap=colormap, vmin=low, vmax=high, origin="lower",
+                extent=(0, 1, low, high))
+    axes.set_xticks([])
+    axes.yaxis.tick_right()
+    ticks = [low, (low + high) / 2, high]
+    axes.set_yticks(ticks, [f"{tick:+.2g}" if low < 0 else f"{tick:.2g}" for tick in ticks], fontsize=9)
+    axes.yaxis.set_label_position("right")
+    axes.set_ylabel(label, fontsize=9, labelpad=1)
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=dpi)
     return buffer.getvalue()

@@ -1,8 +1,9 @@
 """The explorer's summary figure: PE and accuracy vs ratio per class, and per-class bars at one ratio.
 
-The figure and its artists are made once. Setters change the artists' data; :meth:`png` blits
-them over the cached background (axes, ticks, labels), so a redraw costs milliseconds. Titles
-that change live outside the figure (text is the slowest thing Agg draws).
+The figure and its artists are made once, at a fixed pixel size (:attr:`SummaryFigure.pixels`,
+shown 1:1, never stretched). Setters change the artists' data; :meth:`png` blits them over the
+cached background (axes, ticks, labels, legends), so a redraw costs milliseconds. Titles that
+change live outside the figure (text is the slowest thing Agg draws).
 """
 from __future__ import annotations
 
@@ -10,36 +11,67 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
+from matplotlib.patches import Patch, Rectangle
 
 from .render import encode
 
 BAR_WIDTH = 0.4
 DIMMED = 0.2
+DPI = 100
+FONT = 8  # points: 11 px at DPI 100
+TRUSTED_COLOUR = "#009E73"  # Okabe-Ito bluish green
+TRUST_LINE_COLOUR = "#D55E00"  # vermillion
 
 
 class SummaryFigure:
     """Left: one solid PE line and one dashed accuracy line per class (coloured), the class-weighted
-    ones in black, and a dotted marker at the current ratio. Right: PE per class (and "all") at the
-    current ratio, for the selected pruner (solid) and the compared one (hatched).
+    ones in black, a dotted marker at the current ratio, the trust line (the control's PE, or the
+    absolute threshold), the accuracy budget, and a green band over the trusted ratios. Middle: PE
+    per class (and "all") at the current ratio, for the selected pruner (solid) and the compared one
+    (hatched). Right: the legends. ``x_labels`` (the picker mode, models without ratios) makes the
+    x axis categorical: one tick per model, points without lines.
     """
 
-    def __init__(self, class_names: list[str], max_ratio: float, size=(8.5, 2.8), dpi: int = 80):
-        self.figure = Figure(figsize=size, dpi=dpi)
+    def __init__(self, class_names: list[str], max_ratio: float = 1.0, x_labels: list[str] | None = None,
+                 pixels: tuple[int, int] = (780, 270)):
+        self.pixels = pixels
+        self.figure = Figure(figsize=(pixels[0] / DPI, pixels[1] / DPI), dpi=DPI)
         FigureCanvasAgg(self.figure)
-        self.figure.subplots_adjust(left=0.06, right=0.99, top=0.97, bottom=0.2, wspace=0.18)
-        self.curve_axes, self.bar_axes = self.figure.subplots(1, 2, gridspec_kw={"width_ratios": (1.2, 1)})
+        width, height = pixels
+        to_figure = lambda left, bottom, w, h: (left / width, bottom / height, w / width, h / height)  # noqa: E731
+        self.curve_axes = self.figure.add_axes(to_figure(48, 48, 262, height - 60))
+        self.bar_axes = self.figure.add_axes(to_figure(388, 48, 170, height - 60))
         colors = [f"C{k % 10}" for k in range(len(class_names))]
+        categorical = x_labels is not None
+        style = {"linestyle": "none"} if categorical else {}
 
         axes = self.curve_axes
-        self.pe_lines = [axes.plot([], [], color=c, marker="o", ms=3, lw=1.5, animated=True)[0] for c in colors]
-        self.accuracy_lines = [axes.plot([], [], color=c, ls="--", lw=1, animated=True)[0] for c in colors]
-        self.pe_line = axes.plot([], [], color="k", marker="o", ms=4, lw=2.5, animated=True)[0]
-        self.accuracy_line = axes.plot([], [], color="k", ls="--", lw=2, animated=True)[0]
+        self.pe_lines = [axes.plot([], [], color=c, marker="o", ms=3, lw=1.5, animated=True, **style)[0]
+                         for c in colors]
+        dashed = "none" if categorical else "--"
+        self.accuracy_lines = [axes.plot([], [], color=c, ls=dashed, lw=1, marker="." if categorical else None,
+                                         animated=True)[0] for c in colors]
+        self.pe_line = axes.plot([], [], color="k", marker="o", ms=4, lw=2.5, animated=True, **style)[0]
+        self.accuracy_line = axes.plot([], [], color="k", ls=dashed, lw=2, marker="D" if categorical else None,
+                                       ms=3, animated=True)[0]
         self.marker = axes.axvline(0.0, color="0.35", ls=":", lw=1.5, animated=True)
-        axes.set(xlim=(-0.02, max_ratio + 0.02), ylim=(0.0, 1.05), xlabel="pruning ratio")
-        axes.legend(handles=[Line2D([], [], color="k", lw=2.5, label="PE"),
-                             Line2D([], [], color="k", ls="--", lw=2, label="accuracy")],
-                    loc="lower left", fontsize=8, title="black: all classes", title_fontsize=8)
+        self.trust_line = axes.axhline(np.nan, color=TRUST_LINE_COLOUR, lw=1.2, ls="-.", animated=True)
+        self.budget_line = axes.axhline(np.nan, color="0.45", lw=1.0, ls=(0, (1, 1)), animated=True)
+        self.trusted_span = Rectangle((0.0, 0.0), 0.0, 1.0, transform=axes.get_xaxis_transform(),
+                                      color=TRUSTED_COLOUR, alpha=0.15, lw=0, animated=True)
+        axes.add_patch(self.trusted_span)
+        if categorical:
+            named = len(x_labels) <= 6  # more names than that would collide: number them as the picker lists them
+            axes.set_xticks(range(len(x_labels)), x_labels if named else ["ref"] + list(range(1, len(x_labels))),
+                            rotation=20 if named else 0, ha="right" if named else "center", fontsize=FONT)
+            axes.set(xlim=(-0.5, len(x_labels) - 0.5))
+            axes.set_xlabel("model" if named else "model (as listed in the picker)", fontsize=FONT, labelpad=0)
+        else:
+            axes.set(xlim=(-0.02, max_ratio + 0.02))
+            axes.set_xlabel("pruning ratio", fontsize=FONT, labelpad=1)
+        axes.set_ylim(0.0, 1.05)
+        axes.set_ylabel("PE-score · accuracy", fontsize=FONT)
+        axes.tick_params(labelsize=FONT)
         axes.grid(alpha=0.3)
 
         axes = self.bar_axes
@@ -48,15 +80,36 @@ class SummaryFigure:
                              color=colors + ["k"], animated=True)
         self.compared_bars = axes.bar(positions + BAR_WIDTH / 2, np.zeros(len(positions)), BAR_WIDTH,
                                       color="none", edgecolor=colors + ["k"], hatch="///", animated=True)
-        axes.set_xticks(positions, list(class_names) + ["all"], rotation=30 if len(class_names) > 5 else 0,
-                        fontsize=8)
+        axes.set_xticks(positions, list(class_names) + ["all"], rotation=30 if len(class_names) > 4 else 0,
+                        fontsize=FONT, ha="right" if len(class_names) > 4 else "center")
         for label, color in zip(axes.get_xticklabels(), colors + ["k"]):
             label.set_color(color)
         axes.set(ylim=(0.0, 1.05), xlim=(-0.6, len(class_names) + 0.6))
+        axes.set_ylabel("PE-score per class", fontsize=FONT)
+        axes.tick_params(labelsize=FONT)
         axes.grid(axis="y", alpha=0.3)
 
-        self._animated = [*self.pe_lines, *self.accuracy_lines, self.pe_line, self.accuracy_line,
-                          self.marker, *self.bars, *self.compared_bars]
+        classes = [Line2D([], [], color=c, lw=2, label=name) for c, name in zip(colors, class_names)]
+        classes.append(Line2D([], [], color="k", lw=2.5, label="all (weighted)"))
+        styles = [Line2D([], [], color="0.3", lw=1.5, label="PE-score"),
+                  Line2D([], [], color="0.3", ls="--", lw=1, label="accuracy"),
+                  Line2D([], [], color=TRUST_LINE_COLOUR, ls="-.", lw=1.2, label="trust line (PE)"),
+                  Line2D([], [], color="0.45", ls=(0, (1, 1)), lw=1, label="accuracy budget"),
+                  Patch(color=TRUSTED_COLOUR, alpha=0.3, label="trusted ratios"),
+                  Patch(facecolor="0.3", label="bars: selected"),
+                  Patch(facecolor="none", edgecolor="0.3", hatch="///", label="bars: compared")]
+        legend_left = 572 / width
+        self.class_legend = self.figure.legend(handles=classes, loc="upper left", bbox_to_anchor=(legend_left, 1.0),
+                                               fontsize=FONT, frameon=False, title="class", title_fontsize=FONT,
+                                               ncols=2 if len(classes) > 6 else 1, handlelength=1.2,
+                                               borderaxespad=0.2, labelspacing=0.25, columnspacing=0.8)
+        self.style_legend = self.figure.legend(handles=styles, loc="lower left", bbox_to_anchor=(legend_left, 0.0),
+                                               fontsize=FONT, frameon=False, handlelength=1.8, borderaxespad=0.2,
+                                               labelspacing=0.25)
+
+        self._animated = [self.trusted_span, *self.pe_lines, *self.accuracy_lines, self.pe_line,
+                          self.accuracy_line, self.marker, self.trust_line, self.budget_line,
+                          *self.bars, *self.compared_bars]
         self._background = None
 
     def set_curves(self, ratios: np.ndarray, pe_by_class: np.ndarray, accuracy_by_class: np.ndarray,
@@ -70,6 +123,15 @@ class SummaryFigure:
 
     def set_ratio(self, ratio: float) -> None:
         self.marker.set_xdata([ratio, ratio])
+
+    def set_trust(self, trust_pe: float, accuracy_budget: float, trusted_up_to: float | None) -> None:
+        """The trust line at ``trust_pe``, the budget line at ``accuracy_budget`` (NaN hides either) and
+        the green band from 0 to ``trusted_up_to`` (None or 0: no band)."""
+        self.trust_line.set_ydata([trust_pe, trust_pe])
+        self.budget_line.set_ydata([accuracy_budget, accuracy_budget])
+        start = self.curve_axes.get_xlim()[0]
+        self.trusted_span.set_x(start)
+        self.trusted_span.set_width(0.0 if not trusted_up_to else trusted_up_to - start)
 
     def set_bars(self, pe: np.ndarray, compared_pe: np.ndarray) -> None:
         """Bar heights ``(K + 1,)`` (classes, then all); NaN (no such model) draws no bar."""
