@@ -170,7 +170,7 @@ def _cam_layers(reference: nn.Module) -> tuple[str, ...]:
     layers = getattr(reference, "cam_layers", None)
     if not layers:
         raise ConfigError("layers", f"missing, and {type(reference).__name__} has no 'cam_layers'; list the "
-                          "layers to explain, e.g. [features.17], from model.named_modules().")
+                          "layers to explain, e.g. [features.16], from model.named_modules().")
     return tuple(layers)
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 from torch.utils.data import Dataset
 from torchvision import datasets, transforms
 
@@ -82,7 +83,8 @@ def _contrasting_colour(rng: np.random.Generator, background: np.ndarray) -> np.
             return colour
 
 
-def _draw_shapes_image(rng: np.random.Generator, label: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+def _draw_shapes_image(rng: np.random.Generator, label: int, size: int, scale: tuple[float, float],
+                       distractors: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
     """One cluttered image float ``(size, size, 3)`` with its object's mask bool ``(size, size)``."""
     y, x = np.mgrid[0:size, 0:size] + 0.5
     # Textured background: two colours blended by smooth noise, plus stripes.
@@ -94,7 +96,7 @@ def _draw_shapes_image(rng: np.random.Generator, label: int, size: int) -> tuple
     stripes = 0.12 * np.sin(2 * np.pi * frequency * (x * np.cos(angle) + y * np.sin(angle)) + phase)
     image = background[0] * (1 - blend) + background[1] * blend + stripes[..., None]
     # Distractors: thin line segments and small dots in random colours.
-    for _ in range(rng.integers(2, 6)):
+    for _ in range(rng.integers(distractors[0], distractors[1] + 1)):
         x0, y0 = rng.uniform(0, size, 2)
         colour = rng.uniform(0, 1, 3)
         if rng.uniform() < 0.5:
@@ -105,37 +107,50 @@ def _draw_shapes_image(rng: np.random.Generator, label: int, size: int) -> tuple
         else:
             image[np.hypot(x - x0, y - y0) <= rng.uniform(1, 0.05 * size + 1)] = colour
     # The object: random scale, position, rotation; a colour that stands out from the background.
-    radius = rng.uniform(0.22, 0.36) * size
+    radius = rng.uniform(*scale) * size
     cx, cy = rng.uniform(radius + 1, size - radius - 1, 2)
     rotation = rng.uniform(0, 2 * np.pi)
     dx, dy = (x - cx) / radius, (y - cy) / radius
-    mask = _object_mask(label, dx * np.cos(rotation) + dy * np.sin(rotation),
-                        -dx * np.sin(rotation) + dy * np.cos(rotation))
-    image[mask] = _contrasting_colour(rng, background)
+    painted = _object_mask(label, dx * np.cos(rotation) + dy * np.sin(rotation),
+                           -dx * np.sin(rotation) + dy * np.cos(rotation))
+    image[painted] = _contrasting_colour(rng, background)
     image += rng.normal(0, 0.03, image.shape)
+    # The mask is the region the object's outline encloses: a ring's hole belongs to it (the hole
+    # is what tells a ring from a circle, so a model that looks there looks at the object).
+    mask = ndimage.binary_fill_holes(painted)
     return np.clip(image, 0, 1), mask
 
 
-def shapes(n: int, size: int = 64, seed: int = 0, split: str = "train") -> ImageTensorDataset:
+def shapes(n: int, size: int = 64, seed: int = 0, split: str = "train", *,
+           scale: tuple[float, float] = (0.22, 0.36), distractors: tuple[int, int] = (2, 5)) -> ImageTensorDataset:
     """``n`` synthetic images of six shapes on cluttered, textured backgrounds.
 
     Classes (balanced): circle, square, triangle, star, cross, ring, each at a random position,
-    scale (circumradius 22-36 % of ``size``), rotation and colour, over a two-colour noise
-    texture with stripes, thin line and dot distractors, and pixel noise.
+    scale (circumradius drawn uniformly in ``scale``, as fractions of ``size``), rotation and
+    colour, over a two-colour noise texture with stripes, ``distractors`` (an inclusive range per
+    image) thin lines and dots, and pixel noise.
 
     Returns an :class:`ImageTensorDataset`: images ``(3, size, size)``, and ``masks``
-    ``(n, size, size)``, True exactly where the object's colour was painted.
+    ``(n, size, size)``, True on the object's region: where its colour was painted, and the hole
+    of a ring (the hole is what tells a ring from a circle, so a CAM that looks there looks at
+    the object).
     The same arguments give identical bytes; ``split="train"`` and ``split="test"`` draw from
     independent random streams of the same ``seed``, so the two splits never share an image.
     """
     if n < 1 or size < 16:
         raise ValueError(f"shapes(n={n}, size={size}): need n >= 1 and size >= 16 pixels.")
+    if not 0 < scale[0] <= scale[1] <= 0.45:
+        raise ValueError(f"shapes(scale={scale}): the circumradius range, as fractions of size, needs "
+                         "0 < low <= high <= 0.45 so that the object fits, e.g. (0.22, 0.36).")
+    if not 0 <= distractors[0] <= distractors[1]:
+        raise ValueError(f"shapes(distractors={distractors}): the range of distractors per image needs "
+                         "0 <= low <= high, e.g. (2, 5).")
     rng = np.random.default_rng([seed, _split_index(split)])
     labels = rng.permutation(np.arange(n) % len(SHAPE_CLASSES))
     images = np.empty((n, size, size, 3), np.uint8)
     masks = np.empty((n, size, size), bool)
     for i, label in enumerate(labels):
-        image, masks[i] = _draw_shapes_image(rng, int(label), size)
+        image, masks[i] = _draw_shapes_image(rng, int(label), size, scale, distractors)
         images[i] = np.rint(image * 255)
     return ImageTensorDataset(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                               torch.from_numpy(labels).long(), list(SHAPE_CLASSES),

@@ -30,7 +30,7 @@ A sample (``examples/config.yaml`` runs it offline)::
       split: test                   # built-in data only: train or test
       limit: 120                    # optional: only the first N images
       # size: 224                   # folders only: images are resized and cropped to size x size
-    layers: [features.14, features.17]   # optional when the reference has `cam_layers`
+    layers: [features.16]           # optional when the reference has `cam_layers`
     cams: [gradcam++]               # CAM methods (pescore_nb.cam.CAMS)
     sp2ps: false                    # optional: also store the Sp2PS score beside PE
     pe: {iou_threshold: 0.5, combine: product}   # any PEConfig field
@@ -203,7 +203,7 @@ def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
         reference=reference, candidates=candidates,
         prune=_prune(_Section(top.values["prune"], "prune", ("pruner", "ratios", "seed"))) if has_prune else None,
         data=_data(top, base),
-        layers=top.names("layers", "a list of module names, e.g. [features.14, features.17]", default=None),
+        layers=top.names("layers", "a list of module names, e.g. [features.13, features.16]", default=None),
         cams=top.names("cams", "a list of CAM methods, e.g. [gradcam++]", cam.CAMS, default=("gradcam++",)),
         sp2ps=top.get("sp2ps", bool, "true or false: also store the Sp2PS score beside PE", False),
         twin=_model(top, "twin", base, trust_pickle, candidate=False) if top.values.get("twin") is not None else None,

@@ -35,11 +35,14 @@ class VGG(nn.Module):
     """A small VGG: ``features`` (conv-bn-relu blocks and max pools), global average pool, ``classifier``.
 
     ``config`` lists the output channels of each 3x3 convolution, ``"M"`` a 2x2 max pool, as in
-    torchvision's VGG. With the default config, ``cam_layers`` are ``features.14`` and
-    ``features.17``: the ReLU outputs of the last two convolutions, at 1/8 of the input size.
+    torchvision's VGG. With the default config, ``cam_layers`` is ``("features.16",)``: the ReLU
+    after the last convolution, at 1/4 of the input size (16x16 maps of a 64x64 image). Two pools,
+    not three: at 1/8 the coarse maps cannot stay on a shape; and the ReLU before it
+    (``features.13``) puts only a third of its Grad-CAM++ energy on the object, so it is not
+    reported (see ``benchmarks/demo_design.md``).
     """
 
-    def __init__(self, num_classes: int, config: tuple = (8, "M", 16, "M", 32, "M", 64, 128),
+    def __init__(self, num_classes: int, config: tuple = (16, "M", 32, "M", 64, 64, 128),
                  in_channels: int = 3):
         super().__init__()
         layers: list[nn.Module] = []
@@ -55,9 +58,9 @@ class VGG(nn.Module):
 
     @property
     def cam_layers(self) -> tuple[str, ...]:
-        """Qualified names of the ReLUs after the last two convolutions."""
+        """Qualified name of the ReLU after the last convolution, in a tuple."""
         relus = [f"features.{i}" for i, layer in enumerate(self.features) if isinstance(layer, nn.ReLU)]
-        return tuple(relus[-2:])
+        return tuple(relus[-1:])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``(N, C, H, W)`` images -> ``(N, num_classes)`` logits."""
@@ -219,7 +222,15 @@ def _recipe_key(model: nn.Module, train_data: datasets.ImageTensorDataset, train
     return digest.hexdigest()[:16]
 
 
-def _recipe(arch: str, dataset: str, cache_dir: str | Path | None) -> tuple[nn.Module, Dataset, Path]:
+def _training(dataset: str, seed: int) -> dict:
+    """The :func:`train` arguments of the zoo's models on ``dataset``, with ``seed``."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"seed must be an integer >= 0 (0 is the zoo's reference, 1 its twin), got {seed!r}.")
+    return {**TRAINING[dataset], "seed": seed}
+
+
+def _recipe(arch: str, dataset: str, cache_dir: str | Path | None,
+            seed: int = 0) -> tuple[nn.Module, Dataset, Path]:
     """The untrained model, its training split, and the cache file of its trained weights."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"No architecture {arch!r} in the zoo; use one of {sorted(ARCHITECTURES)}.")
@@ -228,15 +239,17 @@ def _recipe(arch: str, dataset: str, cache_dir: str | Path | None) -> tuple[nn.M
     train_data = datasets.builtin(dataset, "train")
     model = ARCHITECTURES[arch](num_classes=len(train_data.classes))
     folder = Path(cache_dir or default_cache_dir()).expanduser()
-    return model, train_data, folder / f"{arch}-{dataset}-{_recipe_key(model, train_data, TRAINING[dataset])}.pt"
+    key = _recipe_key(model, train_data, _training(dataset, seed))
+    return model, train_data, folder / f"{arch}-{dataset}-{key}.pt"
 
 
-def cached_path(arch: str = "vgg", dataset: str = "shapes", *, cache_dir: str | Path | None = None) -> Path:
+def cached_path(arch: str = "vgg", dataset: str = "shapes", *, seed: int = 0,
+                cache_dir: str | Path | None = None) -> Path:
     """The file in which :func:`load` keeps (or will keep) the trained weights of ``arch`` on ``dataset``."""
-    return _recipe(arch, dataset, cache_dir)[2]
+    return _recipe(arch, dataset, cache_dir, seed)[2]
 
 
-def load(arch: str = "vgg", dataset: str = "shapes", *, cache_dir: str | Path | None = None,
+def load(arch: str = "vgg", dataset: str = "shapes", *, seed: int = 0, cache_dir: str | Path | None = None,
          train_if_missing: bool = True, progress: bool = True) -> nn.Module:
     """A model of ``arch`` ("vgg" or "resnet") trained on the built-in ``dataset`` ("shapes" or "digits").
 
@@ -244,9 +257,12 @@ def load(arch: str = "vgg", dataset: str = "shapes", *, cache_dir: str | Path | 
     minute or two on 2 idle cores, longer on a busy machine) and saves its state_dict as ``<cache>/<arch>-<dataset>-<hash>.pt``, the
     hash covering the architecture, the training data and the hyper-parameters; later calls load
     that file with ``torch.load(weights_only=True)``. ``cache_dir`` defaults to :func:`default_cache_dir`.
+    ``seed`` seeds the initial weights, the batch order, the augmentation and the dropout; it is
+    part of the cache key. Seed 0 is the zoo's reference; ``seed=1`` gives its *twin* (the same
+    architecture and recipe, another seed), the ``control:twin`` that calibrates PE.
     Returns the model in eval mode, on the CPU, taking ``(N, 3, H, W)`` images in ``[0, 1]``.
     """
-    model, train_data, path = _recipe(arch, dataset, cache_dir)
+    model, train_data, path = _recipe(arch, dataset, cache_dir, seed)
     if path.exists():
         try:
             model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
@@ -257,7 +273,7 @@ def load(arch: str = "vgg", dataset: str = "shapes", *, cache_dir: str | Path | 
     if not train_if_missing:
         raise FileNotFoundError(f"No cached {arch} model for {dataset} at {path}; call "
                                 f"load({arch!r}, {dataset!r}) with train_if_missing=True to train it.")
-    train(model, train_data, **TRAINING[dataset], progress=progress)
+    train(model, train_data, **_training(dataset, seed), progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     torch.save(model.state_dict(), partial)

@@ -32,20 +32,40 @@ def test_shapes_train_and_test_share_no_image():
     assert not {bytes(x.numpy()) for x in train.images} & {bytes(x.numpy()) for x in test.images}
 
 
+def ring_hole(mask: torch.Tensor) -> torch.Tensor:
+    """The hole of a ring whose mask is the filled disk ``(H, W)``: within half its radius of its centre."""
+    y, x = torch.meshgrid(torch.arange(mask.shape[0]) + 0.5, torch.arange(mask.shape[1]) + 0.5, indexing="ij")
+    cy, cx = y[mask].mean(), x[mask].mean()
+    radius = (mask.sum() / torch.pi).sqrt()
+    return torch.hypot(y - cy, x - cx) < 0.5 * radius
+
+
 def test_shapes_mask_is_the_drawn_object():
     shapes = data.shapes(60, size=64, seed=1)
     for image, mask, label in zip(shapes.images.float() / 255, shapes.masks, shapes.targets):
-        assert 0.02 < mask.float().mean() < 0.5
+        assert 0.02 < mask.float().mean() < 0.7
         rows, cols = mask.any(1).nonzero(), mask.any(0).nonzero()
         assert rows.min() > 0 and rows.max() < 63 and cols.min() > 0 and cols.max() < 63  # whole object
-        inside = image[:, mask]  # one colour plus pixel noise
+        # a mask is one region without holes: a ring's hole is part of the ring
+        assert torch.equal(torch.from_numpy(ndimage.binary_fill_holes(mask.numpy())), mask)
+        hole = ring_hole(mask) if shapes.classes[label] == "ring" else torch.zeros_like(mask)
+        inside = image[:, mask & ~hole]  # one colour plus pixel noise
         assert (inside - inside.median(1, keepdim=True).values).abs().mean() < 0.05
-        # ...that differs from the pixels bordering the object
+        # ...that differs from the pixels bordering the object, and from a ring's hole
         border = torch.from_numpy(ndimage.binary_dilation(mask.numpy(), iterations=2)) & ~mask
         assert (image[:, border].mean(1) - inside.mean(1)).norm() > 0.15
-        # only rings have a hole
-        holes = ndimage.binary_fill_holes(mask.numpy()).sum() - mask.sum().item()
-        assert (holes > 10) == (shapes.classes[label] == "ring")
+        if hole.any():
+            assert (image[:, hole].mean(1) - inside.mean(1)).norm() > 0.15
+
+
+def test_shapes_scale_and_distractors_are_parameters():
+    small = data.shapes(30, size=48, scale=(0.15, 0.2), distractors=(0, 0))
+    large = data.shapes(30, size=48, scale=(0.4, 0.45), distractors=(0, 0))
+    assert small.masks.float().mean() < large.masks.float().mean() / 3
+    with pytest.raises(ValueError, match="scale"):
+        data.shapes(4, scale=(0.3, 0.6))
+    with pytest.raises(ValueError, match="distractors"):
+        data.shapes(4, distractors=(3, 1))
 
 
 def test_shapes_rejects_bad_split():
