@@ -49,7 +49,7 @@ from .trust import assess, attention_gaps, recommend
 DEMO_PRUNE = PruneSpec(pruners=("l2", "senpis", "random"), ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
 QUICK_PRUNE = PruneSpec(pruners=("l2", "senpis", "random"), ratios=(0.2, 0.5, 0.8))
 QUICK_IMAGES = 120
-DEMO_FINETUNE = {"images": 1500, "quick_images": 600, "epochs": 1, "lr": 3e-4, "batch_size": 32}
+DEMO_FINETUNE = {"images": 1500, "quick_images": 600, "epochs": 1, "lr": 5e-4, "batch_size": 32}
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
 DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
 USER_ERRORS = (ConfigError, ValueError, TypeError, OSError, ImportError)  # bad input: one line, exit 2
