@@ -98,7 +98,7 @@ def report(ds: xr.Dataset, path: str | Path = "report.html", *, title: str | Non
         verdicts = trust.assess(small, **rule)
         recommendation = trust.recommend(small, **rule) if structure.has_ratios(small) else None
         sections = [_settings(ds, small, verdicts), _model_table(small, verdicts),
-                    _verdicts(verdicts, recommendation), _figures(ds, plot, n_resamples, heatmap_images),
+                    _verdicts(verdicts, recommendation, trust.layer_checks(small)), _figures(ds, plot, n_resamples, heatmap_images),
                     _per_class(small)]
     title = title or f"PE-score report: {ds.attrs.get('reference_name', structure.reference(small))}"
     document = TEMPLATE.format(title=html.escape(title), style=STYLE, body="\n".join(sections),
@@ -158,7 +158,7 @@ def _model_table(small: xr.Dataset, verdicts: xr.Dataset) -> str:
     return f"<section id='models'><h2>Models</h2>{table}</section>"
 
 
-def _verdicts(verdicts: xr.Dataset, recommendation: pd.DataFrame | None) -> str:
+def _verdicts(verdicts: xr.Dataset, recommendation: pd.DataFrame | None, checks: xr.Dataset) -> str:
     rule = html.escape(str(verdicts.attrs.get("rule_text", verdicts.attrs.get("rule", ""))))
     parts = [f"<section id='trust'><h2>Trust verdicts</h2><p class='rule'><b>Rule:</b> {rule}. The trusted "
              "ratio of a pruner is the largest ratio up to which every one of its candidates passes "
@@ -170,8 +170,25 @@ def _verdicts(verdicts: xr.Dataset, recommendation: pd.DataFrame | None) -> str:
         table = format_recommendation(recommendation)
         marked = table.to_html(index=False, classes="trust", escape=True, border=0)
         parts.append(marked.replace(f"<td>{NONE_TRUSTED}</td>", f"<td class='fail'>{NONE_TRUSTED}</td>"))
+    parts.append(_layer_checks(checks))
     parts.append("</section>")
     return "".join(parts)
+
+
+def _layer_checks(checks: xr.Dataset) -> str:
+    """Which layers and CAM methods can carry a verdict (:func:`pescore_nb.trust.layer_checks`)."""
+    rows = []
+    for layer in checks[schema.LAYER].values.tolist():
+        for cam in checks[schema.CAM].values.tolist():
+            check = checks.sel({schema.LAYER: layer, schema.CAM: cam})
+            rows.append({"layer": layer, "CAM": cam, "twin PE": _number(float(check["twin_pe"]), 3),
+                         "randomised-copy PE": _number(float(check["randomised_pe"]), 3),
+                         "energy in objects": _number(float(check["energy_in_mask"]), 3),
+                         "usable": "yes" if bool(check["usable"]) else f"flagged: {check['why'].item()}"})
+    table = pd.DataFrame(rows).to_html(index=False, classes="trust", escape=True, border=0)
+    return (f"<h3>Layer checks</h3><p>Twin PE below {checks.attrs['twin_min_pe']:g} (not reproducible) or a "
+            f"randomised copy's PE above {checks.attrs['randomised_max_pe']:g} (not model-dependent) flags a "
+            f"layer.</p>{table}")
 
 
 def _figures(ds: xr.Dataset, plot, n_resamples: int, heatmap_images: int) -> str:

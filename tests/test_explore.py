@@ -274,3 +274,12 @@ def test_the_ratio_slider_gives_each_stop_room():
     ds = results_dataset(n_images=6, size=8, ratios=tuple(np.round(np.arange(0.1, 1.0, 0.1), 1)))
     slider = explore(ds).controls.ratio
     assert int(slider.layout.width.removesuffix("px")) >= 40 * len(slider.options)
+
+
+def test_a_layer_whose_twin_disagrees_is_flagged_in_the_verdict():
+    flagged = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6),
+                              controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.9})
+    assert "layer flagged</b>: twin PE below 0.5" in explore(flagged).verdict.value
+    steady = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6),
+                             controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.01})
+    assert "layer flagged" not in explore(steady).verdict.value

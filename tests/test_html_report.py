@@ -76,3 +76,11 @@ def test_format_recommendation_of_a_row_without_a_trusted_model():
 def test_report_refuses_a_path_that_is_not_html(ds, tmp_path):
     with pytest.raises(ValueError, match=r"ending in \.html"):
         html_report.report(ds, tmp_path / "report.pdf")
+
+
+def test_the_report_shows_the_layer_checks(ds, written):
+    from pescore_nb.trust import layer_checks
+
+    twin_pe = float(layer_checks(ds)["twin_pe"].sel(layer="features.3", cam="gradcam++"))
+    section = written.split("<h3>Layer checks</h3>")[1].split("</table>")[0]
+    assert f"<td>{twin_pe:.3f}</td>" in section and "features.3" in section

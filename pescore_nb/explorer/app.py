@@ -341,6 +341,9 @@ class Explorer(widgets.VBox):
             colour, mark = (PASS, "✔ trustworthy") if ok else (FAIL, "✘ not trustworthy")
             lines.append(f"<b style='color:{colour};font-size:1.1em'>{mark}</b> · {self._model_label(model)}")
             lines.append(" · ".join(_reasons(verdict)))
+        flag = catalog.layer_flag(layer, cam)
+        if flag:
+            lines.append(f"<b style='color:{FAIL}'>⚠ layer flagged</b>: {flag}")
         if verdict["rule"] == "control":
             twin = "" if np.isnan(verdict["twin_pe"]) else f" · twin {verdict['twin_pe']:.3f}"
             lines.append(f"control PE (fine-tune only) <b>{verdict['control_pe']:.3f}</b>{twin}")

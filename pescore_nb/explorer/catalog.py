@@ -62,6 +62,7 @@ class Catalog:
             correct = small.assign({CORRECT: small[schema.PRED] == small[schema.LABEL]})
             self.accuracy_by_class = by_class(correct, CORRECT).sel({schema.LABEL: self.classes}).values
             self.verdicts, self.recommendation, self.trust_error = _trust(small, self.has_ratios, rule)
+            self.layer_checks = trust.layer_checks(small)
         self.accuracy = small[schema.ACCURACY].values.astype(float)  # (model,)
         self.heatmaps = functools.lru_cache(maxsize=cache_size)(self._heatmaps)
         self.picture = functools.lru_cache(maxsize=cache_size)(self._picture)
@@ -135,6 +136,11 @@ class Catalog:
         found.update(rule=str(attrs.get("rule", "")), rule_text=str(attrs.get("rule_text", attrs.get("rule", ""))),
                      **{name: float(attrs.get(name, np.nan)) for name in ("margin", "pe_threshold", "max_accuracy_drop")})
         return found
+
+    def layer_flag(self, layer: int, cam: int) -> str:
+        """Why the maps of this layer and CAM method cannot carry a verdict (:func:`trust.layer_checks`); "" when they can."""
+        check = self.layer_checks.isel({schema.LAYER: layer, schema.CAM: cam})
+        return "" if bool(check["usable"]) else str(check["why"].item())
 
     def trusted(self, pruner: str, layer: int, cam: int) -> dict | None:
         """The :func:`trust.recommend` row of ``pruner`` at one layer and CAM method, as a dict (None
