@@ -2,8 +2,8 @@
 
     pescore demo [--out DIR] [--quick] [--raw] [--sp2ps] [--overwrite]
         Loads (or trains once) the zoo's VGG on ``shapes`` and its twin (seed 1), prunes the VGG
-        with ``l2``, ``senpis`` and ``random`` at 0.1 ... 0.9 (SeNPIS-Faster reads the training
-        split), fine-tunes each pruned copy and the unpruned ``control:finetune`` with one recipe
+        with ``l2``, ``senpis``, ``taylor`` and ``random`` at 0.1 ... 0.9 (SeNPIS-Faster and Taylor
+        read the training split), fine-tunes each pruned copy and the unpruned ``control:finetune`` with one recipe
         and seed (``--raw``: no fine-tuning and no such control), adds a cascading-randomised copy
         per layer, scores Grad-CAM++ at the model's ``cam_layers`` on the test images, and writes
         DIR (default ``./pescore-demo``). ``--quick``: three ratios, less fine-tuning data, 120
@@ -46,10 +46,11 @@ from .sp2ps import Sp2PSConfig
 from .store import save
 from .trust import assess, attention_gaps, recommend
 
-DEMO_PRUNE = PruneSpec(pruners=("l2", "senpis", "random"), ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
-QUICK_PRUNE = PruneSpec(pruners=("l2", "senpis", "random"), ratios=(0.2, 0.5, 0.8))
+DEMO_PRUNERS = ("l2", "senpis", "taylor", "random")
+DEMO_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
+QUICK_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.5))
 QUICK_IMAGES = 120
-DEMO_FINETUNE = {"images": 1500, "quick_images": 600, "epochs": 1, "lr": 5e-4, "batch_size": 32}
+DEMO_FINETUNE = {"images": 1500, "quick_images": 600, "epochs": 2, "lr": 1e-3, "batch_size": 64}  # demo_design.md
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
 DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
 USER_ERRORS = (ConfigError, ValueError, TypeError, OSError, ImportError)  # bad input: one line, exit 2

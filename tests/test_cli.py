@@ -35,13 +35,13 @@ def test_quick_demo_writes_results_figures_and_the_table(quick_demo):
     ds = load(out / "results.nc", lazy=False)
     assert ds[schema.HEATMAP].dims == schema.HEATMAP_DIMS
     assert all(ds[name].dims == schema.SCORE_DIMS for name in schema.SCORE_VARIABLES)
-    assert set(ds[schema.PRUNER].values) == {schema.UNPRUNED, "l2", "senpis", "random"}
+    assert set(ds[schema.PRUNER].values) == {schema.UNPRUNED, *cli.DEMO_PRUNERS}
     assert {schema.CONTROL_FINETUNE, schema.CONTROL_TWIN} <= set(ds[schema.MODEL].values.tolist())
     assert sorted(set(ds[schema.RATIO].values.tolist())) == [0.0, *cli.QUICK_PRUNE.ratios]
     assert ds.sizes[schema.LAYER] == 2 and ds[schema.CAM].values.tolist() == ["gradcam++"]
     figures = {path.name.split("_")[0] for path in out.glob("*.png")}
     assert {"pe", "heatmaps", "drop"} <= figures
-    for text in ("trustworthy?", "params", "MACs", "accuracy", "l2@0.20", "random@0.80", "Largest trusted ratio",
+    for text in ("trustworthy?", "params", "MACs", "accuracy", "l2@0.20", "taylor@0.50", "Largest trusted ratio",
                  "accuracy alone would trust up to", "Findings:"):
         assert text in done.stdout
     assert "PE-score" in done.stderr  # the progress bars
