@@ -14,7 +14,15 @@ them with Grad-CAM++ on the test split, and prints:
 - the time of each step, and an estimate of the whole demo from an empty cache.
 
     python benchmarks/demo_design.py --design q4 [--test 600] [--ratios 0.1,0.2,...] [--threads 1]
-        [--set '{"finetune": {"images": 1500, "epochs": 1, "lr": 1e-3, "batch_size": 32}}']
+        [--pruners l2,senpis,taylor,random] [--layers 1]
+        [--set '{"finetune": {"images": 1500, "epochs": 2, "lr": 1e-3, "batch_size": 64},
+                 "ignored_layers": ["features.0", "classifier.1"]}']   # ignored_layers: spare the first conv
+
+Pruning and fine-tuning go through ``prune.sweep(..., finetune=prune.Finetune(first images), data=train)``,
+as the CLI's demo does (``"engine": "script"`` in the recipe uses this script's own loop instead:
+``drop_last`` batches, and ``"optimizer": "sgd"`` for SGD with momentum 0.9, the loop of the first rows
+of the table). The trusted ratio is printed twice: this script's walk (400 resamples, per pruner) and
+``pescore_nb.recommend(ds)``, the rule as the CLI applies it.
 
 Designs are the entries of ``DESIGNS`` (``q4`` is the zoo's default since this study; results in
 ``benchmarks/demo_design.md``); ``--set`` overrides any field with JSON. Times are CPU seconds
@@ -39,9 +47,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
-from pescore_nb import data, prune, stats, zoo
+from pescore_nb import data, prune, specs, stats, zoo
 from pescore_nb.evaluation import evaluate
 from pescore_nb.scores import score
+from pescore_nb.trust import recommend
 
 BASE = {
     "size": 64, "config": (8, "M", 16, "M", 32, "M", 64, 128), "layers": None,
@@ -53,6 +62,9 @@ DESIGNS = {
     "baseline": {},  # the zoo of main a3a2b12 (with the ring's hole in its mask)
     "q4": {"config": (16, "M", 32, "M", 64, 64, 128),
            "finetune": {"images": 1500, "epochs": 1, "lr": 5e-4, "batch_size": 32}},
+    # q4 with the fine-tuning this study ends on (prune.Finetune: Adam 1e-3, batch 64, 2 epochs, 1500 images)
+    "q4ft": {"config": (16, "M", 32, "M", 64, 64, 128),
+             "finetune": {"images": 1500, "epochs": 2, "lr": 1e-3, "batch_size": 64}},
     "q4big": {"config": (16, "M", 32, "M", 64, 64, 128), "scale": (0.3, 0.45), "distractors": (1, 3)},
     "w96": {"config": (16, "M", 32, "M", 96, 96), "scale": (0.3, 0.45), "distractors": (1, 3), "n_train": 2500,
             "finetune": {"images": 1500, "epochs": 1, "lr": 5e-4, "batch_size": 32}},
@@ -100,7 +112,10 @@ def finetune(model: nn.Module, train_data, recipe: dict, seed: int) -> nn.Module
     subset = Subset(train_data, range(min(recipe["images"], len(train_data))))
     loader = DataLoader(subset, batch_size=recipe["batch_size"], shuffle=True, drop_last=True,
                         generator=torch.Generator().manual_seed(seed))
-    optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
+    if recipe.get("optimizer", "adam") == "sgd":
+        optimizer = torch.optim.SGD(model.parameters(), lr=recipe["lr"], momentum=0.9)
+    else:
+        optimizer = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
     model.train()
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -151,7 +166,7 @@ def main() -> None:
     parser.add_argument("--set", default=None, help="JSON overrides of the design, e.g. '{\"n_train\": 2000}'")
     parser.add_argument("--test", type=int, default=600)
     parser.add_argument("--ratios", default="0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9")
-    parser.add_argument("--pruners", default="l2,random")
+    parser.add_argument("--pruners", default="l2,senpis,taylor,random")
     parser.add_argument("--layers", type=int, default=3, help="evaluate the last N ReLUs")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
@@ -159,6 +174,7 @@ def main() -> None:
     zoo.TRAINING_THREADS = args.threads  # on a busy machine one thread wastes less time waiting for the other
     spec = design(args.design, args.set)
     ratios = [float(r) for r in args.ratios.split(",")]
+    pruners = args.pruners.split(",")
     print(json.dumps({"design": args.design, **spec}))
     times, clock = {}, time.process_time  # CPU seconds: the machine is shared, wall time is not the cost
     start = clock()
@@ -173,16 +189,24 @@ def main() -> None:
 
     start = clock()
     example = test[0][0][None]
-    control = finetune(copy.deepcopy(reference), train, spec["finetune"], FINETUNE_SEED)
-    control.pescore_pruning = {"role": "control", "pruner": "none", "ratio": 0.0}
+    recipe = spec["finetune"]
     twin.pescore_pruning = {"role": "control", "pruner": "none", "ratio": 0.0}
-    models = {"control:finetune": control, "control:twin": twin}
-    for pruner in args.pruners.split(","):
-        for ratio in ratios:
-            name, pruned = next(iter(prune.sweep(reference, example, [ratio], pruner, seed=PRUNE_SEED).items()))
-            meta = pruned.pescore_pruning
-            models[name] = finetune(pruned, train, spec["finetune"], FINETUNE_SEED)
-            models[name].pescore_pruning = meta
+    if recipe.get("engine", "prune") == "prune":  # what the CLI runs: prune.sweep with prune.Finetune (Adam)
+        finetuning = prune.Finetune(specs.first_images(train, recipe["images"]), epochs=recipe["epochs"],
+                                    lr=recipe["lr"], batch_size=recipe["batch_size"])
+        models = prune.sweep(reference, example, ratios, pruner=pruners, seed=PRUNE_SEED, finetune=finetuning,
+                             data=train, ignored_layers=spec.get("ignored_layers"))
+    else:  # this script's own loop (drop_last, optional SGD): the rows measured before prune.Finetune
+        control = finetune(copy.deepcopy(reference), train, recipe, FINETUNE_SEED)
+        control.pescore_pruning = {"role": "control", "pruner": "none", "ratio": 0.0}
+        models = {"control:finetune": control}
+        for pruner in pruners:
+            for name, pruned in prune.sweep(reference, example, ratios, pruner, seed=PRUNE_SEED, data=train,
+                                            ignored_layers=spec.get("ignored_layers")).items():
+                meta = pruned.pescore_pruning
+                models[name] = finetune(pruned, train, recipe, FINETUNE_SEED)
+                models[name].pescore_pruning = meta
+    models["control:twin"] = twin
     times["prune + fine-tune"] = clock() - start
     for layer in layers:
         models[f"randomised:{layer}"] = randomised(reference, layer)
@@ -203,7 +227,7 @@ def main() -> None:
     accuracy = ds.accuracy.to_series()
     print(f"\naccuracy: reference {accuracy['reference']:.3f}  control {accuracy['control:finetune']:.3f}  "
           f"twin {accuracy['control:twin']:.3f}")
-    for pruner in args.pruners.split(","):
+    for pruner in pruners:
         print(f"\n{pruner}: ratio  accuracy  " + "  ".join(f"PE {layer}" for layer in layers))
         for ratio in ratios:
             name = f"{pruner}@{ratio:.2f}"
@@ -213,6 +237,9 @@ def main() -> None:
             trusted, rows = trusted_ratio(ds, layer, pruner, ratios)
             print(f"  trusted at {layer}: {trusted:.1f}   bounds: "
                   + " ".join(f"{r:.1f}:{b:+.3f}{'' if ok else '*'}" for r, _, b, ok in rows))
+    table = recommend(ds)  # the rule as the CLI applies it (2000 resamples)
+    print("\nrecommend(): " + "; ".join(f"{r.pruner} {r.layer} trusted {r.ratio:.1f} (first failure "
+                                         f"{r.first_failure} on {r.fails_on or '-'})" for r in table.itertuples()))
     demo = times["train reference"] + times["train twin"] + times["prune + fine-tune"] + times["evaluate"]
     print(f"\nCPU times (s, {torch.get_num_threads()} threads): " + ", ".join(f"{k} {v:.0f}" for k, v in times.items())
           + f"; demo {demo:.0f} CPU s")
