@@ -36,12 +36,10 @@ import argparse
 import copy
 import hashlib
 import json
-import os
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
