@@ -2,11 +2,12 @@
 
 1. Correctness: resnet18 maps on CUDA equal pytorch-grad-cam's on CUDA (1e-4) and the engine's on
    the CPU; ``evaluate(device="cuda")`` equals the CPU run and leaves the models on the CPU.
-2. Host round-trips: the PE pipeline of one batch runs under ``torch.cuda.set_sync_debug_mode``;
-   the synchronising calls are counted (the results' copy to the host is the only one expected).
+2. Host round-trips: the public ``evaluate`` of one batch (images and labels on the host, as a
+   Dataset gives them; models on the device) runs under ``torch.cuda.set_sync_debug_mode``; the
+   synchronising calls are counted and printed (the results' copies to the host are expected).
 3. Throughput on resnet50, 224x224, batch 128, reference + one candidate, 4 layers, gradcam++:
-   images/s of the floor (forward + ``torch.autograd.grad`` to the layers, both models) and of the
-   PE pipeline, and their ratio.
+   images/s of the floor (forward + ``torch.autograd.grad`` to the layers, both models, images
+   already on the device) and of that ``evaluate`` call, and their ratio.
 Run: ``python benchmarks/gpu.py [--batch 128] [--repeats 5]`` on a machine with CUDA.
 """
 from __future__ import annotations
@@ -22,10 +23,11 @@ from pytorch_grad_cam.utils.model_targets import ClassifierOutputTarget
 from torch.utils.data import TensorDataset
 
 import pescore_nb
-from pescore_nb import CamEngine, PEConfig
-from pescore_nb.evaluation import _evaluate_batch
+from pescore_nb import CamEngine
 
-from engine import LAYERS, floor, median_seconds
+from engine import floor, median_seconds
+
+LAYERS = ["layer1", "layer2", "layer3", "layer4"]
 
 LIBRARY = {"gradcam": "GradCAM", "gradcam++": "GradCAMPlusPlus", "xgradcam": "XGradCAM",
            "layercam": "LayerCAM", "hirescam": "HiResCAM"}
@@ -60,17 +62,17 @@ def check_correctness() -> None:
           f"{next(model.parameters()).device}/{next(candidate.parameters()).device}")
 
 
-def pipeline(engines, images, targets) -> dict:
-    """One batch through the PE pipeline, its results copied to the host (as evaluate stores them)."""
-    return {name: values.cpu() for name, values in _evaluate_batch(engines, images, targets, PEConfig()).items()}
+def pipeline(reference, candidate, data) -> None:
+    """The public evaluate of one batch, as a user calls it (results on the host)."""
+    pescore_nb.evaluate(reference, {"candidate": candidate}, data, layers=LAYERS, batch_size=len(data), progress=False)
 
 
-def count_syncs(engines, images, targets) -> int:
+def count_syncs(reference, candidate, data) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         torch.cuda.set_sync_debug_mode("warn")
         try:
-            pipeline(engines, images, targets)
+            pipeline(reference, candidate, data)
         finally:
             torch.cuda.set_sync_debug_mode("default")
     syncs = [w for w in caught if "synchroniz" in str(w.message)]
@@ -91,19 +93,19 @@ def main() -> None:
     torch.manual_seed(0)
     reference = torchvision.models.resnet50(weights=None).eval().to(device)
     candidate = copy.deepcopy(reference)
-    images = torch.rand(args.batch, 3, 224, 224, device=device)
+    host_images = torch.rand(args.batch, 3, 224, 224)
     targets = torch.randint(0, 1000, (args.batch,))  # labels live on the host, as a DataLoader gives them
-    engines = [CamEngine(model, LAYERS, ["gradcam++"]) for model in (reference, candidate)]
-    print(f"synchronising calls in one PE pipeline batch: {count_syncs(engines, images, targets)}")
-    device_targets = targets.to(device)
+    data = TensorDataset(host_images, targets)
+    print(f"synchronising calls in one evaluate of one batch: {count_syncs(reference, candidate, data)}")
+    images, device_targets = host_images.to(device), targets.to(device)
     seconds = median_seconds({
-        "floor": lambda: [floor(m, images, device_targets) for m in (reference, candidate)],
-        "pipeline": lambda: pipeline(engines, images, targets)}, args.repeats, device)
+        "floor": lambda: [floor(m, images, device_targets, LAYERS) for m in (reference, candidate)],
+        "pipeline": lambda: pipeline(reference, candidate, data)}, args.repeats, device)
     floor_s, pipeline_s = seconds["floor"], seconds["pipeline"]
     print(f"resnet50, batch {args.batch}, 224x224, 2 models, {len(LAYERS)} layers, gradcam++, median of {args.repeats}")
     print(f"  floor        {floor_s:7.3f} s  {args.batch / floor_s:8.1f} images/s")
-    print(f"  PE pipeline  {pipeline_s:7.3f} s  {args.batch / pipeline_s:8.1f} images/s")
-    print(f"PE pipeline / floor {pipeline_s / floor_s:6.2f}")
+    print(f"  evaluate     {pipeline_s:7.3f} s  {args.batch / pipeline_s:8.1f} images/s")
+    print(f"evaluate / floor {pipeline_s / floor_s:6.2f}")
 
 
 if __name__ == "__main__":

@@ -23,8 +23,8 @@ from tqdm.auto import tqdm
 
 from . import schema
 from .cam import CamEngine, CamOutput, check_images, check_logits
-from .metrics import PEConfig, combine, confidence, iou, ssim
-from .sp2ps import Sp2PSConfig, sp2ps
+from .metrics import IoUReference, PEConfig, SSIMReference, combine, confidence
+from .sp2ps import Sp2PSConfig, Sp2PSReference
 from .store import ZarrRun
 
 HEATMAP_DTYPES = ("float32", "float16")
@@ -338,33 +338,48 @@ def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torc
     targets = labels if config.target == "label" else None  # None: the reference's predictions
     reference = engines[0].compute(images, targets)
     targets = reference.targets if targets is None else targets
-    outputs = [reference] + [engine.compute(images, targets) for engine in engines[1:]]
-    ref_prob = _target_prob(reference)
-    per_model = []
-    for output in outputs:
-        prob = _target_prob(output)
-        if output is reference:  # SSIM and IoU of a map with itself are exactly 1: skip the work
-            ssim_values = iou_values = torch.ones(output.heatmaps.shape[:3], device=prob.device)
-        else:
-            ssim_values = ssim(reference.heatmaps, output.heatmaps, config)
-            iou_values = iou(reference.heatmaps, output.heatmaps, config.iou_threshold)
-        conf_values = confidence(ref_prob, prob).expand_as(ssim_values)
-        scores = {}
-        if sp2ps_config is not None:
-            same_ssim = sp2ps_config.ssim_parameters() == config.ssim_parameters()
-            scores[schema.SP2PS] = (torch.ones_like(ssim_values) if output is reference else
-                                    sp2ps(reference.heatmaps, output.heatmaps, sp2ps_config,
-                                          spatial=ssim_values if same_ssim else None))
-        if masks is not None:
-            scores[schema.ENERGY_IN_MASK] = _energy_in_mask(output.heatmaps, masks)
-        per_model.append({
-            **scores, schema.HEATMAP: output.heatmaps, schema.PROB: prob, schema.PRED: output.logits.argmax(dim=1),
-            schema.SSIM: ssim_values, schema.IOU: iou_values, schema.CONF: conf_values,
-            schema.PE: combine(ssim_values, iou_values, conf_values, config.combine),
-            schema.DEGENERATE: output.degenerate | reference.degenerate})
+    scorer = _ReferenceScores(reference, config, sp2ps_config)
+    per_model = [scorer.scores(reference, masks)]
+    for engine in engines[1:]:
+        per_model.append(scorer.scores(engine.compute(images, targets), masks))
     arrays = {name: torch.stack([values[name] for values in per_model]) for name in per_model[0]}
     arrays[schema.LABEL] = labels
     return arrays
+
+
+class _ReferenceScores:
+    """The scores of each model's output against one batch's reference output. What depends on the
+    reference alone (its probabilities, SSIM moments, IoU masks, spectra) is made once per batch."""
+
+    def __init__(self, reference: CamOutput, config: PEConfig, sp2ps_config: Sp2PSConfig | None):
+        self.reference, self.config = reference, config
+        self.prob = _target_prob(reference)
+        self.ssim = SSIMReference(reference.heatmaps, config)
+        self.iou = IoUReference(reference.heatmaps, config.iou_threshold)
+        self.sp2ps = None if sp2ps_config is None else Sp2PSReference(reference.heatmaps, sp2ps_config)
+        self.same_ssim = sp2ps_config is not None and sp2ps_config.ssim_parameters() == config.ssim_parameters()
+
+    def scores(self, output: CamOutput, masks: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        """``heatmap (layers, cams, N, H, W)``, ``prob``/``pred (N,)`` and the scores ``(layers, cams, N)``
+        of one model's output."""
+        prob = _target_prob(output)
+        scores = {}
+        if output is self.reference:  # every score of the reference with itself is exactly 1: skip the work
+            ssim_values = iou_values = torch.ones(output.heatmaps.shape[:3], device=prob.device)
+            if self.sp2ps is not None:
+                scores[schema.SP2PS] = ssim_values
+        else:
+            ssim_values = self.ssim.compare(output.heatmaps)
+            iou_values = self.iou.compare(output.heatmaps)
+            if self.sp2ps is not None:
+                scores[schema.SP2PS] = self.sp2ps.compare(output.heatmaps, ssim_values if self.same_ssim else None)
+        conf_values = confidence(self.prob, prob).expand_as(ssim_values)
+        if masks is not None:
+            scores[schema.ENERGY_IN_MASK] = _energy_in_mask(output.heatmaps, masks)
+        return {**scores, schema.HEATMAP: output.heatmaps, schema.PROB: prob, schema.PRED: output.logits.argmax(dim=1),
+                schema.SSIM: ssim_values, schema.IOU: iou_values, schema.CONF: conf_values,
+                schema.PE: combine(ssim_values, iou_values, conf_values, self.config.combine),
+                schema.DEGENERATE: output.degenerate | self.reference.degenerate}
 
 
 def _target_prob(output: CamOutput) -> torch.Tensor:

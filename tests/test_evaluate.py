@@ -58,8 +58,7 @@ def results(data):
 def test_the_dataset_has_the_schema_of_pescore_md(results, data):
     ds, _, _ = results
     assert ds[schema.HEATMAP].dims == schema.HEATMAP_DIMS and ds[schema.HEATMAP].dtype == np.float32
-    for name in (schema.SSIM, schema.IOU, schema.CONF, schema.PE, schema.SP2PS, schema.DEGENERATE,
-                 schema.ENERGY_IN_MASK):
+    for name in (schema.SSIM, schema.IOU, schema.CONF, schema.PE, schema.DEGENERATE, schema.ENERGY_IN_MASK):
         assert ds[name].dims == schema.SCORE_DIMS
     assert ds[schema.PROB].dims == ds[schema.PRED].dims == schema.OUTPUT_DIMS
     assert list(ds[schema.MODEL].values) == ["reference", "l2@0.30", "other"]
@@ -95,9 +94,27 @@ def test_heatmaps_probabilities_and_scores_equal_a_direct_recomputation(results,
     np.testing.assert_allclose(ds.iou.sel(model="l2@0.30").values, expected_iou.numpy(), atol=1e-6)
     np.testing.assert_allclose(ds.pe.sel(model="l2@0.30").values,
                                combine(expected_ssim, expected_iou, expected_conf).numpy(), atol=1e-5)
-    np.testing.assert_allclose(ds.sp2ps.sel(model="l2@0.30").values, sp2ps(expected_ref, expected_cand).numpy(),
-                               atol=1e-5)
-    assert Sp2PSConfig.from_attrs(ds.attrs) == Sp2PSConfig()
+    assert schema.SP2PS not in ds and Sp2PSConfig.attribute not in ds.attrs  # Sp2PS is opt-in
+
+
+@pytest.mark.parametrize("sp2ps_config", [Sp2PSConfig(), Sp2PSConfig(ssim_window=7, spectrum="log"),
+                                          Sp2PSConfig(spectral_similarity="cosine")],
+                         ids=["default", "own-ssim-log", "cosine"])
+def test_sp2ps_when_asked_equals_the_function_on_the_maps_and_leaves_the_other_scores(results, data,
+                                                                                       sp2ps_config):
+    ds, reference, pruned = results
+    candidates = {"l2@0.30": pruned, "other": tiny_cnn(seed=2)}
+    with_sp2ps = evaluate(reference, candidates, data, layers=LAYERS, cams=["gradcam++", "layercam"], batch_size=4,
+                          sp2ps_config=sp2ps_config, progress=False)
+    images, labels = data.tensors
+    expected_ref = CamEngine(reference, LAYERS, ["gradcam++", "layercam"])(images, labels)
+    expected_cand = CamEngine(pruned, LAYERS, ["gradcam++", "layercam"])(images, labels)
+    np.testing.assert_allclose(with_sp2ps.sp2ps.sel(model="l2@0.30").values,
+                               sp2ps(expected_ref, expected_cand, sp2ps_config).numpy(), atol=1e-5)
+    assert with_sp2ps[schema.SP2PS].dims == schema.SCORE_DIMS
+    assert (with_sp2ps.sp2ps.sel(model="reference").values == 1.0).all()
+    assert Sp2PSConfig.from_attrs(with_sp2ps.attrs) == sp2ps_config
+    xr.testing.assert_identical(with_sp2ps.drop_vars(schema.SP2PS).drop_attrs(), ds.drop_attrs())
 
 
 def test_energy_in_mask_on_a_hand_built_case(data):
@@ -140,7 +157,7 @@ def test_a_copy_of_the_reference_scores_exactly_one(data):
     reference = tiny_cnn()
     ds = evaluate(reference, {"copy": copy.deepcopy(reference)}, data, layers=LAYERS,
                   cams=["gradcam", "gradcam++", "xgradcam", "layercam", "hirescam", "eigencam"],
-                  batch_size=3, progress=False)
+                  batch_size=3, sp2ps_config=Sp2PSConfig(), progress=False)
     assert (score(ds).values == 1.0).all()
     assert (ds.pe.values == 1.0).all() and (ds.sp2ps.values == 1.0).all()
 

@@ -4,7 +4,9 @@ import pytest
 import torch
 from skimage.metrics import structural_similarity
 
-from pescore_nb.sp2ps import CONFIG_ATTRIBUTE, SPECTRA, SPECTRAL_SIMILARITIES, Sp2PSConfig, sp2ps, spectral_similarity
+from pescore_nb.metrics import ssim
+from pescore_nb.sp2ps import (CONFIG_ATTRIBUTE, SPECTRA, SPECTRAL_SIMILARITIES, Sp2PSConfig, Sp2PSReference, sp2ps,
+                              spectral_similarity, spectrum)
 
 CONFIGS = [Sp2PSConfig(spectrum=s, spectral_similarity=m) for s in SPECTRA for m in SPECTRAL_SIMILARITIES]
 
@@ -54,6 +56,34 @@ def test_batched_torch_matches_a_float64_numpy_loop(config):
     got = sp2ps(ref, cand, config)
     expected = [reference_sp2ps(r.numpy(), c.numpy(), config) for r, c in zip(ref, cand)]
     np.testing.assert_allclose(got.numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("size", [(32, 32), (15, 17), (16, 13), (224, 224)])
+@pytest.mark.parametrize("kind", SPECTRA)
+def test_the_float32_half_spectrum_unfolds_to_numpys_float64_centred_spectrum(kind, size):
+    maps = random_maps((3, *size), seed=4)
+    magnitude = np.abs(np.fft.fftshift(np.fft.fft2(maps.double().numpy()), axes=(-2, -1)))
+    expected = np.log1p(magnitude) / np.log1p(size[0] * size[1]) if kind == "log" else magnitude / (size[0] * size[1])
+    got = spectrum(maps, kind)
+    assert got.dtype == torch.float32 and got.shape == maps.shape
+    np.testing.assert_allclose(got.numpy(), expected, atol=1e-4 if kind == "log" else 1e-6)
+
+
+@pytest.mark.parametrize("config", CONFIGS + [Sp2PSConfig(ssim_window=7, ssim_sigma=0.9)],  # skimage: 7 wide
+                         ids=lambda c: f"{c.spectrum}-{c.spectral_similarity}-{c.ssim_window}")
+def test_a_kept_reference_scores_many_candidates_as_sp2ps_does(config):
+    ref = blob()[None].repeat(2, 3, 1, 1) * 0.8 + 0.2 * random_maps((2, 3, 32, 32), seed=5)
+    reference = Sp2PSReference(ref, config)
+    for seed in (6, 7):
+        cand = 0.5 * ref + 0.5 * random_maps(ref.shape, seed=seed)
+        assert torch.equal(reference.compare(cand), sp2ps(ref, cand, config))
+        assert torch.equal(reference.spectral_similarity(cand), spectral_similarity(ref, cand, config))
+        spatial = ssim(ref, cand, config)
+        assert torch.equal(reference.compare(cand, spatial=spatial), reference.compare(cand))
+        expected = [reference_sp2ps(r.numpy(), c.numpy(), config)
+                    for r, c in zip(ref.flatten(0, 1), cand.flatten(0, 1))]
+        np.testing.assert_allclose(reference.compare(cand).flatten().numpy(), expected, rtol=1e-5, atol=1e-6)
+    assert torch.equal(reference.compare(ref.clone()), torch.ones(2, 3))
 
 
 def _strictly_falling(values):
