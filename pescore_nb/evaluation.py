@@ -78,33 +78,49 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
     built = _built(models)
     _check_restorable(built)
     engines = job.engines(built)
-    example = job.first_image()
-    job = dataclasses.replace(job, image_shape=tuple(example.shape[1:]))
-    job.check_models(engines, example)
-    info = [_model_info(engine.model, example, name == schema.REFERENCE) for name, engine in zip(models, engines)]
-    ranges = _batch_ranges(len(dataset), batch_size)
-    attrs = _attrs(job, type(engines[0].model).__name__, example)
-    if store is None:
-        bar = tqdm(total=len(ranges), desc="PE-score", unit="batch", disable=not progress)
-        chunks = [chunk for _, chunk in job.run(engines, ranges, after_each=lambda: bar.update())]
-        bar.close()
-        ds = xr.concat(chunks, dim=schema.IMAGE)
-        return _finish(ds, info, attrs, _accuracy(ds).values)
-    arguments = _run_arguments(job, engines, batch_size)
-    run = ZarrRun.open_or_create(store, arguments, lambda: _template(job.first_chunk(engines), len(dataset),
-                                                                     batch_size, info, attrs))
-    done = run.done()
-    todo = [(start, stop) for start, stop in ranges if not done[start:stop].all()]
-    bar = tqdm(total=len(ranges), initial=len(ranges) - len(todo), desc="PE-score", unit="batch",
-               disable=not progress)
-    if client is None:
-        for start, chunk in job.run(engines, todo):
-            run.write(chunk, start)
-            bar.update()
-    else:
+    with _entered(engines):  # the models are prepared once for the whole call
+        example = job.first_image()
+        job = dataclasses.replace(job, image_shape=tuple(example.shape[1:]))
+        job.check_models(engines, example)
+        info = [_model_info(engine.model, example, name == schema.REFERENCE) for name, engine in zip(models, engines)]
+        ranges = _batch_ranges(len(dataset), batch_size)
+        attrs = _attrs(job, type(engines[0].model).__name__, example)
+        if store is None:
+            bar = tqdm(total=len(ranges), desc="PE-score", unit="batch", disable=not progress)
+            chunks = [chunk for _, chunk in job.run(engines, ranges, after_each=lambda: bar.update())]
+            bar.close()
+            ds = _concatenated(chunks)
+            return _finish(ds, info, attrs, _accuracy(ds).values)
+        arguments = _run_arguments(job, engines, batch_size)
+        run = ZarrRun.open_or_create(store, arguments, lambda: _template(job.first_chunk(engines), len(dataset),
+                                                                         batch_size, info, attrs))
+        done = run.done()
+        todo = [(start, stop) for start, stop in ranges if not done[start:stop].all()]
+        bar = tqdm(total=len(ranges), initial=len(ranges) - len(todo), desc="PE-score", unit="batch",
+                   disable=not progress)
+        if client is None:
+            for start, chunk in job.run(engines, todo):
+                run.write(chunk, start)
+                bar.update()
+    if client is not None:  # the workers build their own models from the job, sent as the user gave them
         _run_distributed(client, job, todo, store, bar)
     bar.close()
     return run.finish(_accuracy)
+
+
+def _concatenated(chunks: list[xr.Dataset]) -> xr.Dataset:
+    """The batches' chunks joined along ``image`` (numpy concatenation: no alignment to check)."""
+    first = chunks[0]
+
+    def joined(name: str):
+        variable = first[name]
+        axis = variable.dims.index(schema.IMAGE)
+        return variable.dims, np.concatenate([chunk[name].values for chunk in chunks], axis=axis)
+
+    image_coords = [name for name, coord in first.coords.items() if schema.IMAGE in coord.dims]
+    other_coords = {name: coord for name, coord in first.coords.items() if schema.IMAGE not in coord.dims}
+    return xr.Dataset({name: joined(name) for name in first.data_vars},
+                      coords={**other_coords, **{name: joined(name) for name in image_coords}})
 
 
 def _names(parameter: str, names: Sequence[str] | str) -> tuple[str, ...]:
