@@ -14,6 +14,7 @@ import datetime
 import html
 import io
 import json
+import os
 import warnings
 from pathlib import Path
 
@@ -105,7 +106,9 @@ def report(ds: xr.Dataset, path: str | Path = "report.html", *, title: str | Non
                                generated=html.escape(f"pescore_nb {__version__}, "
                                                      f"{datetime.datetime.now():%Y-%m-%d %H:%M}"))
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(document, encoding="utf-8")
+    temporary = path.with_name(f".{path.name}.writing-{os.getpid()}")
+    temporary.write_text(document, encoding="utf-8")
+    os.replace(temporary, path)  # a reader sees the old report or the new one, never half of one
     return path
 
 

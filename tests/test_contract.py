@@ -332,3 +332,23 @@ def test_fullgrad_says_once_that_it_ignores_the_layer(capsys):
         engine(masked_images(2).tensors[0], torch.tensor([0, 1]))
     assert len([w for w in caught if "ignore the requested layers" in str(w.message)]) == 1
     assert "target_layers is ignored" not in capsys.readouterr().out  # the library's per-call print is muted
+
+
+def test_a_model_whose_weights_are_on_the_meta_device_is_refused_untouched():
+    reference, _ = models()
+    with torch.device("meta"):
+        empty = tiny_cnn()
+    with pytest.raises(ValueError, match="weights on the 'meta' device"):
+        evaluate(reference, {"empty": empty}, masked_images(4), **ONE_CAM)
+    assert all(p.is_meta for p in empty.parameters()) and not reference[0]._forward_hooks
+
+
+def test_the_html_report_replaces_an_old_one_whole(tmp_path):
+    from pescore_nb import html_report
+
+    path = tmp_path / "report.html"
+    path.write_text("old")
+    html_report.report(results_dataset(n_images=6, size=16, layers=("features.3",)), path, n_resamples=20,
+                       heatmap_images=1)
+    assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>") or "<html" in path.read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
