@@ -193,7 +193,7 @@ def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, t
 
     url, work = lab
     shutil.copy(NOTEBOOK, work / NOTEBOOK.name)  # run a copy: explorer.nc is written next to it, in work/
-    ARTIFACTS.mkdir(exist_ok=True)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
