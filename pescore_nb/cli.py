@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import torch
 import xarray as xr
 from torch import nn
 from torch.utils.data import Dataset
@@ -116,7 +117,13 @@ def _run(args: argparse.Namespace) -> None:
     _check_layers({schema.REFERENCE: reference}, layers)
     dataset = config.data.build()
     if config.prune is not None:
-        candidates = _sweep(reference, dataset, config.prune)
+        train = config.prune.data.build() if config.prune.data is not None else None
+        if train is not None and list(train.classes) != list(dataset.classes):
+            raise ConfigError("prune.data", f"its {len(train.classes)} classes are not the data's "
+                              f"{len(dataset.classes)} classes in the same order; give images of the same "
+                              "classes (for folders: the same sub-folder names).")
+        finetune = config.prune.finetune.build(train, config.device) if config.prune.finetune is not None else None
+        candidates = _sweep(reference, train, config.prune, finetune, example=dataset[0][0][None])
     else:
         candidates = {name: spec.build() for name, spec in config.candidates.items()}
     candidates.update(_controls(reference, layers, config.twin.build() if config.twin else None))
@@ -145,13 +152,16 @@ def _check_output(results: Path, overwrite: bool, field: str) -> None:
                           "folder you can write to.") from None
 
 
-def _sweep(reference: nn.Module, dataset: Dataset, spec: PruneSpec,
-           finetune: prune.Finetune | None = None) -> dict[str, nn.Module]:
+def _sweep(reference: nn.Module, dataset: Dataset | None, spec: PruneSpec, finetune: prune.Finetune | None = None,
+           example: torch.Tensor | None = None) -> dict[str, nn.Module]:
     """Every pruner of ``spec`` at every ratio (plus ``control:finetune`` when fine-tuning), with a progress bar.
 
-    ``dataset`` feeds the data-driven pruners (senpis, taylor): the training split in the demo.
+    ``dataset`` feeds the data-driven pruners (senpis, taylor): training images, never the evaluation
+    data (``None`` when no pruner needs it). ``example``, the ``(1, C, H, W)`` input traced to prune and
+    count MACs, defaults to ``dataset``'s first image.
     """
-    example = dataset[0][0][None]
+    if example is None:
+        example = dataset[0][0][None]
     try:
         return prune.sweep(reference, example, spec.ratios, pruner=spec.pruners, seed=spec.seed,
                            finetune=finetune, data=dataset, progress=True)

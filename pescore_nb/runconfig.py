@@ -4,7 +4,7 @@ Checking is all this module does; :mod:`pescore_nb.specs` builds the models and 
 A config names Python factories (``factory:``) that are imported and run, like any Python code:
 run only configs you trust.
 
-A sample (``examples/config.yaml`` runs it offline)::
+A sample (``examples/config.yaml`` runs it offline, fine-tuning on 300 images to stay quick)::
 
     reference:                      # the unpruned model: exactly one of zoo / factory / pickle
       zoo: vgg                      #   a pescore_nb.zoo model ...
@@ -18,6 +18,12 @@ A sample (``examples/config.yaml`` runs it offline)::
       pruner: [l2, random]          #   l1, l2, random, taylor, senpis, unstructured (one or a list)
       ratios: [0.2, 0.5, 0.8]
       seed: 0
+      data:                         #   training images, fields as in `data` below (split defaults to
+        source: shapes              #   train): senpis and taylor rank filters on them (and need them),
+        split: train                #   finetune trains on them; never the images you evaluate on
+        limit: 1500
+      finetune: {epochs: 1, lr: 5e-4, batch_size: 32}   # optional, each key too: fine-tune every pruned
+                                    #   copy and the unpruned control:finetune on prune.data, on `device`
     # candidates:                   # ... or your own pruned models, by name (not both sections)
     #   mine-50:
     #     factory: mypackage.models:build_net
@@ -47,8 +53,10 @@ Every problem raises :class:`ConfigError`, whose one-line message names the fiel
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import difflib
+import math
 import numbers
 import sys
 from pathlib import Path
@@ -60,9 +68,11 @@ import yaml
 from . import cam, data, prune, schema, zoo
 from .evaluation import HEATMAP_DTYPES
 from .metrics import PEConfig
-from .specs import ConfigError, DataSpec, ModelSpec, PruneSpec, import_factory
+from .specs import ConfigError, DataSpec, FinetuneSpec, ModelSpec, PruneSpec, import_factory
 
 REQUIRED = object()
+PRUNE_KEYS = ("pruner", "ratios", "seed", "data", "finetune")
+DATA_KEYS = ("source", "split", "size", "limit")
 SOURCE_KEYS = {"zoo": ("zoo", "dataset", "seed"), "factory": ("factory", "kwargs", "weights"), "pickle": ("pickle",)}
 RESULTS_FILE = "results.nc"
 
@@ -199,10 +209,11 @@ def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
             if name == schema.REFERENCE:
                 raise ConfigError(f"candidates.{name}", f"'{schema.REFERENCE}' names the reference; rename it.")
             candidates[str(name)] = _model(listed, name, base, trust_pickle, candidate=True)
+    evaluation = _data(top, "data", base)
     return RunConfig(
         reference=reference, candidates=candidates,
-        prune=_prune(_Section(top.values["prune"], "prune", ("pruner", "ratios", "seed"))) if has_prune else None,
-        data=_data(top, base),
+        prune=_prune(_Section(top.values["prune"], "prune", PRUNE_KEYS), base, evaluation) if has_prune else None,
+        data=evaluation,
         layers=top.names("layers", "a list of module names, e.g. [features.13, features.16]", default=None),
         cams=top.names("cams", "a list of CAM methods, e.g. [gradcam++]", cam.CAMS, default=("gradcam++",)),
         sp2ps=top.get("sp2ps", bool, "true or false: also store the Sp2PS score beside PE", False),
@@ -253,20 +264,61 @@ def _model(parent: _Section, key: str, base: Path, trust_pickle: bool, candidate
     return ModelSpec(**fields)
 
 
-def _prune(section: _Section) -> PruneSpec:
+def _prune(section: _Section, base: Path, evaluation: DataSpec) -> PruneSpec:
+    """The ``prune`` section; its ``data`` must be given for senpis, taylor and finetune, and must not
+    be the ``evaluation`` data."""
     ratios = section.get("ratios", list, "a list of ratios in [0, 1), e.g. [0.2, 0.5, 0.8]")
     if not ratios or not all(isinstance(r, numbers.Real) and not isinstance(r, bool) and 0 <= r < 1 for r in ratios):
         raise ConfigError(section.field("ratios"), f"got {ratios!r}; give a non-empty list of ratios in [0, 1), "
                           "e.g. [0.2, 0.5, 0.8].")
-    return PruneSpec(pruners=section.names("pruner", f"one or more of {list(prune.PRUNERS)}", prune.PRUNERS),
-                     ratios=tuple(float(r) for r in ratios),
-                     seed=section.get("seed", int, "an integer seed", 0))
+    pruners = section.names("pruner", f"one or more of {list(prune.PRUNERS)}", prune.PRUNERS)
+    pruning_data = _data(section, "data", base, split="train") if section.values.get("data") is not None else None
+    finetune = _finetune(section) if section.values.get("finetune") is not None else None
+    fix = "give prune.data, e.g. {source: shapes, split: train}."
+    needing = [name for name in pruners if name in prune.DATA_PRUNERS]
+    if pruning_data is None and needing:
+        raise ConfigError(section.field("data"), f"missing; pruner {needing[0]!r} ranks filters on training "
+                          f"images and must never see the evaluation data: {fix}")
+    if pruning_data is None and finetune is not None:
+        raise ConfigError(section.field("data"), f"missing; prune.finetune trains on it and must never see the "
+                          f"evaluation data: {fix}")
+    if pruning_data is not None and _same_images(pruning_data, evaluation):
+        raise ConfigError(section.field("data"), f"is the evaluation data ({_describe(evaluation)}); the "
+                          "pruning and fine-tuning data must not be the images you evaluate on: give another "
+                          "split, e.g. {source: shapes, split: train}, or another folder.")
+    return PruneSpec(pruners=pruners, ratios=tuple(float(r) for r in ratios),
+                     seed=section.get("seed", int, "an integer seed", 0), data=pruning_data, finetune=finetune)
 
 
-def _data(top: _Section, base: Path) -> DataSpec:
-    values = top.values.get("data")
-    section = _Section({"source": values} if isinstance(values, str) else values, "data",
-                       ("source", "split", "size", "limit"))
+def _finetune(parent: _Section) -> FinetuneSpec:
+    """``parent.finetune``: a :class:`pescore_nb.prune.Finetune` recipe, its defaults for missing keys."""
+    section = _Section(parent.values["finetune"], parent.field("finetune"), ("epochs", "lr", "batch_size"))
+    lr = section.values.get("lr")
+    if isinstance(lr, str):  # PyYAML reads 5e-4 (no dot) as a string, 5.0e-4 as a float
+        with contextlib.suppress(ValueError):
+            section.values = {**section.values, "lr": float(lr)}
+    default = {field.name: field.default for field in dataclasses.fields(prune.Finetune)}
+    return FinetuneSpec(
+        epochs=section.get("epochs", int, "a number of epochs >= 1, e.g. 1", default["epochs"], lambda n: n >= 1),
+        lr=float(section.get("lr", numbers.Real, "a positive learning rate, e.g. 5e-4", default["lr"],
+                             lambda r: math.isfinite(r) and r > 0)),
+        batch_size=section.get("batch_size", int, "a positive integer, e.g. 32", default["batch_size"],
+                               lambda n: n >= 1))
+
+
+def _same_images(one: DataSpec, other: DataSpec) -> bool:
+    """Whether two data specs draw on the same images: one folder, or one split of a built-in dataset."""
+    return one.source == other.source and (isinstance(one.source, Path) or one.split == other.split)
+
+
+def _describe(spec: DataSpec) -> str:
+    return f"folder {spec.source}" if isinstance(spec.source, Path) else f"{spec.source}, split {spec.split}"
+
+
+def _data(parent: _Section, key: str, base: Path, split: str = "test") -> DataSpec:
+    """``parent.key``: a data section (or just its source), ``split`` when none is given."""
+    values = parent.values.get(key)
+    section = _Section({"source": values} if isinstance(values, str) else values, parent.field(key), DATA_KEYS)
     source = section.get("source", str, f"a built-in dataset {sorted(data.BUILTIN)} or a folder of class sub-folders")
     if source not in data.BUILTIN:
         folder = (base / Path(source).expanduser()).resolve()
@@ -275,7 +327,7 @@ def _data(top: _Section, base: Path) -> DataSpec:
                               f"{sorted(data.BUILTIN)} nor a folder ({folder} does not exist); fix the name or path.")
         source = folder
     return DataSpec(source=source,
-                    split=section.get("split", str, f"one of {list(data.SPLITS)}", "test", lambda s: s in data.SPLITS),
+                    split=section.get("split", str, f"one of {list(data.SPLITS)}", split, lambda s: s in data.SPLITS),
                     size=section.get("size", int, "an image size in pixels >= 16, e.g. 224", 224, lambda n: n >= 16),
                     limit=section.get("limit", int, "a positive number of images", None, lambda n: n >= 1))
 

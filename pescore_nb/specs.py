@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from torch.utils.data import Dataset, Subset
 
-from . import data, schema, zoo
+from . import data, prune, schema, zoo
 
 class ConfigError(ValueError):
     """A bad config value; the message, one line, names the field and the fix."""
@@ -109,16 +109,38 @@ def import_factory(factory: str, field: str) -> Callable:
 
 @dataclasses.dataclass(frozen=True)
 class PruneSpec:
-    """Candidates made by :func:`pescore_nb.prune.sweep`: every pruner at every ratio."""
+    """Candidates made by :func:`pescore_nb.prune.sweep`: every pruner at every ratio.
+
+    ``data``: the training images that ``senpis`` and ``taylor`` rank filters on and ``finetune``
+    trains on, never the evaluation data; ``finetune``: the recipe for every pruned copy and the
+    unpruned ``control:finetune``, or ``None`` (no fine-tuning, no such control).
+    """
 
     pruners: tuple[str, ...]
     ratios: tuple[float, ...]
     seed: int = 0
+    data: DataSpec | None = None
+    finetune: FinetuneSpec | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class FinetuneSpec:
+    """A :class:`pescore_nb.prune.Finetune` recipe without its data: ``epochs`` passes of
+    Adam(``lr``) in batches of ``batch_size``."""
+
+    epochs: int
+    lr: float
+    batch_size: int
+
+    def build(self, dataset: Dataset, device: str | None = None) -> prune.Finetune:
+        """The recipe on ``dataset``, trained on ``device`` (``None``: where the model is)."""
+        return prune.Finetune(dataset, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, device=device)
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
-    """The images to evaluate: a built-in dataset's split or a folder, optionally the first ``limit``."""
+    """Images to evaluate (or to prune on): a built-in dataset's split or a folder, optionally the
+    first ``limit``."""
 
     source: str | Path
     split: str = "test"

@@ -3,6 +3,7 @@
 The demo uses the zoo's cached VGG ($PESCORE_CACHE, else ~/.cache/pescore_nb): the first run on a
 machine trains it once (minutes on 2 cores); later runs only load it.
 """
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -10,8 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from PIL import Image
 
-from pescore_nb import cli, load, runconfig, schema, zoo
+from pescore_nb import cli, load, prune, runconfig, schema, zoo
 
 TINY_VGG = [4, "M", 8]  # features.6 is its last ReLU
 EXAMPLE = Path(__file__).parents[1] / "examples" / "config.yaml"
@@ -106,6 +108,66 @@ def test_run_scores_listed_candidates_including_a_trusted_pickle(tiny_config, tm
 def test_the_example_config_is_valid():
     config = runconfig.read(EXAMPLE)
     assert config.reference.zoo == "vgg" and config.prune.pruners == ("l2", "random")
+    assert (config.prune.data.source, config.prune.data.split) == ("shapes", "train")
+    assert config.prune.finetune == runconfig.FinetuneSpec(epochs=1, lr=5e-4, batch_size=32)  # YAML's "5e-4" too
+
+
+TRAIN_DIGITS = {"source": "digits", "split": "train", "limit": 80}  # 5+ images of every class
+
+
+def test_run_fine_tunes_on_the_prune_data_and_adds_the_finetune_control(tiny_config):
+    path = tiny_config(prune={"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
+                              "finetune": {"epochs": 1, "lr": "5e-4", "batch_size": 16}})
+    assert cli.main(["run", str(path)]) == 0
+    ds = load(path.parent / "out" / "results.nc", lazy=False)
+    assert ds[schema.MODEL].values.tolist() == [schema.REFERENCE, "l2@0.50", schema.CONTROL_FINETUNE,
+                                                 schema.RANDOMISED_PREFIX + "features.6"]
+    assert ds[schema.ROLE].values.tolist() == ["reference", "candidate", "control", "control"]
+    for model in ("l2@0.50", schema.CONTROL_FINETUNE):
+        recipe = json.loads(ds[schema.PROVENANCE].sel({schema.MODEL: model}).item())["finetune"]
+        assert recipe == {"epochs": 1, "lr": 5e-4, "batch_size": 16, "seed": 0, "images": 80}
+    assert ds.sizes[schema.IMAGE] == 20
+
+
+def test_taylor_ranks_on_the_prune_data_never_the_evaluation_data(tiny_config, monkeypatch):
+    seen = {}
+
+    def spy(model, example_input, ratios, **kwargs):
+        seen.update(kwargs, example_input=example_input)
+        return sweep(model, example_input, ratios, **kwargs)
+    sweep = prune.sweep
+    monkeypatch.setattr(prune, "sweep", spy)
+    path = tiny_config(prune={"pruner": "taylor", "ratios": [0.5], "data": TRAIN_DIGITS})
+    assert cli.main(["run", str(path)]) == 0
+    assert seen["pruner"] == ("taylor",) and seen["finetune"] is None
+    assert len(seen["data"]) == 80 and seen["data"].dataset.targets.shape[0] == 1257  # digits' train split
+    assert seen["example_input"].shape == (1, 3, 32, 32)
+    assert load(path.parent / "out" / "results.nc")[schema.MODEL].values.tolist()[1] == "taylor@0.50"
+
+
+def write_image_folder(folder: Path, classes: list[str]) -> None:
+    for name in classes:
+        (folder / name).mkdir(parents=True)
+        Image.new("RGB", (16, 16), (40 * len(name), 0, 0)).save(folder / name / "a.png")
+
+
+def test_prune_data_in_the_evaluation_folder_is_refused_however_the_path_is_written(tiny_config, tmp_path, capsys):
+    write_image_folder(tmp_path / "images", ["cat", "dog"])
+    path = tiny_config(data={"source": "images", "size": 16},
+                       prune={"pruner": "l2", "ratios": [0.5], "data": {"source": "./images/../images/", "size": 16}})
+    assert cli.main(["run", str(path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert "\n" not in error and error.startswith("pescore: error: prune.data: is the evaluation data (folder ")
+    assert "must not be the images you evaluate on" in error
+
+
+def test_prune_data_with_other_classes_is_refused(tiny_config, tmp_path, capsys):
+    write_image_folder(tmp_path / "pets", ["cat", "dog"])
+    path = tiny_config(prune={"pruner": "l2", "ratios": [0.5], "data": {"source": "pets", "size": 16}})
+    assert cli.main(["run", str(path)]) == 2
+    assert error_line(capsys.readouterr().err) == (
+        "pescore: error: prune.data: its 2 classes are not the data's 10 classes in the same order; give "
+        "images of the same classes (for folders: the same sub-folder names).")
 
 
 BAD_CONFIGS = {  # case: (changes to the tiny config, field named, words of the fix)
@@ -127,6 +189,31 @@ BAD_CONFIGS = {  # case: (changes to the tiny config, field named, words of the 
                                  "'resnet', 'vgg'"),
     "unknown pruning method": ({"prune": {"pruner": "l3", "ratios": [0.5]}}, "prune.pruner", "choose from ['l1'"),
     "ratio out of range": ({"prune": {"pruner": "l2", "ratios": [0.5, 1.5]}}, "prune.ratios", "[0, 1)"),
+    "taylor without prune data": ({"prune": {"pruner": ["l2", "taylor"], "ratios": [0.5]}}, "prune.data",
+                                  "missing; pruner 'taylor' ranks filters on training images and must never "
+                                  "see the evaluation data: give prune.data, e.g. {source: shapes, split: train}."),
+    "senpis without prune data": ({"prune": {"pruner": "senpis", "ratios": [0.5]}}, "prune.data",
+                                  "pruner 'senpis' ranks filters on training images"),
+    "finetune without prune data": ({"prune": {"pruner": "l2", "ratios": [0.5], "finetune": {}}}, "prune.data",
+                                    "missing; prune.finetune trains on it and must never see the evaluation data"),
+    "prune data is the evaluation data": ({"prune": {"pruner": "l2", "ratios": [0.5],
+                                                     "data": {"source": "digits", "split": "test", "limit": 5}}},
+                                          "prune.data", "is the evaluation data (digits, split test); the pruning "
+                                          "and fine-tuning data must not be the images you evaluate on"),
+    "prune data defaults to train": ({"data": {"source": "digits", "split": "train"},
+                                      "prune": {"pruner": "l2", "ratios": [0.5], "data": "digits"}},
+                                     "prune.data", "is the evaluation data (digits, split train)"),
+    "bad prune data split": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": {"source": "digits",
+                                                                                  "split": "val"}}},
+                             "prune.data.split", "one of ['train', 'test']"),
+    "bad finetune lr": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS, "finetune": {"lr": 0}}},
+                        "prune.finetune.lr", "a positive learning rate"),
+    "finetune lr not a number": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
+                                            "finetune": {"lr": "fast"}}}, "prune.finetune.lr", "got 'fast'"),
+    "bad finetune epochs": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
+                                       "finetune": {"epochs": 0}}}, "prune.finetune.epochs", "epochs >= 1"),
+    "unknown finetune key": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
+                                        "finetune": {"epoch": 2}}}, "prune.finetune.epoch", "did you mean 'epochs'"),
     "candidates and prune": ({"candidates": {"x": {"factory": "pescore_nb.zoo:VGG"}}}, "candidates", "not both"),
     "unknown data source": ({"data": {"source": "shapez"}}, "data.source", "neither a built-in dataset"),
     "unknown CAM method": ({"cams": ["gradcam+++"]}, "cams", "did you mean 'gradcam++'"),
