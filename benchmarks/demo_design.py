@@ -24,7 +24,7 @@ as the CLI's demo does (``"engine": "script"`` in the recipe uses this script's 
 of the table). The trusted ratio is printed twice: this script's walk (400 resamples, per pruner) and
 ``pescore_nb.recommend(ds)``, the rule as the CLI applies it.
 
-Designs are the entries of ``DESIGNS`` (``q4`` is the zoo's default since this study; results in
+Designs are the entries of ``DESIGNS`` (``d02s`` is the zoo's default and data since this study; results in
 ``benchmarks/demo_design.md``); ``--set`` overrides any field with JSON. Times are CPU seconds
 (the process's, so a shared machine does not inflate them; use ``--threads 1`` there). Trained
 models are cached under ``$TMPDIR/pescore-demo-design``, keyed by their recipe, so a second run
@@ -63,6 +63,9 @@ DESIGNS = {
     # q4 with the fine-tuning this study ends on (prune.Finetune: Adam 1e-3, batch 64, 2 epochs, 1500 images)
     "q4ft": {"config": (16, "M", 32, "M", 64, 64, 128),
              "finetune": {"images": 1500, "epochs": 2, "lr": 1e-3, "batch_size": 64}},
+    # third round's choice, the defaults of data.shapes since: larger objects, at most two distractors
+    "d02s": {"config": (16, "M", 32, "M", 64, 64, 128), "scale": (0.25, 0.38), "distractors": (0, 2),
+             "finetune": {"images": 1500, "epochs": 1, "lr": 5e-4, "batch_size": 32}},
     "q4big": {"config": (16, "M", 32, "M", 64, 64, 128), "scale": (0.3, 0.45), "distractors": (1, 3)},
     "w96": {"config": (16, "M", 32, "M", 96, 96), "scale": (0.3, 0.45), "distractors": (1, 3), "n_train": 2500,
             "finetune": {"images": 1500, "epochs": 1, "lr": 5e-4, "batch_size": 32}},

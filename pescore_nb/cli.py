@@ -51,7 +51,7 @@ DEMO_PRUNERS = ("l2", "senpis", "taylor", "random")
 DEMO_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
 QUICK_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.5))
 QUICK_IMAGES = 120
-DEMO_FINETUNE = {"images": 1500, "quick_images": 600, "epochs": 1, "lr": 5e-4, "batch_size": 32}  # demo_design.md
+DEMO_FINETUNE = {"images": 1500, "quick_images": 300, "epochs": 2, "lr": 1e-3, "batch_size": 64}  # demo_design.md
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
 DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
 USER_ERRORS = (ConfigError, ValueError, TypeError, OSError, ImportError)  # bad input: one line, exit 2
