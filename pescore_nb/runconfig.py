@@ -53,11 +53,11 @@ Every problem raises :class:`ConfigError`, whose one-line message names the fiel
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
 import math
 import numbers
+import re
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -177,6 +177,15 @@ TOP_KEYS = ("reference", "twin", "candidates", "prune", "data", "layers", "cams"
             "batch_size", "device", "heatmap_size", "heatmap_dtype", "output")
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading ``5e-4`` and ``1e3`` as numbers, as YAML 1.2 does (YAML 1.1,
+    which PyYAML follows, needs a dot: ``5.0e-4``; without one a learning rate would be a string)."""
+
+
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+$"),
+                              list("-+0123456789"))
+
+
 def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
     """Read and check the config at ``path``; raises :class:`ConfigError` at the first problem."""
     path = Path(path).expanduser().resolve()
@@ -184,7 +193,7 @@ def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
         raise ConfigError("config", f"{path} is not a file; give the path of a YAML config "
                           "(examples/config.yaml is a sample).")
     try:
-        values = yaml.safe_load(path.read_text())
+        values = yaml.load(path.read_text(), Loader=_Loader)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -293,10 +302,6 @@ def _prune(section: _Section, base: Path, evaluation: DataSpec) -> PruneSpec:
 def _finetune(parent: _Section) -> FinetuneSpec:
     """``parent.finetune``: a :class:`pescore_nb.prune.Finetune` recipe, its defaults for missing keys."""
     section = _Section(parent.values["finetune"], parent.field("finetune"), ("epochs", "lr", "batch_size"))
-    lr = section.values.get("lr")
-    if isinstance(lr, str):  # PyYAML reads 5e-4 (no dot) as a string, 5.0e-4 as a float
-        with contextlib.suppress(ValueError):
-            section.values = {**section.values, "lr": float(lr)}
     default = {field.name: field.default for field in dataclasses.fields(prune.Finetune)}
     return FinetuneSpec(
         epochs=section.get("epochs", int, "a number of epochs >= 1, e.g. 1", default["epochs"], lambda n: n >= 1),

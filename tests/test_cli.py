@@ -112,12 +112,24 @@ def test_the_example_config_is_valid():
     assert config.prune.finetune == runconfig.FinetuneSpec(epochs=1, lr=5e-4, batch_size=32)  # YAML's "5e-4" too
 
 
+def test_numbers_without_a_dot_read_as_numbers_and_quoted_ones_are_refused(tiny_config):
+    path = tiny_config(prune={"pruner": "l2", "ratios": [0.5], "data": {"source": "digits", "split": "train"},
+                              "finetune": {"lr": 0.1}}, recommend={"pe_threshold": 0.5})
+    text = path.read_text()
+    path.write_text(text.replace("lr: 0.1", "lr: 5e-4").replace("pe_threshold: 0.5", "pe_threshold: 8e-1"))
+    config = runconfig.read(path)
+    assert config.prune.finetune.lr == 5e-4 and config.pe_threshold == 0.8
+    path.write_text(text.replace("lr: 0.1", "lr: '5e-4'"))
+    with pytest.raises(runconfig.ConfigError, match="prune.finetune.lr"):
+        runconfig.read(path)
+
+
 TRAIN_DIGITS = {"source": "digits", "split": "train", "limit": 80}  # 5+ images of every class
 
 
 def test_run_fine_tunes_on_the_prune_data_and_adds_the_finetune_control(tiny_config):
     path = tiny_config(prune={"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
-                              "finetune": {"epochs": 1, "lr": "5e-4", "batch_size": 16}})
+                              "finetune": {"epochs": 1, "lr": 5e-4, "batch_size": 16}})
     assert cli.main(["run", str(path)]) == 0
     ds = load(path.parent / "out" / "results.nc", lazy=False)
     assert ds[schema.MODEL].values.tolist() == [schema.REFERENCE, "l2@0.50", schema.CONTROL_FINETUNE,
