@@ -14,7 +14,7 @@ them with Grad-CAM++ on the test split, and prints:
 - the time of each step, and an estimate of the whole demo from an empty cache.
 
     python benchmarks/demo_design.py --design q4 [--test 600] [--ratios 0.1,0.2,...] [--threads 1]
-        [--pruners l2,senpis,taylor,random] [--layers 1]
+        [--pruners l2,senpis,taylor,random] [--layers 1] [--more-twins 2,3,4]
         [--set '{"finetune": {"images": 1500, "epochs": 2, "lr": 1e-3, "batch_size": 64},
                  "ignored_layers": ["features.0", "classifier.1"]}']   # ignored_layers: spare the first conv
 
@@ -170,6 +170,7 @@ def main() -> None:
     parser.add_argument("--pruners", default="l2,senpis,taylor,random")
     parser.add_argument("--layers", type=int, default=3, help="evaluate the last N ReLUs")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--more-twins", default="", help="further twin seeds, e.g. 2,3,4: the spread of the twin's PE")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     zoo.TRAINING_THREADS = args.threads  # on a busy machine one thread wastes less time waiting for the other
@@ -208,6 +209,9 @@ def main() -> None:
                 models[name] = finetune(pruned, train, recipe, FINETUNE_SEED)
                 models[name].pescore_pruning = meta
     models["control:twin"] = twin
+    for seed in [int(seed) for seed in args.more_twins.split(",") if seed]:
+        models[f"twin:seed{seed}"], _ = trained(spec, train, seed)
+        models[f"twin:seed{seed}"].pescore_pruning = {"role": "control", "pruner": "none", "ratio": 0.0}
     times["prune + fine-tune"] = clock() - start
     for layer in layers:
         models[f"randomised:{layer}"] = randomised(reference, layer)
@@ -225,6 +229,10 @@ def main() -> None:
     parts = {name: score(ds, name).sel(cam="gradcam++", model="control:twin").to_series() for name in ("ssim", "iou", "conf")}
     print("twin's SSIM / IoU / Conf: " + ", ".join(
         f"{layer} {parts['ssim'][layer]:.2f}/{parts['iou'][layer]:.2f}/{parts['conf'][layer]:.2f}" for layer in layers))
+    twins = ["control:twin"] + [name for name in pe.index if name.startswith("twin:seed")]
+    if len(twins) > 1:
+        print("twins' PE (seed 1, then --more-twins): " + ", ".join(
+            f"{layer} " + "/".join(f"{pe.loc[name, layer]:.2f}" for name in twins) for layer in layers))
     accuracy = ds.accuracy.to_series()
     print(f"\naccuracy: reference {accuracy['reference']:.3f}  control {accuracy['control:finetune']:.3f}  "
           f"twin {accuracy['control:twin']:.3f}")
