@@ -103,7 +103,10 @@ _OUT_CHANNEL_FNS = (tp_function.prune_conv_out_channels, tp_function.prune_linea
 
 @dataclass(frozen=True)
 class Finetune:
-    """Fine-tuning applied to every pruned copy: ``epochs`` passes of Adam(``lr``) on cross-entropy.
+    """Fine-tuning applied to every pruned copy: ``epochs`` passes of Adam(``lr``) on cross-entropy,
+    or, with ``distill=True``, on the reference's soft outputs (knowledge distillation, Hinton et al.
+    2015): the loss is ``temperature**2 * KL(softmax(reference / T) || softmax(copy / T))``, batch mean,
+    with the unpruned model passed to :func:`sweep` as the teacher (in eval mode, never trained).
 
     ``data`` is a map-style Dataset of ``(image (C, H, W), label, ...)`` items (extra items, e.g.
     masks, are ignored). Each fine-tuning shuffles it into batches of ``batch_size`` with its own
@@ -118,6 +121,8 @@ class Finetune:
     lr: float = 1e-3
     batch_size: int = 32
     device: torch.device | str | None = None
+    distill: bool = False
+    temperature: float = 2.0
 
     def __post_init__(self):
         if isinstance(self.data, DataLoader):
@@ -134,11 +139,17 @@ class Finetune:
         if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not self.lr > 0:
             raise ValueError(f"Finetune lr must be a positive learning rate such as 1e-3, got {self.lr!r}.")
         _check_count("Finetune batch_size", self.batch_size)
+        if not isinstance(self.distill, bool):
+            raise ValueError(f"Finetune distill must be True or False, got {self.distill!r}.")
+        if isinstance(self.temperature, bool) or not isinstance(self.temperature, numbers.Real) \
+                or not 0 < self.temperature < float("inf"):
+            raise ValueError(f"Finetune temperature must be a positive number such as 2.0, got {self.temperature!r}.")
 
     def provenance(self, seed: int) -> dict:
         """The recipe as run with ``seed``, for a model's ``provenance``."""
-        return {"epochs": self.epochs, "lr": float(self.lr), "batch_size": self.batch_size, "seed": seed,
-                "images": len(self.data)}
+        recipe = {"epochs": self.epochs, "lr": float(self.lr), "batch_size": self.batch_size, "seed": seed,
+                  "images": len(self.data)}
+        return {**recipe, "distill": True, "temperature": float(self.temperature)} if self.distill else recipe
 
 
 class FilterNormImportance(tp.importance.Importance):
@@ -235,6 +246,7 @@ def sweep(
         _refuse_grouped_convolutions(model)
     sample, sample_digest = _pruning_sample(pruners, data, samples_per_class, seed, example_input.device)
     finetune_digest = None if finetune is None else _digest(finetune.data)
+    teacher = copy.deepcopy(model).eval().requires_grad_(False) if finetune is not None and finetune.distill else None
     jobs = [(f"{name}@{ratio:.2f}", name, ratio, CANDIDATE) for name in pruners for ratio in ratios]
     if finetune is not None and controls:
         jobs.append((CONTROL_FINETUNE, UNPRUNED, 0.0, CONTROL))
@@ -244,7 +256,7 @@ def sweep(
         ignored = [pruned.get_submodule(n) for n in ignored_names]
         masked = _prune(pruned, name, ratio, example_input, ignored, [n for n, _ in executed], seed, sample)
         if finetune is not None:
-            _finetune(pruned, finetune, seed)
+            _finetune(pruned, finetune, seed, teacher)
         for module in pruned.modules():
             if hasattr(module, "weight_mask"):
                 torch_prune.remove(module, "weight")
@@ -517,9 +529,15 @@ def _mask_weights(model: nn.Module, ratio: float, ignored: list[nn.Module]) -> i
     return sum(int((module.weight_mask == 0).sum()) for module, _ in weights)
 
 
-def _finetune(model: nn.Module, finetune: Finetune, seed: int) -> None:
-    """Train ``model`` in place for ``finetune.epochs`` epochs; its weights depend only on ``seed``."""
+def _finetune(model: nn.Module, finetune: Finetune, seed: int, teacher: nn.Module | None = None) -> None:
+    """Train ``model`` in place for ``finetune.epochs`` epochs; its weights depend only on ``seed``.
+
+    With a ``teacher`` (``finetune.distill``: a frozen copy of the unpruned model, in eval mode), the
+    loss is the distillation loss of :class:`Finetune`; the teacher moves to the training device.
+    """
     device = torch.device(finetune.device) if finetune.device is not None else next(model.parameters()).device
+    if teacher is not None:
+        teacher.to(device)
     model.to(device).train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=finetune.lr)
     order = torch.Generator().manual_seed(seed)
@@ -528,10 +546,21 @@ def _finetune(model: nn.Module, finetune: Finetune, seed: int) -> None:
         for _ in range(finetune.epochs):
             for images, labels, *_ in batches:
                 optimizer.zero_grad(set_to_none=True)
-                F.cross_entropy(model(images.to(device)), labels.to(device)).backward()
+                images = images.to(device)
+                if teacher is None:
+                    loss = F.cross_entropy(model(images), labels.to(device))
+                else:
+                    loss = _distillation_loss(model(images), teacher(images), finetune.temperature)
+                loss.backward()
                 optimizer.step()
     model.zero_grad(set_to_none=True)
     model.eval()
+
+
+def _distillation_loss(logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``T**2 * KL(softmax(teacher / T) || softmax(logits / T))``, mean over the batch; logits ``(N, K)``."""
+    return F.kl_div(F.log_softmax(logits / temperature, dim=1), F.log_softmax(teacher_logits / temperature, dim=1),
+                    reduction="batchmean", log_target=True) * temperature ** 2
 
 
 @contextmanager

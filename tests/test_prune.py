@@ -202,6 +202,31 @@ def test_finetune_lowers_the_training_loss_deterministically():
     assert_same_state(tuned, again)
 
 
+def test_distilling_takes_one_adam_step_on_the_references_softened_outputs():
+    """One batch, one step, against a float64 recomputation of T**2 * KL(teacher || student) and Adam."""
+    images, labels = learnable_task()
+    model = tiny_net(num_classes=2)
+    tune = Finetune(TensorDataset(images, labels), epochs=1, lr=1e-3, batch_size=len(images), distill=True,
+                    temperature=3.0)
+    distilled = sweep(model, images[:1], [0.5], finetune=tune, controls=False)["l2@0.50"]
+    plain = sweep(model, images[:1], [0.5], finetune=Finetune(tune.data, epochs=1, lr=1e-3, batch_size=len(images)),
+                  controls=False)["l2@0.50"]
+
+    student = sweep(model, images[:1], [0.5])["l2@0.50"].double()  # the same pruned copy, not fine-tuned
+    with torch.no_grad():
+        target = torch.softmax(copy.deepcopy(model).double()(images.double()) / 3.0, dim=1)
+    log_student = torch.log_softmax(student(images.double()) / 3.0, dim=1)
+    loss = 9.0 * (target * (target.log() - log_student)).sum(1).mean()
+    optimizer = torch.optim.Adam(student.parameters(), lr=1e-3)
+    loss.backward()
+    optimizer.step()
+    for (name, expected), got in zip(student.state_dict().items(), distilled.state_dict().values()):
+        torch.testing.assert_close(got.double(), expected, atol=1e-6, rtol=0, msg=name)
+    assert distilled.pescore_pruning["provenance"]["finetune"]["distill"] is True
+    assert not all(torch.equal(a, b) for a, b in zip(plain.state_dict().values(), distilled.state_dict().values()))
+    assert all(p.grad is None for p in model.parameters())  # the reference is untouched
+
+
 X = torch.randn(1, 3, 8, 8)
 DATA = TensorDataset(torch.randn(9, 3, 8, 8, generator=torch.Generator().manual_seed(0)), torch.arange(9) % 3)
 GROUPED = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.LazyLinear(3))
@@ -255,6 +280,8 @@ def test_errors_name_the_problem_and_the_fix(kwargs, message):
         (dict(batch_size=True), "Finetune batch_size must be an integer >= 1, got True"),
         (dict(data=TensorDataset(torch.randn(0, 3, 8, 8), torch.zeros(0))),
          "Finetune data must be a non-empty Dataset of (image, label, ...) items, got"),
+        (dict(distill=1), "Finetune distill must be True or False, got 1"),
+        (dict(distill=True, temperature=0), "Finetune temperature must be a positive number such as 2.0, got 0"),
         (dict(data=DataLoader(DATA, batch_size=4)),
          "Finetune takes the Dataset, not a DataLoader (each fine-tuning shuffles it with its own seeded generator): "
          "pass Finetune(loader.dataset, batch_size=loader.batch_size)"),
