@@ -23,7 +23,8 @@ A sample (``examples/config.yaml`` runs it offline, fine-tuning on 300 images to
         split: train                #   finetune trains on them; never the images you evaluate on
         limit: 1500
       finetune: {epochs: 1, lr: 5e-4, batch_size: 32}   # optional, each key too: fine-tune every pruned
-                                    #   copy and the unpruned control:finetune on prune.data, on `device`
+                                    #   copy and the unpruned control:finetune on prune.data, on `device`;
+                                    #   distill: true (temperature: 2.0) learns the reference's soft outputs
     # candidates:                   # ... or your own pruned models, by name (not both sections)
     #   mine-50:
     #     factory: mypackage.models:build_net
@@ -301,14 +302,19 @@ def _prune(section: _Section, base: Path, evaluation: DataSpec) -> PruneSpec:
 
 def _finetune(parent: _Section) -> FinetuneSpec:
     """``parent.finetune``: a :class:`pescore_nb.prune.Finetune` recipe, its defaults for missing keys."""
-    section = _Section(parent.values["finetune"], parent.field("finetune"), ("epochs", "lr", "batch_size"))
+    section = _Section(parent.values["finetune"], parent.field("finetune"),
+                       ("epochs", "lr", "batch_size", "distill", "temperature"))
     default = {field.name: field.default for field in dataclasses.fields(prune.Finetune)}
     return FinetuneSpec(
         epochs=section.get("epochs", int, "a number of epochs >= 1, e.g. 1", default["epochs"], lambda n: n >= 1),
         lr=float(section.get("lr", numbers.Real, "a positive learning rate, e.g. 5e-4", default["lr"],
                              lambda r: math.isfinite(r) and r > 0)),
         batch_size=section.get("batch_size", int, "a positive integer, e.g. 32", default["batch_size"],
-                               lambda n: n >= 1))
+                               lambda n: n >= 1),
+        distill=section.get("distill", bool, "true or false: fine-tune on the reference's soft outputs",
+                            default["distill"]),
+        temperature=float(section.get("temperature", numbers.Real, "a positive temperature, e.g. 2.0",
+                                      default["temperature"], lambda t: math.isfinite(t) and t > 0)))
 
 
 def _same_images(one: DataSpec, other: DataSpec) -> bool:

@@ -126,15 +126,19 @@ class PruneSpec:
 @dataclasses.dataclass(frozen=True)
 class FinetuneSpec:
     """A :class:`pescore_nb.prune.Finetune` recipe without its data: ``epochs`` passes of
-    Adam(``lr``) in batches of ``batch_size``."""
+    Adam(``lr``) in batches of ``batch_size``, on the labels or, with ``distill``, on the reference's
+    outputs softened by ``temperature``."""
 
     epochs: int
     lr: float
     batch_size: int
+    distill: bool = False
+    temperature: float = 2.0
 
     def build(self, dataset: Dataset, device: str | None = None) -> prune.Finetune:
         """The recipe on ``dataset``, trained on ``device`` (``None``: where the model is)."""
-        return prune.Finetune(dataset, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, device=device)
+        return prune.Finetune(dataset, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, device=device,
+                              distill=self.distill, temperature=self.temperature)
 
 
 @dataclasses.dataclass(frozen=True)

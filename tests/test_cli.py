@@ -13,7 +13,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pescore_nb import cli, load, prune, runconfig, schema, zoo
+from pescore_nb import cli, data, load, prune, runconfig, schema, zoo
 
 TINY_VGG = [4, "M", 8]  # features.6 is its last ReLU
 EXAMPLE = Path(__file__).parents[1] / "examples" / "config.yaml"
@@ -124,6 +124,13 @@ def test_numbers_without_a_dot_read_as_numbers_and_quoted_ones_are_refused(tiny_
         runconfig.read(path)
 
 
+def test_a_distilling_finetune_section_builds_a_distilling_recipe(tiny_config):
+    path = tiny_config(prune={"pruner": "l2", "ratios": [0.5], "data": {"source": "digits", "split": "train"},
+                              "finetune": {"distill": True, "temperature": 3}})
+    recipe = runconfig.read(path).prune.finetune.build(data.builtin("digits", "train"))
+    assert (recipe.distill, recipe.temperature, recipe.epochs) == (True, 3.0, 1)
+
+
 TRAIN_DIGITS = {"source": "digits", "split": "train", "limit": 80}  # 5+ images of every class
 
 
@@ -224,6 +231,12 @@ BAD_CONFIGS = {  # case: (changes to the tiny config, field named, words of the 
                                             "finetune": {"lr": "fast"}}}, "prune.finetune.lr", "got 'fast'"),
     "bad finetune epochs": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
                                        "finetune": {"epochs": 0}}}, "prune.finetune.epochs", "epochs >= 1"),
+    "finetune distill not a flag": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
+                                               "finetune": {"distill": "yes"}}}, "prune.finetune.distill",
+                                   "true or false"),
+    "bad finetune temperature": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
+                                            "finetune": {"distill": True, "temperature": 0}}},
+                                 "prune.finetune.temperature", "a positive temperature"),
     "unknown finetune key": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
                                         "finetune": {"epoch": 2}}}, "prune.finetune.epoch", "did you mean 'epochs'"),
     "candidates and prune": ({"candidates": {"x": {"factory": "pescore_nb.zoo:VGG"}}}, "candidates", "not both"),
