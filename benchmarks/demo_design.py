@@ -15,7 +15,7 @@ them with Grad-CAM++ on the test split, and prints:
 
     python benchmarks/demo_design.py --design q4 [--test 600] [--ratios 0.1,0.2,...] [--threads 1]
         [--pruners l2,senpis,taylor,random] [--layers 1] [--more-twins 2,3,4]
-        [--set '{"finetune": {"images": 1500, "epochs": 2, "lr": 1e-3, "batch_size": 64},
+        [--set '{"finetune": {"images": 1500, "epochs": 2, "lr": 1e-3, "batch_size": 64, "distill": false},
                  "ignored_layers": ["features.0", "classifier.1"]}']   # ignored_layers: spare the first conv
 
 Pruning and fine-tuning go through ``prune.sweep(..., finetune=prune.Finetune(first images), data=train)``,
@@ -195,7 +195,8 @@ def main() -> None:
     twin.pescore_pruning = {"role": "control", "pruner": "none", "ratio": 0.0}
     if recipe.get("engine", "prune") == "prune":  # what the CLI runs: prune.sweep with prune.Finetune (Adam)
         finetuning = prune.Finetune(specs.first_images(train, recipe["images"]), epochs=recipe["epochs"],
-                                    lr=recipe["lr"], batch_size=recipe["batch_size"])
+                                    lr=recipe["lr"], batch_size=recipe["batch_size"],
+                                    distill=recipe.get("distill", False))
         models = prune.sweep(reference, example, ratios, pruner=pruners, seed=PRUNE_SEED, finetune=finetuning,
                              data=train, ignored_layers=spec.get("ignored_layers"))
     else:  # this script's own loop (drop_last, optional SGD): the rows measured before prune.Finetune
