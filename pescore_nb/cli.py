@@ -41,7 +41,7 @@ from torch.utils.data import Dataset
 from . import data, prune, runconfig, schema, specs, structure, zoo
 from .controls import as_control, randomised
 from .evaluation import evaluate
-from .runconfig import ConfigError, PruneSpec
+from .specs import ConfigError, FinetuneSpec, PruneSpec
 from .scores import DegenerateMapWarning
 from .sp2ps import Sp2PSConfig
 from .store import save
@@ -51,7 +51,8 @@ DEMO_PRUNERS = ("l2", "senpis", "taylor", "random")
 DEMO_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
 QUICK_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.5))
 QUICK_IMAGES = 120
-DEMO_FINETUNE = {"images": 1500, "quick_images": 300, "epochs": 2, "lr": 1e-3, "batch_size": 64}  # demo_design.md
+DEMO_FINETUNE = FinetuneSpec(epochs=2, lr=1e-3, batch_size=64)  # benchmarks/demo_design.md
+DEMO_FINETUNE_IMAGES, QUICK_FINETUNE_IMAGES = 1500, 300  # the first training images it runs on
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
 DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
 USER_ERRORS = (ConfigError, ValueError, TypeError, OSError, ImportError)  # bad input: one line, exit 2
@@ -99,9 +100,8 @@ def _demo(args: argparse.Namespace) -> None:
     train = data.builtin("shapes", "train")
     finetune = None
     if not args.raw:
-        images = DEMO_FINETUNE["quick_images" if args.quick else "images"]
-        finetune = prune.Finetune(specs.first_images(train, images), epochs=DEMO_FINETUNE["epochs"],
-                                  lr=DEMO_FINETUNE["lr"], batch_size=DEMO_FINETUNE["batch_size"])
+        images = QUICK_FINETUNE_IMAGES if args.quick else DEMO_FINETUNE_IMAGES
+        finetune = DEMO_FINETUNE.build(specs.first_images(train, images))
     candidates = _sweep(reference, train, QUICK_PRUNE if args.quick else DEMO_PRUNE, finetune)
     candidates.update(_controls(reference, reference.cam_layers, zoo.load("vgg", "shapes", seed=1)))
     ds = evaluate(reference, candidates, test, layers=reference.cam_layers, cams=("gradcam++",),
