@@ -9,12 +9,13 @@ Every evaluation produces one :class:`xarray.Dataset` with these names::
     input       (image, channel, y, x)            uint8 picture of each input, for display
 
 Coordinates on ``model``: ``role`` (``reference``, ``candidate``, ``control``), ``ratio``,
-``pruner``, ``params``, ``macs``, ``accuracy``, ``provenance`` (JSON: pruning seed, fine-tuning
-recipe, data digest); on ``image``: ``label``, ``class_name``, ``source_index``. The reference is
+``pruner``, ``params``, ``macs``, ``accuracy``, ``seed`` (the fine-tuning seed; -1 for models
+without one: the reference, the twin, randomised copies, user models), ``provenance`` (JSON: pruning
+seed, fine-tuning recipe, data digest); on ``image``: ``label``, ``class_name``, ``source_index``. The reference is
 the model whose ``role`` is ``reference`` (see :mod:`pescore_nb.structure`), wherever it stands.
 """
 
-SCHEMA_VERSION = 2  # attrs["schema_version"]; 1: dims "method"/"class", coord "index", no roles
+SCHEMA_VERSION = 3  # attrs["schema_version"]; 2: no "seed" coordinate; 1: dims "method"/"class", coord "index", no roles
 SCHEMA_VERSION_ATTRIBUTE = "schema_version"
 
 MODEL, LAYER, CAM, IMAGE, Y, X = "model", "layer", "cam", "image", "y", "x"
@@ -22,6 +23,9 @@ REFERENCE = "reference"
 
 ROLE, RATIO, PRUNER, PARAMS, MACS, ACCURACY = "role", "ratio", "pruner", "params", "macs", "accuracy"
 PROVENANCE = "provenance"
+SEED = "seed"  # the fine-tuning seed of a model made by prune.sweep
+NO_SEED = -1   # the seed coordinate of models without one
+SEED_SEPARATOR = "/seed"  # with several seeds: "l2@0.10/seed0", "control:finetune/seed0"
 CANDIDATE, CONTROL = "candidate", "control"
 ROLES = (REFERENCE, CANDIDATE, CONTROL)
 LABEL, CLASS_NAME, SOURCE_INDEX = "label", "class_name", "source_index"
@@ -44,7 +48,7 @@ SCORE_VARIABLES = (SSIM, IOU, CONF, PE)
 LEGACY_NAMES = {"method": CAM, "class": LABEL, "index": SOURCE_INDEX}
 
 # Attribute a pruned model carries so that `evaluate` can fill the `model` coordinates:
-# ``model.pescore_pruning = {"pruner": "l2", "ratio": 0.3, "role": "candidate", "params": ...,
+# ``model.pescore_pruning = {"pruner": "l2", "ratio": 0.3, "role": "candidate", "seed": 0, "params": ...,
 # "macs": ..., "provenance": {...}}`` (set by ``pescore_nb.prune``).
 PRUNING_ATTRIBUTE = "pescore_pruning"
 UNPRUNED = "none"
@@ -54,3 +58,8 @@ UNKNOWN_PRUNER = "unknown"
 CONTROL_FINETUNE = "control:finetune"  # the reference put through the candidates' fine-tuning, unpruned
 CONTROL_TWIN = "control:twin"          # the same architecture and recipe, trained with another seed
 RANDOMISED_PREFIX = "control:randomised@"  # + a layer: weights re-initialised from the last layer down to it
+
+
+def seeded_name(name: str, seed: int) -> str:
+    """The name of one fine-tuning seed's model when a sweep has several: ``"l2@0.10/seed0"``."""
+    return f"{name}{SEED_SEPARATOR}{seed}"
