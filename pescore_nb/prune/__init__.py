@@ -1,0 +1,1 @@
+from .pruning import DATA_PRUNERS, PRUNABLE, PRUNERS, FilterNormImportance, Finetune, SeededRandomImportance, sweep
