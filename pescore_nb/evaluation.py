@@ -49,9 +49,9 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
     image, y, x)``, ``prob``/``pred (model, image)``, ``ssim``/``iou``/``conf``/``pe``/``degenerate
     (model, layer, cam, image)``, ``sp2ps`` beside ``pe`` when ``sp2ps_config`` is given,
     ``energy_in_mask`` when the data has ``masks (N, H, W)``, and ``input (image, channel, y, x)``
-    uint8 pictures for display. Each model's ``role``, ``pruner``, ``ratio`` and ``provenance``
-    come from its ``pescore_pruning`` metadata (set by :func:`pescore_nb.prune.sweep`); a model
-    without it is a candidate of unknown pruner and ratio. Scores always come from full-resolution
+    uint8 pictures for display. Each model's ``role``, ``pruner``, ``ratio``, ``seed`` and
+    ``provenance`` come from its ``pescore_pruning`` metadata (set by :func:`pescore_nb.prune.sweep`);
+    a model without it is a candidate of unknown pruner and ratio, without a seed (-1). Scores always come from full-resolution
     float32 maps; the stored heatmaps (and pictures) may be smaller (``heatmap_size=(h, w)``)
     and/or ``float16``.
 
@@ -451,15 +451,20 @@ def _model_info(model: nn.Module, example: torch.Tensor, is_reference: bool) -> 
     if role not in (schema.CANDIDATE, schema.CONTROL) and not is_reference:
         raise ValueError(f"A candidate's {schema.PRUNING_ATTRIBUTE}['role'] must be '{schema.CANDIDATE}' or "
                          f"'{schema.CONTROL}', got {role!r}; the reference is the first argument of evaluate.")
+    seed = schema.NO_SEED if is_reference else meta.get(schema.SEED, schema.NO_SEED)
+    if isinstance(seed, bool) or not isinstance(seed, int) or seed < schema.NO_SEED:
+        raise ValueError(f"A candidate's {schema.PRUNING_ATTRIBUTE}['{schema.SEED}'] must be its fine-tuning seed, "
+                         f"an integer >= 0 (or {schema.NO_SEED} for none), got {seed!r}.")
     return {schema.ROLE: role, schema.RATIO: float(meta.get(schema.RATIO, default_ratio)),
-            schema.PRUNER: str(meta.get(schema.PRUNER, default_pruner)),
+            schema.PRUNER: str(meta.get(schema.PRUNER, default_pruner)), schema.SEED: seed,
             schema.PARAMS: int(meta[schema.PARAMS]), schema.MACS: int(meta[schema.MACS]),
             schema.PROVENANCE: json.dumps(meta.get(schema.PROVENANCE, {}), sort_keys=True)}
 
 
 def _model_coords(info: list[dict]) -> dict:
     return {key: (schema.MODEL, [model[key] for model in info])
-            for key in (schema.ROLE, schema.RATIO, schema.PRUNER, schema.PARAMS, schema.MACS, schema.PROVENANCE)}
+            for key in (schema.ROLE, schema.RATIO, schema.PRUNER, schema.SEED, schema.PARAMS, schema.MACS,
+                        schema.PROVENANCE)}
 
 
 def _accuracy(ds: xr.Dataset) -> xr.DataArray:

@@ -81,30 +81,20 @@ def compare(ds: xr.Dataset, model_a: str, model_b: str, variable: str = schema.P
         model_a=model_a, model_b=model_b, test="two-sided sign-flip permutation")
 
 
-def paired_upper_bound(ds: xr.Dataset, baseline: str, variable: str = schema.PE, *, level: float = 0.95,
-                       n_resamples: int = 1000, seed: int = 0, class_weights: str | None = None) -> xr.DataArray:
-    """One-sided upper bound of score(baseline) - score(model) for every model, on the same images.
+def stratified_upper_bound(values: np.ndarray, labels: np.ndarray, weights: np.ndarray, level: float = 0.95, *,
+                           n_resamples: int = 1000, seed: int = 0) -> np.ndarray:
+    """One-sided upper bound of the class-weighted mean of each row of ``values (M, N)``: ``(M,)``.
 
-    The ``level`` quantile of the stratified, class-weighted bootstrap distribution of the mean
-    paired difference (the same resampled images for both models): ``(model, ...)`` over the dims
-    of ``ds[variable]`` without ``image`` (``(model, layer, cam)`` for ``pe``); 0 for ``baseline``.
-    It covers the sampling of test images only, not the randomness of training.
+    The ``level`` quantile of its stratified bootstrap distribution (the same resampled images for
+    every row); ``labels (N,)``, ``weights (K,)`` in the order of ``np.unique(labels)``. Applied to
+    paired differences PE(control) - PE(model), it covers the sampling of test images only, not the
+    randomness of training (see :func:`pescore_nb.trust.seed_bound`).
     """
-    if baseline not in ds[schema.MODEL].values:
-        raise KeyError(f"paired_upper_bound: no model {baseline!r} in the Dataset; its models are "
-                       f"{ds[schema.MODEL].values.tolist()}.")
     if not 0 < level < 1:
         raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {level}.")
-    rule = structure.class_weight_rule(ds, class_weights)
-    difference = ds[variable].sel({schema.MODEL: baseline}) - ds[variable]
-    values, labels, other_dims = _per_image(ds.assign({variable: difference}), variable)
-    weights = structure.weights_by_class(labels, rule).values
-    resampled = np.einsum("bkm,k->bm", _class_means(values, labels, n_resamples, np.random.default_rng(seed)),
-                          weights)
-    shape = tuple(difference.sizes[dim] for dim in other_dims)
-    bound = np.quantile(resampled, level, axis=0).reshape(shape)
-    coords = {name: coord for name, coord in difference.coords.items() if schema.IMAGE not in coord.dims}
-    return xr.DataArray(bound, dims=other_dims, coords=coords, name="bound")
+    resampled = np.einsum("bkm,k->bm", _class_means(np.asarray(values, dtype=np.float64), np.asarray(labels),
+                                                   n_resamples, np.random.default_rng(seed)), weights)
+    return np.quantile(resampled, level, axis=0)
 
 
 def _per_image(ds: xr.Dataset, variable: str) -> tuple[np.ndarray, np.ndarray, tuple]:

@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import numpy as np
 import xarray as xr
 
-from . import schema
+from . import schema, structure
 from .metrics import CONFIG_ATTRIBUTE
 
 NETCDF_ENGINE = "h5netcdf"
@@ -67,7 +67,8 @@ def load(path: str | Path, *, lazy: bool = True, partial: bool = False) -> xr.Da
     calling ``evaluate`` again with the same arguments) unless ``partial=True``, which returns
     only its finished images, with the accuracy of those. Files of an older schema are renamed to
     today's names (``method`` -> ``cam``, ``index`` -> ``source_index``, a ``role`` coordinate with
-    the first model as reference) with one :class:`SchemaUpgradeWarning`.
+    the first model as reference, a ``seed`` coordinate from each model's provenance) with one
+    :class:`SchemaUpgradeWarning`.
     """
     path = Path(path)
     if not path.exists():
@@ -113,11 +114,26 @@ def _upgraded(ds: xr.Dataset, path: Path) -> xr.Dataset:
         roles = [schema.REFERENCE] + [schema.CANDIDATE] * (ds.sizes[schema.MODEL] - 1)
         ds = ds.assign_coords({schema.ROLE: (schema.MODEL, roles)})
         changes.append(f"added '{schema.ROLE}' (the first model is the reference, the others candidates)")
+    if schema.MODEL in ds.dims and schema.SEED not in ds.coords:
+        ds = ds.assign_coords({schema.SEED: (schema.MODEL, _seeds_from_provenance(ds))})
+        changes.append(f"added '{schema.SEED}' (each model's pruning_seed from its provenance, "
+                       f"{schema.NO_SEED} where it has none)")
     ds.attrs[schema.SCHEMA_VERSION_ATTRIBUTE] = schema.SCHEMA_VERSION
     warnings.warn(f"{path} was written with an older pescore_nb schema; loaded with today's names: "
                   f"{'; '.join(changes) or 'no renames'}. Save it again to keep them.", SchemaUpgradeWarning,
                   stacklevel=3)
     return ds
+
+
+def _seeds_from_provenance(ds: xr.Dataset) -> list[int]:
+    """The seed of each model ``(model,)`` of a schema-2 file: ``pruning_seed`` in its provenance, else -1."""
+    if schema.PROVENANCE not in ds.coords:
+        return [schema.NO_SEED] * ds.sizes[schema.MODEL]
+    seeds = []
+    for role, provenance in zip(structure.roles(ds), ds[schema.PROVENANCE].values.tolist()):
+        seed = json.loads(provenance or "{}").get("pruning_seed") if role != schema.REFERENCE else None
+        seeds.append(int(seed) if isinstance(seed, int) else schema.NO_SEED)
+    return seeds
 
 
 def _is_zarr(path: Path) -> bool:

@@ -4,8 +4,15 @@ thresholds of the trust rule. Every view (scores, stats, recommend, plot, explor
 
 The reference is the model whose ``role`` coordinate is ``"reference"``, wherever it stands in
 the ``model`` dimension; controls (``role == "control"``) never enter a pruner's ratio walk.
+
+Models made with several fine-tuning seeds are named ``<name>/seed<s>`` (``"l2@0.10/seed0"``,
+``"control:finetune/seed0"``) and carry their seed in the ``seed`` coordinate. A *group* is a name
+without that suffix and the models that share it (:func:`seed_groups`); a model without a suffix is
+a group of one. Verdicts, walks and views speak of groups: with one seed, a group is its model.
 """
 from __future__ import annotations
+
+import re
 
 import numpy as np
 import xarray as xr
@@ -49,13 +56,73 @@ def controls(ds: xr.Dataset) -> list[str]:
 
 
 def control(ds: xr.Dataset, name: str = schema.CONTROL_FINETUNE) -> str | None:
-    """``name`` when the Dataset holds that control, else None."""
-    return name if name in controls(ds) else None
+    """``name`` when the Dataset holds that control (one model, or a group of seeds), else None."""
+    return name if name in {group_name(model) for model in controls(ds)} else None
+
+
+RANDOMISED_NAME = schema.RANDOMISED_PREFIX + "<layer>"
 
 
 def randomised(ds: xr.Dataset, layer: str) -> str | None:
     """The randomisation control of ``layer`` (``control:randomised@<layer>``) when the Dataset holds it."""
     return control(ds, schema.RANDOMISED_PREFIX + str(layer))
+
+
+def seeds(ds: xr.Dataset) -> np.ndarray:
+    """The fine-tuning ``seed`` of each model ``(model,)``, int; -1 where a model has none (or no coordinate)."""
+    if schema.SEED in ds.coords:
+        return np.asarray(ds[schema.SEED].values).astype(int)
+    return np.full(ds.sizes[schema.MODEL], schema.NO_SEED, dtype=int)
+
+
+_SEED_SUFFIX = re.compile(re.escape(schema.SEED_SEPARATOR) + r"\d+$")
+
+
+def group_name(model: str) -> str:
+    """``model`` without its ``/seed<s>`` suffix: ``"l2@0.10/seed3"`` -> ``"l2@0.10"``."""
+    return _SEED_SUFFIX.sub("", str(model))
+
+
+def seed_groups(ds: xr.Dataset) -> dict[str, list[str]]:
+    """Each group name (a model name without ``/seed<s>``) -> its models, by increasing seed.
+
+    The members of a group must share role, pruner and ratio, and have distinct seeds.
+    """
+    members: dict[str, list[int]] = {}
+    for i, name in enumerate(ds[schema.MODEL].values.tolist()):
+        members.setdefault(group_name(name), []).append(i)
+    found_roles, found_seeds = roles(ds), seeds(ds)
+    pruner = ds[schema.PRUNER].values.astype(str) if schema.PRUNER in ds.coords else found_roles
+    ratio = ds[schema.RATIO].values.astype(float) if schema.RATIO in ds.coords else np.zeros(len(found_roles))
+    groups = {}
+    names = ds[schema.MODEL].values.astype(str)
+    for group, indices in members.items():
+        shared = {(found_roles[i], pruner[i], "nan" if np.isnan(ratio[i]) else ratio[i]) for i in indices}
+        if len(shared) > 1:
+            raise ValueError(f"The models {names[indices].tolist()} differ only by seed in their names but have "
+                             f"other roles, pruners or ratios ({sorted(shared)}); rename them so that each "
+                             "'<name>/seed<s>' group holds one candidate made with several seeds.")
+        if len(set(found_seeds[indices].tolist())) < len(indices):
+            raise ValueError(f"The models {names[indices].tolist()} share one seed "
+                             f"({found_seeds[indices].tolist()}); give each member of a group its own seed.")
+        groups[group] = names[sorted(indices, key=lambda i: found_seeds[i])].tolist()
+    return groups
+
+
+def one_seed(ds: xr.Dataset, seed: int) -> xr.Dataset:
+    """``ds`` with only the models of ``seed`` among the groups that have several seeds: what one
+    fine-tuning seed alone would have given (models without seed, and groups of one, are kept)."""
+    groups = seed_groups(ds)
+    model_seeds = dict(zip(ds[schema.MODEL].values.astype(str).tolist(), seeds(ds).tolist()))
+    if not any(len(members) > 1 and model_seeds[m] == seed for members in groups.values() for m in members):
+        raise ValueError(f"No group of models has seed {seed}; the seeds are {all_seeds(ds)}.")
+    kept = [m for members in groups.values() for m in members if len(members) == 1 or model_seeds[m] == seed]
+    return ds.sel({schema.MODEL: [m for m in ds[schema.MODEL].values.astype(str) if m in kept]})
+
+
+def all_seeds(ds: xr.Dataset) -> list[int]:
+    """The distinct fine-tuning seeds of the models, increasing (``-1``, no seed, left out)."""
+    return sorted({int(seed) for seed in seeds(ds) if seed != schema.NO_SEED})
 
 
 def pruners(ds: xr.Dataset) -> list[str]:
@@ -66,19 +133,23 @@ def pruners(ds: xr.Dataset) -> list[str]:
 
 
 def by_ratio(ds: xr.Dataset, pruner: str) -> list[str]:
-    """Names of ``pruner``'s candidates by increasing ratio; ratios must be known and distinct."""
-    candidates = ds[schema.MODEL].values[(roles(ds) == schema.CANDIDATE)
-                                         & (ds[schema.PRUNER].values.astype(str) == pruner)]
-    ratios = ds[schema.RATIO].sel({schema.MODEL: candidates}).values.astype(float)
-    if len(candidates) == 0:
+    """Names of ``pruner``'s candidate groups (:func:`seed_groups`) by increasing ratio; ratios must be
+    known and distinct."""
+    names = ds[schema.MODEL].values.astype(str).tolist()
+    first = {group: names.index(members[0]) for group, members in seed_groups(ds).items()}
+    groups = [group for group, i in first.items()
+              if roles(ds)[i] == schema.CANDIDATE and str(ds[schema.PRUNER].values[i]) == pruner]
+    if not groups:
         raise ValueError(f"No candidate was pruned by {pruner!r}; the pruners are {pruners(ds)}.")
+    ratios = np.array([float(ds[schema.RATIO].values[first[group]]) for group in groups])
     if np.isnan(ratios).any():
-        raise ValueError(f"Pruner {pruner!r} has models without a ratio ({candidates[np.isnan(ratios)].tolist()}); "
+        raise ValueError(f"Pruner {pruner!r} has models without a ratio ({np.array(groups)[np.isnan(ratios)].tolist()}); "
                          "give each candidate its ratio (pescore_nb.prune.sweep records it).")
     if len(np.unique(ratios)) < len(ratios):
-        raise ValueError(f"Pruner {pruner!r} has two models at one ratio ({dict(zip(candidates, ratios))}); "
-                         "give them different pruner names so each pruner has one model per ratio.")
-    return [str(name) for name in candidates[np.argsort(ratios)]]
+        raise ValueError(f"Pruner {pruner!r} has two models at one ratio ({dict(zip(groups, ratios))}); "
+                         "give them different pruner names so each pruner has one model per ratio "
+                         "(several fine-tuning seeds of one model are named '<name>/seed<s>').")
+    return [groups[i] for i in np.argsort(ratios)]
 
 
 def has_ratios(ds: xr.Dataset) -> bool:

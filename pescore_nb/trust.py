@@ -1,27 +1,47 @@
 """Which pruned model, and which pruning ratio, can I trust? Our rule, read from a results Dataset.
 
 The PE-score paper uses PE to choose a pruning ratio but publishes no procedure, so pescore_nb
-applies this one (ours, not the paper's). For every model, layer and CAM method:
+applies this one (ours, not the paper's). Verdicts are given per *group*: a candidate made with
+one or several fine-tuning seeds (``"l2@0.10/seed0"``, ``"l2@0.10/seed1"``, ...: the group
+``"l2@0.10"``, see :func:`pescore_nb.structure.seed_groups`). For every group, layer and CAM method:
 
-1. **Accuracy**: the drop against the reference (``accuracy`` coordinate, absolute: 0.02 = two
-   points) must be at most ``max_accuracy_drop`` (default 0.02).
+1. **Accuracy**: the drop of the group's mean accuracy over its seeds against the reference
+   (absolute: 0.02 = two points) must be at most ``max_accuracy_drop`` (default 0.02).
 2. **PE, calibrated** (``rule="control"``, the default when the Dataset holds ``control:finetune``):
-   fine-tuning alone moves the maps, so a candidate is compared with the reference fine-tuned by
-   the same recipe and seed, unpruned. Its PE must be *non-inferior* to that control's: the
-   ``level`` (default 95 %) quantile of the stratified, class-weighted bootstrap distribution of
-   the mean paired per-image difference PE(control) - PE(candidate) is at most ``margin`` (default
-   0.05). The interval covers the sampling of test images, not the randomness of training:
-   ``control:twin`` (the same recipe, another seed), when present, shows that scale.
-3. **PE, absolute** (``rule="absolute"``, and the fallback without a control, which the output
-   says): the class-weighted PE must be at least ``pe_threshold`` (default 0.8).
-4. **The walk**: for each pruner, its candidates by increasing ratio; the *trusted ratio* is the
-   largest ratio up to which every candidate passes (a later pass is luck, not a safe operating
-   point); 0 when the smallest ratio already fails. At the first failure we name what failed
-   and the classes that fail first (their own PE below the class's floor: the threshold, or the
-   control's class PE minus the margin), lowest first. Controls never enter a walk.
+   fine-tuning alone moves the maps, so each seed's candidate is paired with the reference
+   fine-tuned by the same recipe and the *same seed*, unpruned. Its PE must be *non-inferior* to
+   that control's: a one-sided ``level`` (default 95 %) upper bound of the mean gap
+   PE(control) - PE(candidate) must be at most ``margin`` (default 0.05). :func:`seed_bound`
+   computes it from the per-image gaps ``g[s, i]`` of the S seeds:
 
-Every output records the rule, its parameters, the control, and the twin's PE. Layers whose maps
-are not reproducible or not model-dependent are flagged by :func:`layer_checks`.
+   - S >= 2 (the bound covers the test images drawn *and* the training seeds):
+     ``bound = d + t(level, nu) * sqrt(s2 / S + V)``, where ``d`` is the mean over seeds of each
+     seed's class-weighted mean gap, ``s2`` the sample variance of those S means, ``V`` the
+     stratified variance of the class-weighted mean of the seed-averaged per-image gaps
+     (``sum_k w_k**2 var_k / N_k``) and ``nu`` the Welch-Satterthwaite degrees of freedom of the two
+     parts (S - 1 and N - K). In words: the seeds' spread says how far another fine-tuning run
+     could land, the images' spread how far another test set could.
+   - S = 1 (the bound covers the test images only; training randomness is *not* covered, and
+     every output says so): the ``level`` quantile of the stratified, class-weighted bootstrap
+     distribution of the mean paired gap.
+
+   A candidate seed without the control of the same seed, or a class with fewer than two images
+   (no spread to estimate), is *not assessable*.
+3. **PE, absolute** (``rule="absolute"``, and the fallback without a control, which the output
+   says): the group's class-weighted PE, averaged over its seeds, must be at least
+   ``pe_threshold`` (default 0.8).
+4. **The walk**: for each pruner, its groups by increasing ratio; the *trusted ratio* is the
+   largest ratio up to which every group is trusted (a later pass is luck, not a safe operating
+   point); 0 when the smallest ratio already fails. The walk stops at a not-assessable group too.
+   At the first failure we name what failed and the classes that fail first (their own PE below the
+   class's floor: the threshold, or the control's class PE minus the margin), lowest first.
+   Controls never enter a walk.
+
+Every verdict is one of :data:`VERDICTS`. Every output records the rule, its parameters, the
+control, and the twin's PE: ``control:twin``, the same recipe trained from scratch with another
+seed, is a *scale* (how far retraining alone moves the maps); a candidate below it has drifted as
+far as retraining from scratch would. Layers whose maps ignore the weights, or are no more
+reproducible than a randomised model's, are flagged by :func:`layer_checks`.
 """
 from __future__ import annotations
 
@@ -30,24 +50,30 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import xarray as xr
+from scipy import stats as scipy_stats
 
 from . import schema, structure
 from .scores import by_class, score
-from .stats import paired_upper_bound
+from .stats import stratified_upper_bound
 
 TOLERANCE = 1e-9  # floating-point slack in every comparison
 RULES = ("control", "absolute")
-TWIN_MIN_PE = 0.5         # a layer whose twin scores below this has maps that training noise reshapes
+TRUSTED, NOT_TRUSTED, NOT_ASSESSABLE = "trusted", "not trusted", "not assessable"
+VERDICTS = (TRUSTED, NOT_TRUSTED, NOT_ASSESSABLE)
+COVERS_IMAGES, COVERS_SEEDS = "test images", "test images and training seeds"
 RANDOMISED_MAX_PE = 0.3   # a layer whose randomised copy scores above this has maps that ignore the weights
-COLUMNS = ("pruner", "layer", "cam", "ratio", "model", "pe", "accuracy_drop", "first_failure", "fails_on",
-           "failing_classes", "accuracy_only_ratio", "rule", "control_pe", "twin_pe", "layer_usable")
+MIN_PE_ABOVE_RANDOMISED = 0.1  # the twin and control:finetune must score this far above the randomised copy
+COLUMNS = ("pruner", "layer", "cam", "ratio", "model", "pe", "accuracy_drop", "n_seeds", "bound", "covers",
+           "first_failure", "fails_on", "failing_classes", "accuracy_only_ratio", "rule", "control_pe", "twin_pe",
+           "layer_usable")
 GAP_COLUMNS = ("layer", "cam", "model_a", "model_b", "accuracy_a", "accuracy_b", "pe_a", "pe_b")
 
 
 @dataclasses.dataclass(frozen=True)
 class TrustRule:
     """The parameters of the trust rule (module docstring); ``rule=None`` picks ``"control"`` when the
-    Dataset holds ``control``, else ``"absolute"``."""
+    Dataset holds ``control``, else ``"absolute"``. ``n_resamples`` and ``seed`` drive the bootstrap
+    of single-seed groups."""
 
     rule: str | None = None
     pe_threshold: float = structure.PE_THRESHOLD
@@ -80,41 +106,187 @@ class TrustRule:
         """One sentence naming the rule as applied to ``ds``."""
         accuracy = f"accuracy drop <= {self.max_accuracy_drop:g}"
         if self.resolved(ds) == "control":
-            return (f"{accuracy} and PE non-inferior to {self.control}: the {self.level:.0%} one-sided bootstrap "
-                    f"bound of PE({self.control}) - PE(candidate) <= {self.margin:g}")
+            return (f"{accuracy} and PE non-inferior to {self.control} of the same seed: the {self.level:.0%} "
+                    f"one-sided upper bound of PE({self.control}) - PE(candidate) <= {self.margin:g}")
         fallback = "" if self.rule == "absolute" else f" (fallback: no {self.control} in the Dataset)"
         return f"{accuracy} and PE >= {self.pe_threshold:g}{fallback}"
 
 
+def covers(n_seeds: int) -> str:
+    """What the interval of a group with ``n_seeds`` seeds covers: ``"test images"`` with one seed,
+    ``"test images and training seeds"`` with several."""
+    return COVERS_SEEDS if n_seeds > 1 else COVERS_IMAGES
+
+
+def seed_bound(gaps: np.ndarray, labels: np.ndarray, weights: np.ndarray, level: float = structure.LEVEL, *,
+               n_resamples: int = 2000, seed: int = 0) -> np.ndarray:
+    """One-sided ``level`` upper bound of the class-weighted mean gap, over seeds and images.
+
+    ``gaps (..., S, N)``: per-image gaps PE(control, s) - PE(candidate, s) of S seeds on the same N
+    images; ``labels (N,)``; ``weights (K,)``: the class weights in the order of ``np.unique(labels)``,
+    summing to 1. Returns ``(...)``. With S >= 2: ``d + t(level, nu) * sqrt(s2 / S + V)`` (module
+    docstring); NaN when a class has fewer than two images. With S = 1: the stratified bootstrap
+    (``n_resamples`` resamples drawn with ``seed``).
+    """
+    gaps = np.asarray(gaps, dtype=np.float64)
+    labels = np.asarray(labels)
+    classes, counts = np.unique(labels, return_counts=True)
+    weights = np.asarray(weights, dtype=np.float64)
+    if gaps.ndim < 2 or gaps.shape[-1] != len(labels) or len(weights) != len(classes):
+        raise ValueError(f"seed_bound needs gaps (..., S, N) with N = {len(labels)} labels and one weight per "
+                         f"class ({len(classes)}), got gaps {gaps.shape} and {len(weights)} weights.")
+    n_seeds = gaps.shape[-2]
+    if n_seeds == 1:
+        flat = gaps.reshape(-1, len(labels))
+        return stratified_upper_bound(flat, labels, weights, level, n_resamples=n_resamples,
+                                      seed=seed).reshape(gaps.shape[:-2])
+    members = labels[None, :] == classes[:, None]                   # (K, N)
+    class_means = gaps @ members.T / counts                           # (..., S, K)
+    seed_means = class_means @ weights                                # (..., S)
+    mean_gap = seed_means.mean(-1)
+    between_seeds = seed_means.var(-1, ddof=1) / n_seeds              # a = s2 / S
+    averaged = gaps.mean(-2)                                          # (..., N)
+    deviations = (averaged[..., None, :] - (averaged @ members.T / counts)[..., :, None]) * members
+    with np.errstate(invalid="ignore", divide="ignore"):
+        class_variance = (deviations ** 2).sum(-1) / (counts - 1)     # (..., K); NaN for one image
+        between_images = (weights ** 2 * class_variance / counts).sum(-1)  # V
+        total = between_seeds + between_images
+        freedom = total ** 2 / (between_seeds ** 2 / (n_seeds - 1) + between_images ** 2 / (len(labels) - len(classes)))
+        quantile = scipy_stats.t.ppf(level, np.where(total > 0, freedom, 1.0))
+    bound = np.where(total > 0, mean_gap + quantile * np.sqrt(total), mean_gap)  # 0: every gap the same
+    return np.where(np.isnan(between_images), np.nan, bound)
+
+
 def assess(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
            **rule: object) -> xr.Dataset:
-    """Per-model verdicts ``(model, layer, cam)`` by the trust rule (module docstring).
+    """Verdicts by the trust rule (module docstring), per group ``(model, layer, cam)``.
 
-    Variables: ``pe`` (class-weighted), ``accuracy_drop``, ``bound`` (the bootstrap bound of
-    PE(control) - PE(model); NaN under the absolute rule), ``pe_ok``, ``accuracy_ok``,
-    ``trustworthy`` (both), and ``control_pe`` / ``twin_pe`` ``(layer, cam)`` (NaN when absent).
-    ``rule`` keywords are the fields of :class:`TrustRule`; the attrs record them and the rule
-    applied. ``variable`` is the score judged (``"pe"``, or ``"sp2ps"`` when stored).
+    ``model`` holds the group names (:func:`pescore_nb.structure.seed_groups`; with one seed, the
+    model names), with the coordinates ``role``, ``pruner``, ``ratio``, ``n_seeds``. Variables:
+    ``pe`` (class-weighted, averaged over the seeds), ``pe_min`` / ``pe_max`` (its range over the
+    seeds), ``accuracy`` (mean over the seeds), ``accuracy_drop``, ``bound`` (:func:`seed_bound` of
+    PE(control) - PE(group); NaN under the absolute rule and for non-candidates), ``covers`` (what
+    that bound covers), ``pe_ok``, ``accuracy_ok``, ``verdict`` (one of :data:`VERDICTS` for
+    candidates, ``""`` for the reference and controls), ``reason`` (why, in words),
+    ``trustworthy`` (verdict == "trusted"), ``below_twin`` (PE below the twin's), and
+    ``control_pe`` / ``twin_pe`` ``(layer, cam)`` (NaN when absent). ``rule`` keywords are the
+    fields of :class:`TrustRule`; the attrs record them and the rule applied. ``variable`` is the
+    score judged (``"pe"``, or ``"sp2ps"`` when stored).
     """
     trust_rule = TrustRule(**rule)
     applied = trust_rule.resolved(ds)
-    pe = score(ds, variable, class_weights).compute()
-    accuracy_drop = structure.accuracy_drop(ds)
+    groups = structure.seed_groups(ds)
+    model_pe = score(ds, variable, class_weights).compute()
+    pe = _by_group(model_pe, groups, "mean")
+    accuracy = _by_group(ds[schema.ACCURACY].astype(float), groups, "mean")
+    reference_accuracy = float(ds[schema.ACCURACY].sel({schema.MODEL: structure.reference(ds)}))
+    accuracy_drop = reference_accuracy - accuracy
+    candidates = [group for group in groups if _group_role(ds, groups[group]) == schema.CANDIDATE]
+    bound = xr.full_like(pe, np.nan)
+    missing = {}
     if applied == "control":
-        bound = paired_upper_bound(ds, trust_rule.control, variable, level=trust_rule.level,
-                                   n_resamples=trust_rule.n_resamples, seed=trust_rule.seed,
-                                   class_weights=class_weights).transpose(*pe.dims)
+        bound, missing = _control_bounds(ds, groups, candidates, trust_rule, variable, class_weights, bound)
         pe_ok = bound <= trust_rule.margin + TOLERANCE
     else:
-        bound = xr.full_like(pe, np.nan)
         pe_ok = pe >= trust_rule.pe_threshold - TOLERANCE
     accuracy_ok = (accuracy_drop <= trust_rule.max_accuracy_drop + TOLERANCE).broadcast_like(pe_ok)
+    control_pe = _group_score(pe, structure.control(ds, trust_rule.control))
+    twin_pe = _group_score(pe, structure.control(ds, schema.CONTROL_TWIN))
+    verdict, reason = _verdicts(pe, bound, pe_ok, accuracy_ok, accuracy_drop, candidates, missing, trust_rule, applied)
+    n_seeds = [len(groups[group]) for group in groups]
     return xr.Dataset(
-        {"pe": pe, "accuracy_drop": accuracy_drop, "bound": bound, "pe_ok": pe_ok, "accuracy_ok": accuracy_ok,
-         "trustworthy": pe_ok & accuracy_ok, "control_pe": _model_score(pe, structure.control(ds, trust_rule.control)),
-         "twin_pe": _model_score(pe, structure.control(ds, schema.CONTROL_TWIN))},
+        {"pe": pe, "pe_min": _by_group(model_pe, groups, "min"), "pe_max": _by_group(model_pe, groups, "max"),
+         "accuracy": accuracy, "accuracy_drop": accuracy_drop, "bound": bound,
+         "covers": (schema.MODEL, [covers(n) if group in candidates else "" for group, n in zip(groups, n_seeds)]),
+         "pe_ok": pe_ok, "accuracy_ok": accuracy_ok, "verdict": verdict, "reason": reason,
+         "trustworthy": verdict == TRUSTED, "below_twin": pe < twin_pe - TOLERANCE,
+         "control_pe": control_pe, "twin_pe": twin_pe},
+        coords={"n_seeds": (schema.MODEL, n_seeds)},
         attrs={**dataclasses.asdict(trust_rule), "rule": applied, "rule_text": trust_rule.describe(ds),
                "variable": variable, "control": trust_rule.control if applied == "control" else ""})
+
+
+def _by_group(values: xr.DataArray, groups: dict[str, list[str]], how: str) -> xr.DataArray:
+    """``values (model, ...)`` reduced over each group's models (``how``: mean, min or max) -> ``(model, ...)``
+    with the group names, and the role, pruner and ratio of each group's first model."""
+    reduced = xr.concat([getattr(values.sel({schema.MODEL: members}), how)(schema.MODEL)
+                         for members in groups.values()], dim=schema.MODEL)
+    firsts = values[schema.MODEL].sel({schema.MODEL: [members[0] for members in groups.values()]})
+    kept = {name: (schema.MODEL, firsts[name].values) for name in (schema.ROLE, schema.PRUNER, schema.RATIO)
+            if name in firsts.coords}
+    reduced = reduced.drop_vars([name for name in reduced.coords if schema.MODEL in reduced[name].dims
+                                 or name in values[schema.MODEL].coords], errors="ignore")
+    return reduced.assign_coords({schema.MODEL: list(groups), **kept})
+
+
+def _group_role(ds: xr.Dataset, members: list[str]) -> str:
+    return str(structure.roles(ds)[ds[schema.MODEL].values.astype(str).tolist().index(members[0])])
+
+
+def _control_bounds(ds: xr.Dataset, groups: dict, candidates: list[str], trust_rule: TrustRule, variable: str,
+                    class_weights: str | None, bound: xr.DataArray) -> tuple[xr.DataArray, dict[str, str]]:
+    """:func:`seed_bound` of each candidate group against the control of the same seeds ``(model, layer, cam)``,
+    and ``{group: why}`` for the groups that cannot be paired."""
+    control_by_seed = _members_by_seed(ds, groups[trust_rule.control])
+    labels = ds[schema.LABEL].values
+    weights = structure.weights_by_class(labels, structure.class_weight_rule(ds, class_weights)).values
+    per_image = ds[variable].transpose(schema.MODEL, schema.LAYER, schema.CAM, schema.IMAGE)
+    missing = {}
+    bound = bound.copy()
+    for group in candidates:
+        pairs = _pairs(_members_by_seed(ds, groups[group]), control_by_seed)
+        if isinstance(pairs, str):
+            missing[group] = pairs
+            continue
+        controls, models = zip(*pairs)
+        gaps = (per_image.sel({schema.MODEL: list(controls)}).values.astype(np.float64)
+                - per_image.sel({schema.MODEL: list(models)}).values.astype(np.float64))  # (S, L, C, N)
+        values = seed_bound(np.moveaxis(gaps, 0, -2), labels, weights, trust_rule.level,
+                            n_resamples=trust_rule.n_resamples, seed=trust_rule.seed)
+        bound.loc[{schema.MODEL: group}] = values
+    return bound, missing
+
+
+def _members_by_seed(ds: xr.Dataset, members: list[str]) -> dict[int, str]:
+    seeds = dict(zip(ds[schema.MODEL].values.astype(str).tolist(), structure.seeds(ds).tolist()))
+    return {seeds[member]: member for member in members}
+
+
+def _pairs(candidate: dict[int, str], control: dict[int, str]) -> list[tuple[str, str]] | str:
+    """(control, candidate) models paired by seed, or why they cannot be. A user's model without a
+    seed pairs with a control that has one model."""
+    if list(candidate) == [schema.NO_SEED] and len(control) == 1:
+        return [(next(iter(control.values())), candidate[schema.NO_SEED])]
+    unpaired = [seed for seed in candidate if seed not in control]
+    if unpaired:
+        return (f"no control of seed {', '.join(map(str, unpaired))} (the control's seeds are "
+                f"{', '.join(map(str, sorted(control)))}): fine-tune the control with the candidates' seeds")
+    return [(control[seed], candidate[seed]) for seed in candidate]
+
+
+def _verdicts(pe, bound, pe_ok, accuracy_ok, accuracy_drop, candidates, missing, trust_rule, applied):
+    """``verdict`` and ``reason`` ``(model, layer, cam)`` as strings."""
+    verdict = xr.full_like(pe, "", dtype=object)
+    reason = xr.full_like(pe, "", dtype=object)
+    for group in candidates:
+        for layer in pe[schema.LAYER].values.tolist():
+            for cam in pe[schema.CAM].values.tolist():
+                at = {schema.MODEL: group, schema.LAYER: layer, schema.CAM: cam}
+                value = float(bound.loc[at])
+                if group in missing or (applied == "control" and np.isnan(value)):
+                    state = NOT_ASSESSABLE
+                    why = missing.get(group, "a class has fewer than two images: no spread to bound")
+                else:
+                    failed = []
+                    if not bool(pe_ok.loc[at]):
+                        failed.append(f"PE bound {value:.3f} > margin {trust_rule.margin:g}" if applied == "control"
+                                      else f"PE {float(pe.loc[at]):.3f} < {trust_rule.pe_threshold:g}")
+                    if not bool(accuracy_ok.loc[at]):
+                        failed.append(f"accuracy drop {float(accuracy_drop.loc[{schema.MODEL: group}]):.3f} > "
+                                      f"{trust_rule.max_accuracy_drop:g}")
+                    state, why = (NOT_TRUSTED, "; ".join(failed)) if failed else (TRUSTED, "")
+                verdict.loc[at], reason.loc[at] = state, why
+    return verdict.astype(str), reason.astype(str)
 
 
 def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
@@ -122,41 +294,46 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
     """The largest trusted ratio of each pruner, layer and CAM method (module docstring).
 
     One row per (pruner, layer, cam) with the columns of :data:`COLUMNS`: ``ratio`` (trusted; 0.0
-    when none), ``model`` (the candidate there, None when none), its ``pe`` and ``accuracy_drop``
-    (NaN when none), ``first_failure`` (NaN when every ratio passes), ``fails_on`` (``"pe"``,
-    ``"accuracy"``, ``"pe+accuracy"`` or ``""``), ``failing_classes``, ``accuracy_only_ratio`` (what
-    the walk would trust on the accuracy budget alone, the usual practice), and the ``rule`` sentence,
-    ``control_pe``, ``twin_pe`` and ``layer_usable`` (:func:`layer_checks`) recorded on every row.
-    The table's ``attrs`` hold the rule's parameters.
+    when none), ``model`` (the group there, None when none), its ``pe`` (mean over seeds),
+    ``accuracy_drop`` and ``bound`` (NaN when none), ``n_seeds`` (seeds per group) and ``covers``
+    (what the bound covers: ``"test images"``, or ``"test images and training seeds"``),
+    ``first_failure`` (NaN when every ratio passes), ``fails_on`` (``"pe"``, ``"accuracy"``,
+    ``"pe+accuracy"``, ``"not assessable"`` or ``""``), ``failing_classes``, ``accuracy_only_ratio``
+    (what the walk would trust on the accuracy budget alone, the usual practice), and the ``rule``
+    sentence, ``control_pe``, ``twin_pe`` and ``layer_usable`` (:func:`layer_checks`) recorded on
+    every row. The table's ``attrs`` hold the rule's parameters.
     """
     verdicts = assess(ds, variable=variable, class_weights=class_weights, **rule)
     checks = layer_checks(ds, variable=variable, class_weights=class_weights)
-    floors = None  # per-class floors are computed once, only when some ratio fails
+    class_pe, floors = None, None  # per-class PEs and floors are computed once, only when some ratio fails
     rows = []
     for pruner in structure.pruners(ds):
-        models = structure.by_ratio(ds, pruner)
+        groups = structure.by_ratio(ds, pruner)
         for layer in ds[schema.LAYER].values.tolist():
             for cam in ds[schema.CAM].values.tolist():
                 where = {schema.LAYER: layer, schema.CAM: cam}
-                at = verdicts.sel(where)
-                n_trusted = _passing_prefix(at["trustworthy"].sel({schema.MODEL: models}).values)
-                n_accurate = _passing_prefix(at["accuracy_ok"].sel({schema.MODEL: models}).values)
-                trusted = models[n_trusted - 1] if n_trusted else None
+                at = verdicts.sel(where).sel({schema.MODEL: groups})
+                n_trusted = _passing_prefix(at["trustworthy"].values)
+                n_accurate = _passing_prefix(at["accuracy_ok"].values)
+                trusted = groups[n_trusted - 1] if n_trusted else None
+                shown = at.isel({schema.MODEL: max(n_trusted - 1, 0)})
                 row = {"pruner": pruner, "layer": layer, "cam": cam,
-                       "ratio": _ratio(ds, trusted) if trusted else 0.0, "model": trusted,
-                       "pe": float(at["pe"].sel({schema.MODEL: trusted})) if trusted else np.nan,
-                       "accuracy_drop": float(at["accuracy_drop"].sel({schema.MODEL: trusted})) if trusted else np.nan,
+                       "ratio": float(shown[schema.RATIO]) if trusted else 0.0, "model": trusted,
+                       "pe": float(shown["pe"]) if trusted else np.nan,
+                       "accuracy_drop": float(shown["accuracy_drop"]) if trusted else np.nan,
+                       "n_seeds": int(shown["n_seeds"]), "bound": float(shown["bound"]) if trusted else np.nan,
+                       "covers": str(shown["covers"].item()),
                        "first_failure": np.nan, "fails_on": "", "failing_classes": [],
-                       "accuracy_only_ratio": _ratio(ds, models[n_accurate - 1]) if n_accurate else 0.0,
+                       "accuracy_only_ratio": float(at[schema.RATIO][n_accurate - 1]) if n_accurate else 0.0,
                        "rule": verdicts.attrs["rule_text"], "control_pe": float(at["control_pe"]),
                        "twin_pe": float(at["twin_pe"]), "layer_usable": bool(checks["usable"].sel(where))}
-                if n_trusted < len(models):
-                    failed = models[n_trusted]
-                    if floors is None:
-                        floors = _class_floors(ds, verdicts, variable)
-                        class_pe = by_class(ds, variable).compute()
-                    row.update(first_failure=_ratio(ds, failed), fails_on=_what_failed(at.sel({schema.MODEL: failed})),
-                               failing_classes=_classes_below(class_pe.sel({schema.MODEL: failed, **where}),
+                if n_trusted < len(groups):
+                    failed = at.isel({schema.MODEL: n_trusted})
+                    if class_pe is None:
+                        class_pe = _by_group(by_class(ds, variable).compute(), structure.seed_groups(ds), "mean")
+                        floors = _class_floors(class_pe, verdicts)
+                    row.update(first_failure=float(failed[schema.RATIO]), fails_on=_what_failed(failed),
+                               failing_classes=_classes_below(class_pe.sel({schema.MODEL: groups[n_trusted], **where}),
                                                               floors.sel(where)))
                 rows.append(row)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
@@ -166,14 +343,17 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
 
 def attention_gaps(ds: xr.Dataset, accuracy_points: float = 0.01, pe_gap: float = 0.1, *,
                    variable: str = schema.PE, class_weights: str | None = None) -> pd.DataFrame:
-    """Pairs of candidates (controls excluded) whose accuracies differ by at most ``accuracy_points``
-    but whose PE differs by at least ``pe_gap`` at some layer and CAM method: the paper's finding,
-    that accuracy can hold while attention drifts. Columns :data:`GAP_COLUMNS`, ``pe_a >= pe_b``,
-    largest PE gap first; empty when there is no such pair.
+    """Pairs of candidate groups (controls excluded; each a mean over its seeds, never two seeds of one
+    group) whose accuracies differ by at most ``accuracy_points`` but whose PE differs by at least
+    ``pe_gap`` at some layer and CAM method: the paper's finding, that accuracy can hold while
+    attention drifts. Columns :data:`GAP_COLUMNS`, ``pe_a >= pe_b``, largest PE gap first; empty
+    when there is no such pair.
     """
-    candidates = structure.models_with_role(ds, schema.CANDIDATE)
-    pe = score(ds, variable, class_weights).sel({schema.MODEL: candidates}).compute()
-    accuracy = ds[schema.ACCURACY].sel({schema.MODEL: candidates}).values.astype(float)
+    groups = {group: members for group, members in structure.seed_groups(ds).items()
+              if _group_role(ds, members) == schema.CANDIDATE}
+    pe = _by_group(score(ds, variable, class_weights).compute(), groups, "mean")
+    accuracy = _by_group(ds[schema.ACCURACY].astype(float), groups, "mean").values
+    candidates = list(groups)
     rows = []
     for i, a in enumerate(candidates):
         for j, b in enumerate(candidates[i + 1:], start=i + 1):
@@ -194,48 +374,72 @@ def attention_gaps(ds: xr.Dataset, accuracy_points: float = 0.01, pe_gap: float 
 
 
 def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
-                 twin_min_pe: float = TWIN_MIN_PE, randomised_max_pe: float = RANDOMISED_MAX_PE) -> xr.Dataset:
+                 randomised_max_pe: float = RANDOMISED_MAX_PE,
+                 min_above_randomised: float = MIN_PE_ABOVE_RANDOMISED) -> xr.Dataset:
     """Can a layer and CAM method carry a verdict? ``(layer, cam)``.
 
-    ``twin_pe``: PE of ``control:twin`` (same recipe, another seed); below ``twin_min_pe`` the maps
-    are not reproducible. ``randomised_pe``: PE of ``control:randomised@<layer>`` (the reference
-    with its weights re-initialised from the last layer down to this one, Adebayo et al. 2018); above
-    ``randomised_max_pe`` the maps do not depend on the model. ``energy_in_mask``: the reference's
-    mean share of map energy inside the object masks (when stored). Missing controls give NaN and
-    do not flag. ``usable`` is False when a check fails; ``why`` says which.
+    A layer is flagged when its maps ignore the weights (the PE of ``control:randomised@<layer>``, the
+    reference re-initialised from the last layer down to this one (Adebayo et al. 2018), is above
+    ``randomised_max_pe``), or are no more reproducible across training runs than a randomised
+    model's (``control:twin``'s PE less than ``min_above_randomised`` above it), or move as far under
+    fine-tuning alone as under randomisation (``control:finetune``'s PE, averaged over its seeds,
+    less than ``min_above_randomised`` above it). A check whose control is missing is not made:
+    ``not_checked`` says which. The twin's PE is a scale, not a pass mark: it is reported, never
+    required. Variables: ``twin_pe``, ``control_pe``, ``randomised_pe``, ``energy_in_mask`` (the
+    reference's mean share of map energy inside the object masks, when stored; NaN otherwise),
+    ``usable`` (no check failed), ``why`` (the failed checks), ``not_checked``.
     """
-    pe = score(ds, variable, class_weights).compute()
-    twin = _model_score(pe, structure.control(ds, schema.CONTROL_TWIN))
-    randomised = xr.concat([_model_score(pe.sel({schema.LAYER: [layer]}), structure.randomised(ds, layer))
-                            for layer in pe[schema.LAYER].values], dim=schema.LAYER)
+    groups = structure.seed_groups(ds)
+    pe = _by_group(score(ds, variable, class_weights).compute(), groups, "mean")
+    twin = _group_score(pe, structure.control(ds, schema.CONTROL_TWIN))
+    control = _group_score(pe, structure.control(ds, schema.CONTROL_FINETUNE))
+    randomised = xr.concat([_group_score(pe.sel({schema.LAYER: [layer]}), structure.randomised(ds, layer))
+                            for layer in pe[schema.LAYER].values], dim=schema.LAYER).transpose(*twin.dims)
     reference = structure.reference(ds)
     energy = (ds[schema.ENERGY_IN_MASK].sel({schema.MODEL: reference}).mean(schema.IMAGE).compute()
               if schema.ENERGY_IN_MASK in ds else xr.full_like(twin, np.nan))
-    unreproducible = twin < twin_min_pe - TOLERANCE
-    model_free = randomised > randomised_max_pe + TOLERANCE
-    why = xr.where(unreproducible, f"twin PE below {twin_min_pe:g} (not reproducible)", "")
-    why = xr.where(model_free, why + xr.where(unreproducible, "; ", "")
-                   + f"randomised copy's PE above {randomised_max_pe:g} (not model-dependent)", why)
     energy = energy.drop_vars([name for name in energy.coords if name not in (schema.LAYER, schema.CAM)])
-    return xr.Dataset({"twin_pe": twin, "randomised_pe": randomised.transpose(*twin.dims),
-                       "energy_in_mask": energy, "usable": ~(unreproducible | model_free), "why": why},
-                      attrs={"twin_min_pe": twin_min_pe, "randomised_max_pe": randomised_max_pe})
+    checks = [(randomised > randomised_max_pe + TOLERANCE,
+               f"randomised copy's PE above {randomised_max_pe:g}: the maps ignore the weights"),
+              (twin - randomised < min_above_randomised - TOLERANCE,
+               f"twin PE less than {min_above_randomised:g} above the randomised copy's: maps no more reproducible "
+               "across training runs than a random model's"),
+              (control - randomised < min_above_randomised - TOLERANCE,
+               f"{schema.CONTROL_FINETUNE} PE less than {min_above_randomised:g} above the randomised copy's: "
+               "fine-tuning alone moves the maps as far as randomisation")]
+    missing = [(values.isnull(), name) for name, values in ((structure.RANDOMISED_NAME, randomised),
+                                                             (schema.CONTROL_TWIN, twin),
+                                                             (schema.CONTROL_FINETUNE, control))]
+    why, not_checked = _joined(checks, twin, "; "), _joined(missing, twin, ", ")
+    return xr.Dataset({"twin_pe": twin, "control_pe": control, "randomised_pe": randomised,
+                       "energy_in_mask": energy, "usable": why == "", "why": why, "not_checked": not_checked},
+                      attrs={"randomised_max_pe": randomised_max_pe, "min_above_randomised": min_above_randomised})
 
 
-def _model_score(pe: xr.DataArray, model: str | None) -> xr.DataArray:
-    """``pe`` of ``model`` ``(layer, cam)`` without model coordinates; NaN when ``model`` is None."""
+def _joined(parts: list[tuple[xr.DataArray, str]], template: xr.DataArray, separator: str) -> xr.DataArray:
+    """For each cell of ``template (layer, cam)``: the texts of ``parts`` whose condition holds there, joined."""
+    conditions = [(condition.transpose(*template.dims).values, text) for condition, text in parts]
+    values = np.empty(template.shape, dtype=object)
+    for index in np.ndindex(template.shape):
+        values[index] = separator.join(text for condition, text in conditions if condition[index])
+    return template.copy(data=values.astype(str))
+
+
+def _group_score(pe: xr.DataArray, group: str | None) -> xr.DataArray:
+    """``pe`` of ``group`` ``(layer, cam)`` without model coordinates; NaN when ``group`` is None."""
     template = pe.isel({schema.MODEL: 0}, drop=True)
     template = template.drop_vars([name for name in template.coords if name not in (schema.LAYER, schema.CAM)])
-    if model is None:
+    if group is None:
         return xr.full_like(template, np.nan, dtype=float)
-    return template.copy(data=pe.sel({schema.MODEL: model}).values.astype(float))
+    return template.copy(data=pe.sel({schema.MODEL: group}).values.astype(float))
 
 
-def _class_floors(ds: xr.Dataset, verdicts: xr.Dataset, variable: str) -> xr.DataArray:
-    """The PE below which a class counts as failing ``(layer, cam, label)``."""
+def _class_floors(class_pe: xr.DataArray, verdicts: xr.Dataset) -> xr.DataArray:
+    """The PE below which a class counts as failing ``(layer, cam, label)``; ``class_pe (model, layer, cam,
+    label)`` by group."""
     control = verdicts.attrs["control"]
     if control:
-        floor = by_class(ds, variable).sel({schema.MODEL: control}, drop=True) - verdicts.attrs["margin"]
+        floor = class_pe.sel({schema.MODEL: control}, drop=True) - verdicts.attrs["margin"]
         return floor.drop_vars([name for name in floor.coords if name not in (schema.LAYER, schema.CAM, schema.LABEL)])
     return xr.full_like(verdicts["control_pe"], verdicts.attrs["pe_threshold"])
 
@@ -245,11 +449,9 @@ def _passing_prefix(passing: np.ndarray) -> int:
     return len(passing) if passing.all() else int(np.argmin(passing))
 
 
-def _ratio(ds: xr.Dataset, model: str) -> float:
-    return float(ds[schema.RATIO].sel({schema.MODEL: model}))
-
-
 def _what_failed(verdict: xr.Dataset) -> str:
+    if str(verdict["verdict"].item()) == NOT_ASSESSABLE:
+        return NOT_ASSESSABLE
     failed = [name for name, key in (("pe", "pe_ok"), ("accuracy", "accuracy_ok")) if not bool(verdict[key])]
     return "+".join(failed)
 

@@ -105,8 +105,10 @@ def test_assess_gives_each_models_verdict():
     verdicts = assess(ds).squeeze(["layer", "cam"], drop=True)
     assert verdicts["pe"].values == pytest.approx([1.0, 0.875, 0.875, 0.5])
     assert verdicts["accuracy_drop"].values == pytest.approx([0.0, 0.01, 0.05, 0.01])
-    assert verdicts["trustworthy"].values.tolist() == [True, True, False, False]
+    assert verdicts["verdict"].values.tolist() == ["", "trusted", "not trusted", "not trusted"]  # no verdict on the reference
+    assert verdicts["trustworthy"].values.tolist() == [False, True, False, False]
     assert verdicts["pe_ok"].values.tolist() == [True, True, True, False]
+    assert verdicts["reason"].values.tolist()[1:] == ["", "accuracy drop 0.050 > 0.02", "PE 0.500 < 0.8"]
 
 
 def test_on_the_synthetic_results_random_is_trusted_no_further_than_l2():
@@ -202,18 +204,40 @@ def test_reordered_models_give_the_same_verdicts_and_controls_never_enter_the_wa
     assert recommend(shuffled).pruner.tolist() == ["l2"]  # neither control is a pruner
 
 
-def test_layer_checks_flag_unreproducible_and_model_free_maps():
-    models = [REF, CONTROL, ("l2@0.10", schema.CANDIDATE, "l2", 0.1, 0.99, [0.87] * 6),
-              (schema.CONTROL_TWIN, schema.CONTROL, schema.UNPRUNED, 0.0, 0.99, [0.3] * 6),
-              (schema.RANDOMISED_PREFIX + "conv", schema.CONTROL, schema.UNPRUNED, 0.0, 0.2, [0.9] * 6)]
-    checks = layer_checks(per_image(models)).squeeze()
-    assert float(checks["twin_pe"]) == pytest.approx(0.3) and float(checks["randomised_pe"]) == pytest.approx(0.9)
-    assert not bool(checks["usable"])
-    assert "not reproducible" in str(checks["why"].values) and "not model-dependent" in str(checks["why"].values)
-    models[3] = (schema.CONTROL_TWIN, schema.CONTROL, schema.UNPRUNED, 0.0, 0.99, [0.8] * 6)
-    models[4] = (schema.RANDOMISED_PREFIX + "conv", schema.CONTROL, schema.UNPRUNED, 0.0, 0.2, [0.1] * 6)
-    assert bool(layer_checks(per_image(models)).squeeze()["usable"])
-    assert bool(recommend(per_image(models)).iloc[0].layer_usable)
+def layer_check_models(twin_pe: float, randomised_pe: float, control_pe: float = 0.9):
+    return [REF, (schema.CONTROL_FINETUNE, schema.CONTROL, schema.UNPRUNED, 0.0, 0.995, [control_pe] * 6),
+            ("l2@0.10", schema.CANDIDATE, "l2", 0.1, 0.99, [0.87] * 6),
+            (schema.CONTROL_TWIN, schema.CONTROL, schema.UNPRUNED, 0.0, 0.99, [twin_pe] * 6),
+            (schema.RANDOMISED_PREFIX + "conv", schema.CONTROL, schema.UNPRUNED, 0.0, 0.2, [randomised_pe] * 6)]
+
+
+def test_a_twin_close_to_the_randomised_copy_flags_the_layer():
+    checks = layer_checks(per_image(layer_check_models(twin_pe=0.25, randomised_pe=0.2))).squeeze()
+    assert float(checks["twin_pe"]) == pytest.approx(0.25) and float(checks["randomised_pe"]) == pytest.approx(0.2)
+    assert not bool(checks["usable"]) and checks["not_checked"].item() == ""
+    assert checks["why"].item().startswith("twin PE less than 0.1 above the randomised copy's")
+    assert not recommend(per_image(layer_check_models(twin_pe=0.25, randomised_pe=0.2))).iloc[0].layer_usable
+
+
+def test_a_twin_far_above_the_randomised_copy_is_a_scale_not_a_pass_mark():
+    checks = layer_checks(per_image(layer_check_models(twin_pe=0.3, randomised_pe=0.05))).squeeze()
+    assert bool(checks["usable"]) and checks["why"].item() == ""  # a twin PE of 0.3 is no failure by itself
+    assert recommend(per_image(layer_check_models(twin_pe=0.3, randomised_pe=0.05))).iloc[0].layer_usable
+
+
+def test_maps_that_ignore_the_weights_or_move_under_fine_tuning_alone_are_flagged():
+    model_free = layer_checks(per_image(layer_check_models(twin_pe=0.8, randomised_pe=0.35))).squeeze()
+    assert model_free["why"].item().startswith("randomised copy's PE above 0.3")
+    fragile = layer_checks(per_image(layer_check_models(twin_pe=0.8, randomised_pe=0.14, control_pe=0.12))).squeeze()
+    assert fragile["why"].item().startswith("control:finetune PE less than 0.1 above the randomised copy's")
+    assert not bool(fragile["usable"])
+
+
+def test_a_check_whose_control_is_missing_is_not_made_and_says_so():
+    models = layer_check_models(twin_pe=0.25, randomised_pe=0.2)
+    checks = layer_checks(per_image([models[0], models[2], models[3]])).squeeze()  # no control, no randomised copy
+    assert bool(checks["usable"]) and math.isnan(float(checks["randomised_pe"]))
+    assert checks["not_checked"].item() == "control:randomised@<layer>, control:finetune"
 
 
 def test_a_randomised_copy_changes_the_maps_at_its_layer_and_leaves_the_model_alone(snapshot):
