@@ -67,9 +67,9 @@ def test_tiny_net_counts_match_a_hand_count():
     dense_macs = 9 * 3 * 8 * 64 + 8 * 64 + 9 * 8 * 6 * 64 + 6 * 64 + 6 * 64 + 6 * 3
     half_macs = 9 * 3 * 4 * 64 + 4 * 64 + 9 * 4 * 3 * 64 + 3 * 64 + 3 * 64 + 3 * 3
     provenance = {"pruning_seed": 0, "finetune": None, "pruning_data_digest": None, "finetune_data_digest": None}
-    assert pruned["l2@0.00"].pescore_pruning == {"pruner": "l2", "ratio": 0.0, "role": "candidate",
+    assert pruned["l2@0.00"].pescore_pruning == {"pruner": "l2", "ratio": 0.0, "role": "candidate", "seed": 0,
                                                  "params": dense_params, "macs": dense_macs, "provenance": provenance}
-    assert pruned["l2@0.50"].pescore_pruning == {"pruner": "l2", "ratio": 0.5, "role": "candidate",
+    assert pruned["l2@0.50"].pescore_pruning == {"pruner": "l2", "ratio": 0.5, "role": "candidate", "seed": 0,
                                                  "params": half_params, "macs": half_macs, "provenance": provenance}
     assert n_params(pruned["l2@0.50"]) == half_params
     assert PRUNING_ATTRIBUTE == "pescore_pruning"
@@ -356,7 +356,7 @@ def test_provenance_records_the_seed_the_recipe_and_the_data():
     data = TensorDataset(images, labels)
     made = sweep(tiny_net(num_classes=2), images[:1], [0.25, 0.5], pruner=["l2", "taylor", "senpis"], seed=7,
                  finetune=tune, data=data, samples_per_class=3)
-    recipe = {"epochs": 1, "lr": 2e-3, "batch_size": 16, "seed": 7, "images": 64}
+    recipe = {"epochs": 1, "lr": 2e-3, "batch_size": 16, "seed": 7, "images": 64, "schedule": "constant"}
     tuned_on = digest(images, labels)
     sampled = digest(*class_balanced_sample(data, 3, seed=7))
     for name, model in made.items():
