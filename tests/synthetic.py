@@ -58,6 +58,7 @@ def results_dataset(n_images: int = 12, size: int = 16, pruners=("l2", "random")
                 schema.IMAGE: np.arange(n_images),
                 schema.ROLE: (schema.MODEL, roles),
                 schema.RATIO: (schema.MODEL, model_ratio), schema.PRUNER: (schema.MODEL, model_pruner),
+                schema.SEED: (schema.MODEL, [schema.NO_SEED] * len(names)),
                 schema.PARAMS: (schema.MODEL, [int(1e5 * (1 - r) ** 2) for r in model_ratio]),
                 schema.MACS: (schema.MODEL, [int(1e7 * (1 - r) ** 2) for r in model_ratio]),
                 schema.ACCURACY: (schema.MODEL, (pred == labels[None, :]).mean(axis=1)),
@@ -68,3 +69,19 @@ def results_dataset(n_images: int = 12, size: int = 16, pruners=("l2", "random")
                "pe_config": PEConfig().to_json(), "reference_name": "SyntheticNet",
                "input_height": size, "input_width": size})
     return ds
+
+
+def seeded_results_dataset(seeds=(0, 1, 2), **kwargs) -> xr.Dataset:
+    """:func:`results_dataset` with ``control:finetune`` and ``control:twin``, its candidates and
+    ``control:finetune`` made once per fine-tuning seed (``"l2@0.30/seed1"``, ``seed`` coordinate),
+    each seed drawn with its own random scores; the reference and the twin appear once (seed -1).
+    """
+    parts = []
+    for i, seed in enumerate(seeds):
+        ds = results_dataset(seed=seed, controls={schema.CONTROL_FINETUNE: 0.05, schema.CONTROL_TWIN: 0.3}, **kwargs)
+        names = ds[schema.MODEL].values.astype(str)
+        seeded = (ds[schema.ROLE].values == schema.CANDIDATE) | (names == schema.CONTROL_FINETUNE)
+        ds = ds.assign_coords({schema.MODEL: [schema.seeded_name(n, seed) if s else n for n, s in zip(names, seeded)],
+                               schema.SEED: (schema.MODEL, np.where(seeded, seed, schema.NO_SEED))})
+        parts.append(ds if i == 0 else ds.isel({schema.MODEL: np.flatnonzero(seeded)}))
+    return xr.concat(parts, dim=schema.MODEL, data_vars="minimal", coords="minimal", compat="override")
