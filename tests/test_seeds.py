@@ -229,3 +229,25 @@ def test_a_schema_2_file_loads_with_seeds_from_provenance(tmp_path):
     assert loaded[schema.SEED].values.tolist() == [-1] + [4] * (ds.sizes[schema.MODEL] - 1)
     assert loaded.attrs[schema.SCHEMA_VERSION_ATTRIBUTE] == schema.SCHEMA_VERSION == 3
     assert recommend(loaded).equals(recommend(ds.assign_coords({schema.SEED: loaded[schema.SEED].values})))
+
+
+def test_a_sweep_with_seeds_is_evaluated_into_named_seeded_models():
+    from torch.utils.data import TensorDataset
+
+    from pescore_nb import controls, prune
+    from test_prune import learnable_task, tiny_net
+
+    images, labels = learnable_task()
+    reference = tiny_net(num_classes=2)
+    finetune = prune.Finetune(TensorDataset(images, labels), epochs=1, lr=1e-2, batch_size=16)
+    candidates = prune.sweep(reference, images[:1], [0.5], pruner="l2", seed=3, seeds=2, finetune=finetune)
+    assert sorted(candidates) == ["control:finetune/seed3", "control:finetune/seed4", "l2@0.50/seed3", "l2@0.50/seed4"]
+    candidates[schema.CONTROL_TWIN] = controls.as_control(tiny_net(num_classes=2))
+    ds = pe.evaluate(reference, candidates, TensorDataset(images[:12], labels[:12]), layers=["2"], cams="gradcam",
+                     config=PEConfig(ssim_window=5), progress=False)
+    seeds = dict(zip(ds[schema.MODEL].values.tolist(), ds[schema.SEED].values.tolist()))
+    assert seeds == {schema.REFERENCE: -1, "l2@0.50/seed3": 3, "l2@0.50/seed4": 4, "control:finetune/seed3": 3,
+                     "control:finetune/seed4": 4, schema.CONTROL_TWIN: -1}
+    assert ds.attrs[schema.SCHEMA_VERSION_ATTRIBUTE] == 3
+    assert structure.seed_groups(ds)["l2@0.50"] == ["l2@0.50/seed3", "l2@0.50/seed4"]
+    assert recommend(ds, rule="control").iloc[0].n_seeds == 2
