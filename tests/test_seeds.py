@@ -9,7 +9,7 @@ import xarray as xr
 from scipy import stats as scipy_stats
 
 import pescore_nb as pe
-from pescore_nb import schema, structure
+from pescore_nb import schema, structure, trust
 from pescore_nb.metrics import PEConfig
 from pescore_nb.stats import stratified_upper_bound
 from pescore_nb.store import SchemaUpgradeWarning
@@ -251,3 +251,24 @@ def test_a_sweep_with_seeds_is_evaluated_into_named_seeded_models():
     assert ds.attrs[schema.SCHEMA_VERSION_ATTRIBUTE] == 3
     assert structure.seed_groups(ds)["l2@0.50"] == ["l2@0.50/seed3", "l2@0.50/seed4"]
     assert recommend(ds, rule="control").iloc[0].n_seeds == 2
+
+
+def test_accuracy_is_judged_on_the_mean_over_seeds():
+    ds = three_seed_dataset({"taylor": [0.010, 0.012, 0.011]})
+    accuracy = ds[schema.ACCURACY].values.copy()
+    accuracy[ds[schema.MODEL].values.tolist().index("taylor@0.10/seed1")] = 0.96  # one seed alone loses 4 points
+    verdicts = assess(ds.assign_coords({schema.ACCURACY: (schema.MODEL, accuracy)})).squeeze(["layer", "cam"])
+    assert float(verdicts["accuracy_drop"].sel(model="taylor@0.10")) == pytest.approx(0.04 / 3)
+    assert verdicts["verdict"].sel(model="taylor@0.10").item() == "trusted"
+    accuracy[ds[schema.MODEL].values.tolist().index("taylor@0.10/seed2")] = 0.96  # the mean now loses 2.7 points
+    verdicts = assess(ds.assign_coords({schema.ACCURACY: (schema.MODEL, accuracy)})).squeeze(["layer", "cam"])
+    assert verdicts["reason"].sel(model="taylor@0.10").item() == "accuracy drop 0.027 > 0.02"
+
+
+def test_attention_gaps_compare_group_means_never_two_seeds_of_one_group():
+    ds = three_seed_dataset({"l2": [0.00, 0.07, 0.02], "taylor": [0.15, 0.17, 0.16]})
+    gaps = trust.attention_gaps(ds)
+    assert gaps[["model_a", "model_b"]].values.tolist() == [["l2@0.10", "taylor@0.10"]]
+    mean_pe = {name: np.mean([float(pe.score(ds).sel(model=f"{name}/seed{s}").squeeze()) for s in range(3)])
+               for name in ("l2@0.10", "taylor@0.10")}
+    assert (gaps.pe_a[0], gaps.pe_b[0]) == pytest.approx((mean_pe["l2@0.10"], mean_pe["taylor@0.10"]))
