@@ -1,13 +1,15 @@
 """The command line ``pescore`` (also ``python -m pescore_nb``): the whole job, headless.
 
-    pescore demo [--out DIR] [--quick] [--raw] [--sp2ps] [--overwrite]
-        Loads (or trains once) the zoo's VGG on ``shapes`` and its twin (seed 1), prunes the VGG
-        with ``l2``, ``senpis``, ``taylor`` and ``random`` at 0.1 ... 0.9 (SeNPIS-Faster and Taylor
-        read the training split), fine-tunes each pruned copy and the unpruned ``control:finetune`` with one recipe
-        and seed (``--raw``: no fine-tuning and no such control), adds a cascading-randomised copy
-        per layer, scores Grad-CAM++ at the model's ``cam_layers`` on the test images, and writes
-        DIR (default ``./pescore-demo``). ``--quick``: three ratios, less fine-tuning data, 120
-        test images.
+    pescore demo [--out DIR] [--seed BASE] [--quick] [--raw] [--sp2ps] [--overwrite]
+        Loads (or trains once) the zoo's VGG on ``shapes`` and its twin (zoo seed 1), prunes the VGG
+        with ``l2``, ``senpis``, ``taylor`` and ``random`` at 0.05 ... 0.7 (SeNPIS-Faster and Taylor
+        read the training split), fine-tunes each pruned copy and the unpruned ``control:finetune``
+        with one recipe, once per fine-tuning seed: the
+        ``DEMO_SEEDS`` seeds BASE, BASE + 1, ... (``--seed``, default 0; it never changes the reference
+        or the twin), in as many worker processes as the machine has cores (``--raw``: no fine-tuning
+        and no such control), adds a cascading-randomised copy per layer, scores Grad-CAM++ at the
+        model's ``cam_layers`` on the test images, and writes DIR (default ``./pescore-demo``).
+        ``--quick``: three ratios, less fine-tuning data, 120 test images, still three seeds.
     pescore run CONFIG.yaml [--overwrite] [--trust-pickle] [--sp2ps]
         The same for your models and data; the config is described in :mod:`pescore_nb.runconfig`
         (``examples/config.yaml`` is a sample that runs offline). A config names Python factories
@@ -26,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 import sys
 import warnings
@@ -48,13 +51,14 @@ from .store import save
 from .trust import assess, attention_gaps, recommend
 
 DEMO_PRUNERS = ("l2", "senpis", "taylor", "random")
-DEMO_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
+DEMO_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
 QUICK_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.5))
 QUICK_IMAGES = 120
 DEMO_FINETUNE = FinetuneSpec(epochs=2, lr=1e-3, batch_size=64)  # benchmarks/demo_design.md
 DEMO_FINETUNE_IMAGES, QUICK_FINETUNE_IMAGES = 1500, 300  # the first training images it runs on
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
 DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
+DEMO_SEEDS = 3  # fine-tuning seeds of every candidate and of control:finetune: --seed, --seed + 1, ...
 USER_ERRORS = (ConfigError, ValueError, TypeError, OSError, ImportError)  # bad input: one line, exit 2
 
 
@@ -78,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     demo = commands.add_parser("demo", help="prune and score the zoo's VGG on the built-in shapes data")
     demo.add_argument("--out", default="pescore-demo", help="output folder (default: ./pescore-demo)")
-    demo.add_argument("--quick", action="store_true", help="3 ratios, 120 test images: about a minute")
+    demo.add_argument("--seed", type=int, default=0, metavar="BASE",
+                      help=f"first fine-tuning seed: the models are made with the {DEMO_SEEDS} seeds BASE, BASE+1, ... "
+                      "(default 0); the reference and the twin stay zoo seeds 0 and 1")
+    demo.add_argument("--quick", action="store_true",
+                      help=f"{len(QUICK_PRUNE.ratios)} ratios, {QUICK_IMAGES} test images, {DEMO_SEEDS} seeds: "
+                      "about two minutes")
     demo.add_argument("--raw", action="store_true", help="do not fine-tune the pruned copies")
     demo.set_defaults(command=_demo)
     run = commands.add_parser("run", help="score your own models and data, as a YAML config says")
@@ -102,11 +111,18 @@ def _demo(args: argparse.Namespace) -> None:
     if not args.raw:
         images = QUICK_FINETUNE_IMAGES if args.quick else DEMO_FINETUNE_IMAGES
         finetune = DEMO_FINETUNE.build(specs.first_images(train, images))
-    candidates = _sweep(reference, train, QUICK_PRUNE if args.quick else DEMO_PRUNE, finetune)
+    spec = QUICK_PRUNE if args.quick else DEMO_PRUNE
+    candidates = prune.sweep(reference, train[0][0][None], spec.ratios, pruner=spec.pruners, seed=args.seed,
+                             seeds=DEMO_SEEDS, finetune=finetune, data=train, progress=True, workers=_cores())
     candidates.update(_controls(reference, reference.cam_layers, zoo.load("vgg", "shapes", seed=1)))
     ds = evaluate(reference, candidates, test, layers=reference.cam_layers, cams=("gradcam++",),
                   sp2ps_config=Sp2PSConfig() if args.sp2ps else None, **DEMO_HEATMAPS)
     _report(ds, results, args.overwrite)
+
+
+def _cores() -> int:
+    """The cores this process may run on: the demo's worker processes."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _run(args: argparse.Namespace) -> None:
