@@ -17,7 +17,7 @@
 
 Both write ``results.nc`` (read it back with ``pescore_nb.load``), ``report.html`` (one
 self-contained page: settings, models, verdicts, figures, per-class results) and PNG figures, and print a
-table of every model (role, pruner, ratio, params, MACs, accuracy, PE, trustworthy?), the
+table of every model group (role, pruner, ratio, seeds, params, MACs, accuracy, PE, verdict), the
 largest trusted ratio of each pruner by the rule of :mod:`pescore_nb.trust` beside what accuracy
 alone would trust, and the findings: the layer checks, and candidates that accuracy cannot tell
 apart but PE can. The output is checked before any work; an existing ``results.nc`` is never
@@ -41,14 +41,14 @@ import xarray as xr
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import data, prune, runconfig, schema, specs, structure, zoo
+from . import data, prune, runconfig, schema, specs, structure, wording, zoo
 from .controls import as_control, randomised
 from .evaluation import evaluate
 from .specs import ConfigError, FinetuneSpec, PruneSpec
 from .scores import DegenerateMapWarning
 from .sp2ps import Sp2PSConfig
 from .store import save
-from .trust import assess, attention_gaps, recommend
+from .trust import NOT_ASSESSABLE, assess, attention_gaps, recommend
 
 DEMO_PRUNERS = ("l2", "senpis", "taylor", "random")
 DEMO_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
@@ -226,10 +226,9 @@ def _report(ds: xr.Dataset, results: Path, overwrite: bool, **rule: float) -> No
     print()
     print(_findings(ds, table))
     print(f"\nWrote {results}, {page.name} and {len(figures)} figures in {results.parent}.")
-    degenerate = int(ds[schema.DEGENERATE].sum())
-    if degenerate:
-        print(f"Note: {degenerate} of {ds[schema.DEGENERATE].size} maps are degenerate (constant, no CAM "
-              "signal) and count in the scores; inspect ds['degenerate'] in results.nc.")
+    note = _degenerate_note(ds)
+    if note:
+        print(note)
 
 
 def safe_file_name(name: str) -> str:
@@ -266,37 +265,24 @@ def _write_figures(ds: xr.Dataset, folder: Path) -> list[Path]:
 
 
 def _model_table(ds: xr.Dataset, verdicts: xr.Dataset) -> str:
-    """One row per model: role, pruner, ratio, params, MACs, accuracy, PE per layer and CAM, verdict."""
-    places = [(layer, cam) for layer in ds[schema.LAYER].values.tolist() for cam in ds[schema.CAM].values.tolist()]
-    single_cam = ds.sizes[schema.CAM] == 1
-    header = (["model", "role", "pruner", "ratio", "params", "MACs", "accuracy"]
-              + [f"PE {layer}" if single_cam else f"PE {layer} {cam}" for layer, cam in places] + ["trustworthy?"])
-    rows = []
-    for model, role in zip(ds[schema.MODEL].values.tolist(), structure.roles(ds)):
-        at = verdicts.sel({schema.MODEL: model})
-        coords = ds[schema.MODEL].sel({schema.MODEL: model}).coords
-        if role != schema.CANDIDATE:
-            verdict = f"({role})"
-        elif bool(at["trustworthy"].all()):
-            verdict = "yes"
-        else:
-            verdict = "no: " + "+".join(name for name, key in (("PE", "pe_ok"), ("accuracy", "accuracy_ok"))
-                                        if not bool(at[key].all()))
-        rows.append([model, role, str(coords[schema.PRUNER].values), f"{float(coords[schema.RATIO]):.2f}",
-                     f"{int(coords[schema.PARAMS]):,}", f"{int(coords[schema.MACS]) / 1e6:.2f}M",
-                     f"{float(coords[schema.ACCURACY]):.3f}"]
-                    + [f"{float(at['pe'].sel({schema.LAYER: layer, schema.CAM: cam})):.3f}" for layer, cam in places]
-                    + [verdict])
-    title = f"Trustworthy = {verdicts.attrs['rule_text']}, at every layer and CAM method."
-    return title + "\n" + _format(header, rows)
+    """One row per group (a model, or its fine-tuning seeds together: the mean over them and, in
+    brackets, their range): role, pruner, ratio, seeds, params, MACs, accuracy, PE per layer and CAM
+    method, verdict; above it the rule and what its bound covers, below it the twin's PE as a scale."""
+    table = wording.model_table(ds, verdicts)
+    lines = [f"Models. {wording.seeds_note(ds)}", f"Verdict rule: {wording.rule_sentence(verdicts)}.",
+             _format(list(table.columns), table.values.tolist())]
+    return "\n".join(lines + wording.twin_sentences(verdicts))
 
 
 def _recommendation(table) -> str:
-    """The largest trusted ratio of each pruner, layer and CAM method, or why there is none."""
+    """The largest trusted ratio of each pruner, layer and CAM method, or why there is none; the rule,
+    what its bound covers, and the twin's PE beside the trusted groups."""
     rows = []
     for row in table.itertuples():
-        trusted = f"{row.ratio:.2f}" if row.model is not None else "none trusted"
-        if row.fails_on:
+        trusted = f"{row.ratio:.2f}" if row.model is not None else wording.NONE_TRUSTED
+        if row.fails_on == NOT_ASSESSABLE:
+            failure = f"{row.first_failure:.2f}: {NOT_ASSESSABLE}"
+        elif row.fails_on:
             shown, hidden = row.failing_classes[:SHOWN_CLASSES], len(row.failing_classes) - SHOWN_CLASSES
             classes = (", ".join(shown) + (f" (+{hidden} more)" if hidden > 0 else "")) or "none below their floor"
             failure = f"{row.first_failure:.2f} on {row.fails_on}; classes {classes}"
@@ -304,28 +290,30 @@ def _recommendation(table) -> str:
             failure = "never (every ratio passes)"
         layer = row.layer if row.layer_usable else f"{row.layer} (flagged)"
         rows.append([row.pruner, layer, row.cam, trusted, f"{row.accuracy_only_ratio:.2f}", failure])
-    return ("Largest trusted ratio (every ratio up to it passes; see pescore_nb.trust):\n"
-            + _format(["pruner", "layer", "CAM", "trusted ratio", "accuracy alone", "first failure"], rows))
+    covers = wording.covers_sentence(table["n_seeds"], table.attrs["rule"])
+    return "\n".join([f"Largest trusted ratio (every ratio up to it passes; see pescore_nb.trust). Rule: "
+                      f"{table.attrs['rule_text']}; {covers}.",
+                      _format(["pruner", "layer", "CAM", "trusted ratio", "accuracy alone", "first failure"], rows)]
+                     + wording.trusted_twin_sentences(table))
 
 
 def _findings(ds: xr.Dataset, table) -> str:
     """The closing sentences: layer checks, accuracy alone vs the rule, and candidates that accuracy can't tell apart."""
     from .trust import layer_checks
 
-    lines = []
     checks = layer_checks(ds)
+    lines = [wording.layer_rule_sentence(checks.attrs)]
+    several_cams = checks.sizes[schema.CAM] > 1
     for layer in checks[schema.LAYER].values.tolist():
         for cam in checks[schema.CAM].values.tolist():
             check = checks.sel({schema.LAYER: layer, schema.CAM: cam})
-            energy = float(check["energy_in_mask"])
-            lines.append(f"Layer {layer} ({cam}): twin PE {float(check['twin_pe']):.2f}, randomised-copy PE "
-                         f"{float(check['randomised_pe']):.2f}"
-                         + ("" if np.isnan(energy) else f", reference energy in the objects {energy:.0%}")
-                         + ("." if bool(check["usable"]) else f"; flagged: {check['why'].item()}."))
+            lines.append(wording.layer_check_sentence(check, wording.place_name(layer, cam, several_cams)))
     if table is not None:
         for row in table.itertuples():
-            lines.append(f"{row.pruner} at {row.layer} ({row.cam}): accuracy alone would trust up to "
-                         f"{row.accuracy_only_ratio:.2f}; the rule trusts up to {row.ratio:.2f}.")
+            trusted = f"trusts up to {row.ratio:.2f}" if row.model is not None else f"says {wording.NONE_TRUSTED}"
+            accurate = f"up to {row.accuracy_only_ratio:.2f}" if row.accuracy_only_ratio > 0 else "none"
+            lines.append(f"{row.pruner} at {row.layer} ({row.cam}): accuracy alone would trust {accurate}; "
+                         f"the rule {trusted}.")
     gaps = attention_gaps(ds)
     if gaps.empty:
         lines.append("No two candidates within 1 accuracy point differ in PE by 0.1 or more.")
@@ -333,6 +321,29 @@ def _findings(ds: xr.Dataset, table) -> str:
         lines.append(f"{gap.model_a} and {gap.model_b} are within 1 accuracy point ({gap.accuracy_a:.3f} vs "
                      f"{gap.accuracy_b:.3f}) but their PE at {gap.layer} ({gap.cam}) is {gap.pe_a:.2f} vs {gap.pe_b:.2f}.")
     return "Findings:\n" + "\n".join(f"- {line}" for line in lines)
+
+
+def _degenerate_note(ds: xr.Dataset) -> str:
+    """How many maps are degenerate (constant: no CAM signal), by role, naming the groups with the
+    most; "" when none is."""
+    per_model = ds[schema.DEGENERATE].sum([name for name in ds[schema.DEGENERATE].dims if name != schema.MODEL])
+    total = int(per_model.sum())
+    if not total:
+        return ""
+    groups = structure.seed_groups(ds)
+    roles = dict(zip(ds[schema.MODEL].values.astype(str).tolist(), structure.roles(ds)))
+    counts = {group: (roles[members[0]], int(per_model.sel({schema.MODEL: members}).sum()))
+              for group, members in groups.items()}
+    by_role = []
+    for role in schema.ROLES:
+        found = sorted(((count, group) for group, (found_role, count) in counts.items()
+                        if count and found_role == role), reverse=True)
+        if found:
+            named = ", ".join(f"{group}: {count}" for count, group in found[:SHOWN_CLASSES])
+            more = f", +{len(found) - SHOWN_CLASSES} more" if len(found) > SHOWN_CLASSES else ""
+            by_role.append(f"{role}s {sum(count for count, _ in found)} ({named}{more})")
+    return (f"Note: {total} of {ds[schema.DEGENERATE].size} maps are degenerate (constant, no CAM signal) and count "
+            f"in the scores: {'; '.join(by_role)}; inspect ds['degenerate'] in results.nc.")
 
 
 def _format(header: list[str], rows: list[list[str]]) -> str:
