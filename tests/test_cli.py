@@ -4,16 +4,19 @@ The demo uses the zoo's cached VGG ($PESCORE_CACHE, else ~/.cache/pescore_nb): t
 machine trains it once (minutes on 2 cores); later runs only load it.
 """
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from PIL import Image
 
-from pescore_nb import cli, data, load, prune, runconfig, schema, zoo
+from pescore_nb import assess, cli, data, load, prune, recommend, runconfig, schema, zoo
+from synthetic import results_dataset, seeded_results_dataset
 
 TINY_VGG = [4, "M", 8]  # features.6 is its last ReLU
 EXAMPLE = Path(__file__).parents[1] / "examples" / "config.yaml"
@@ -43,7 +46,7 @@ def test_quick_demo_writes_results_figures_and_the_table(quick_demo):
     assert ds[schema.LAYER].values.tolist() == list(zoo.VGG(6).cam_layers) and ds[schema.CAM].values.tolist() == ["gradcam++"]
     figures = {path.name.split("_")[0] for path in out.glob("*.png")}
     assert {"pe", "heatmaps", "drop"} <= figures
-    for text in ("trustworthy?", "params", "MACs", "accuracy", "l2@0.20", "taylor@0.50", "Largest trusted ratio",
+    for text in ("verdict", "params", "MACs", "accuracy", "l2@0.20", "taylor@0.50", "Largest trusted ratio",
                  "accuracy alone would trust up to", "Findings:"):
         assert text in done.stdout
     assert "PE-score" in done.stderr  # the progress bars
@@ -86,7 +89,7 @@ def test_run_scores_a_pruning_sweep_from_a_config(tiny_config, capsys):
                                                  schema.RANDOMISED_PREFIX + "features.6"]
     assert ds[schema.ROLE].values.tolist() == ["reference", "candidate", "candidate", "control"]
     assert ds[schema.LAYER].values.tolist() == ["features.6"] and ds.sizes[schema.IMAGE] == 20
-    assert "trustworthy?" in capsys.readouterr().out
+    assert "verdict" in capsys.readouterr().out
     assert len(list((path.parent / "out").glob("*.png"))) == 3
 
 
@@ -104,6 +107,98 @@ def test_run_scores_listed_candidates_including_a_trusted_pickle(tiny_config, tm
     assert ds[schema.RATIO].values.tolist() == [0.0, 0.5, 0.25, 0.0]
     assert "Largest trusted ratio" in capsys.readouterr().out
 
+
+def group_scores(ds, members: list[str], layer: str) -> np.ndarray:
+    """The class-weighted PE (support weights) of each model of ``members`` at ``layer``, from ``ds.pe``."""
+    labels = ds[schema.LABEL].values
+    classes, counts = np.unique(labels, return_counts=True)
+    pe = ds[schema.PE].sel(model=members, layer=layer).isel(cam=0).values  # (members, image)
+    return sum(count / len(labels) * pe[:, labels == k].mean(axis=1) for k, count in zip(classes, counts))
+
+
+def mean_and_range(values: np.ndarray) -> str:
+    return f"{values.mean():.3f} ({values.min():.3f}–{values.max():.3f})"
+
+
+def test_the_model_table_has_one_row_per_group_with_the_mean_and_range_over_seeds():
+    ds = seeded_results_dataset()
+    printed = cli._model_table(ds, assess(ds))
+    lines = printed.splitlines()
+    below_header = next(i for i, line in enumerate(lines) if line.startswith("---")) + 1
+    rows = {line.split()[0]: line for line in lines[below_header:] if not line.startswith(("An ", "No "))}
+    assert list(rows) == ["reference", "l2@0.30", "l2@0.60", "random@0.30", "random@0.60", "control:finetune",
+                          "control:twin"]  # no "/seed<s>" row: the seeds of a group share one
+    for group in ("l2@0.30", "random@0.60", "control:finetune"):
+        members = [f"{group}/seed{seed}" for seed in (0, 1, 2)]
+        cells = re.split(r"\s{2,}", rows[group])
+        for layer in ("features.3", "features.7"):
+            assert mean_and_range(group_scores(ds, members, layer)) in cells
+        assert mean_and_range(ds[schema.ACCURACY].sel(model=members).values) in cells
+        assert "3" in cells  # the seeds column
+    twin = group_scores(ds, [schema.CONTROL_TWIN], "features.3")[0]
+    assert f"{twin:.3f}" in re.split(r"\s{2,}", rows[schema.CONTROL_TWIN])  # one model: no range
+    assert "Verdict rule:" in printed and "the bound covers the test images and 3 training seeds" in printed
+
+
+def test_the_verdict_column_names_three_states_and_the_rule_what_the_bound_covers():
+    ds = seeded_results_dataset(ratios=(0.02, 0.6), n_images=30)
+    ds = ds.drop_sel(model=["l2@0.02/seed2", "l2@0.60/seed2", f"{schema.CONTROL_FINETUNE}/seed2"])
+    printed = cli._model_table(ds, assess(ds, max_accuracy_drop=1.0))  # only PE decides here
+    verdicts = {line.split()[0]: line for line in printed.splitlines() if line.startswith(("l2@", "random@"))}
+    assert verdicts["l2@0.02"].endswith("  trusted")  # drifts less than the fine-tuned control
+    assert verdicts["l2@0.60"].endswith("  not trusted: PE")
+    for group in ("random@0.02", "random@0.60"):  # seed 2 has no control of its own
+        assert "  not assessable: no control of seed 2" in verdicts[group]
+    assert ("groups of 2 seeds: the bound covers the test images and 2 training seeds; groups of 3 seeds: the "
+            "bound covers the test images and 3 training seeds") in printed
+    one_seed = results_dataset(controls={schema.CONTROL_FINETUNE: 0.05})
+    assert ("the bound covers the test images only, not training randomness: rerun with several seeds "
+            "(prune.sweep(seeds=3))") in cli._model_table(one_seed, assess(one_seed))
+
+
+def test_every_verdict_section_gives_the_twins_pe_and_who_drifted_as_far():
+    ds = seeded_results_dataset()
+    twin = group_scores(ds, [schema.CONTROL_TWIN], "features.7")[0]
+    below = [group for group in ("l2@0.30", "l2@0.60", "random@0.30", "random@0.60")
+             if group_scores(ds, [f"{group}/seed{seed}" for seed in (0, 1, 2)], "features.7").mean() < twin]
+    assert below  # the synthetic candidates drift further than the twin
+    sentence = f"An independently retrained model (control:twin) scores {twin:.2f} at features.7"
+    printed = cli._model_table(ds, assess(ds))
+    assert f"{sentence}; {', '.join(below[:-1])} and {below[-1]} score below it: they have drifted as far as " \
+           "retraining from scratch would." in printed
+    table = recommend(ds)
+    assert table.model.isna().all()
+    recommendation = cli._recommendation(table)
+    assert f"{sentence}; no trusted candidate scores below it." in recommendation
+    assert "none trusted" in recommendation and "the bound covers the test images and 3 training seeds" in recommendation
+    findings = cli._findings(ds, table)
+    assert "the rule says none trusted" in findings and "trusts up to 0.00" not in findings
+
+
+def test_the_layer_findings_flag_by_the_randomised_copy_and_name_the_checks_not_made():
+    ds = results_dataset(n_images=30, controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.3,
+                                                schema.RANDOMISED_PREFIX + "features.3": 0.05})
+    randomised = group_scores(ds, [schema.RANDOMISED_PREFIX + "features.3"], "features.3")[0]
+    assert randomised > 0.3  # maps that do not depend on the weights
+    lines = {line.split()[2].rstrip(":"): line for line in cli._findings(ds, recommend(ds)).splitlines()
+             if line.startswith("- Layer ")}
+    assert f"randomised-copy PE {randomised:.2f}" in lines["features.3"]
+    assert "flagged: randomised copy's PE above 0.3" in lines["features.3"]
+    assert "flagged" not in lines["features.7"]
+    assert lines["features.7"].endswith("not checked without control:randomised@features.7.")
+    twin = group_scores(ds, [schema.CONTROL_TWIN], "features.7")[0]
+    assert f"twin PE {twin:.2f}" in lines["features.7"]  # reported as a scale, never a pass mark
+
+
+def test_the_degenerate_note_counts_by_role_and_names_the_groups():
+    ds = seeded_results_dataset()
+    ds[schema.DEGENERATE].loc[{"model": "l2@0.60/seed1", "layer": "features.3"}] = True  # 12 images
+    ds[schema.DEGENERATE].loc[{"model": "l2@0.60/seed2", "layer": "features.7"}] = True
+    ds[schema.DEGENERATE].loc[{"model": schema.CONTROL_TWIN, "image": [0, 1]}] = True  # 2 images, 2 layers
+    note = cli._degenerate_note(ds)
+    assert note.startswith(f"Note: 28 of {ds[schema.DEGENERATE].size} maps are degenerate")
+    assert "candidates 24 (l2@0.60: 24); controls 4 (control:twin: 4)" in note
+    assert cli._degenerate_note(results_dataset()) == ""
 
 def test_the_example_config_is_valid():
     config = runconfig.read(EXAMPLE)
