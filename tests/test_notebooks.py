@@ -38,7 +38,7 @@ CHECK_IMPORT = ("import pescore_nb, pathlib\n"
 FACTS = "FACTS:"
 SETUP_MARKER = "(the same in 03_workshop and 03_workshop_answers)"
 # Numbers prose may state without the code passing them: the trust rule's defaults.
-RULE_DEFAULTS = {structure.MARGIN, structure.PE_THRESHOLD, trust.TWIN_MIN_PE, trust.RANDOMISED_MAX_PE,
+RULE_DEFAULTS = {structure.MARGIN, structure.PE_THRESHOLD, trust.MIN_PE_ABOVE_RANDOMISED, trust.RANDOMISED_MAX_PE,
                  inspect.signature(trust.attention_gaps).parameters["pe_gap"].default}
 RULE_PERCENTAGES = {structure.LEVEL * 100, structure.MAX_ACCURACY_DROP * 100}
 TOLERANCE = 1e-9
@@ -209,14 +209,28 @@ def assert_rule_trusts_no_more_than_accuracy_alone(rows: list[dict]):
 def test_quickstart_tells_the_truth(executed):
     facts = executed("01_quickstart").facts
     pruned, accuracy = pruned_models(facts), facts["accuracy"]
+    # "each pruned copy is fine-tuned with three seeds, and every result below is a mean over the
+    # seeds with its range" (and the control once per seed)
+    assert len(facts["seeds"]) == 3
+    for name, role in facts["role"].items():
+        if role == "candidate" or name == "control:finetune":
+            assert facts["n_seeds"][name] == len(facts["seeds"]), name
     for layer, pe in facts["pe"].items():
         # "The reference scores exactly 1 against itself."
         assert pe["reference"] == 1.0
-        # "PE falls as the ratio grows"
+        for name in pruned:
+            assert facts["pe_min"][layer][name] - TOLERANCE <= pe[name] <= facts["pe_max"][layer][name] + TOLERANCE
+        # "Averaged over the seeds, PE falls as the ratio grows"
         assert all(pe[a] > pe[b] for a, b in zip(pruned, pruned[1:])), (layer, {name: pe[name] for name in pruned})
         # "every pruned model loses more PE than accuracy"
         for name in pruned:
             assert 1 - pe[name] > accuracy["reference"] - accuracy[name], (layer, name, pe[name], accuracy[name])
+        # "a pruned model whose PE is below the twin's": the names printed are those below the twin's PE
+        for name in pruned:
+            assert facts["below_twin"][layer][name] == (pe[name] < facts["twin_pe"][layer] - TOLERANCE), (layer, name)
+    # "With several seeds ... it covers the test images drawn and the training seeds"
+    for row in facts["recommend"]:
+        assert row["n_seeds"] == len(facts["seeds"]) and row["covers"] == trust.COVERS_SEEDS, row
     # "the rule never trusts more [than accuracy alone]"
     assert_rule_trusts_no_more_than_accuracy_alone(facts["recommend"])
     # "The file gives the same scores (up to the rounding of sums computed in another order)."
@@ -239,6 +253,16 @@ def test_workshop_tells_the_truth(executed):
         assert pe["control:finetune"] < 1.0 and pe["control:twin"] < 1.0
     # "the rule never trusts more than accuracy alone" (it asks for the accuracy budget too)
     assert_rule_trusts_no_more_than_accuracy_alone(facts["recommend"])
+    # "with one fine-tuning seed, as here, it ... covers the test images only"
+    for row in facts["recommend"]:
+        assert row["n_seeds"] == 1 and row["covers"] == trust.COVERS_IMAGES, row
+    # "the reference and the controls are not judged"; every pruned model gets a verdict
+    for layer, verdict in facts["verdict"].items():
+        for name, role in facts["role"].items():
+            assert (verdict[name] in trust.VERDICTS) == (role == "candidate"), (layer, name, verdict[name])
+        # "a pruned model whose PE is below the twin's": the names printed are those below the twin's PE
+        for name in pruned:
+            assert facts["below_twin"][layer][name] == (facts["pe"][layer][name] < facts["twin_pe"][layer] - TOLERANCE)
     # "the pruned model with the lowest PE among those within the accuracy budget, and the three
     # test images it still classifies correctly whose PE fell most: ... the evidence is not the same"
     layer = facts["layers"][-1]
@@ -267,6 +291,27 @@ def test_workshop_answers_tell_the_truth(executed):
     for a, b in zip(narrow, wide):
         assert (a["pruner"], a["layer"]) == (b["pruner"], b["layer"])
         assert b["calibrated, margin 0.1"] >= a["calibrated, margin 0.05"] - TOLERANCE, (a, b)
+    # Answer 4: the set-up's seed alone gives the workshop's verdict; "a bootstrap over the test images
+    # only" for each seed alone; the seed-aware bound "covers the test images and the training seeds"
+    setup = facts["one_seed"]["seed 0 (set-up)"]
+    assert [row["ratio"] for row in setup] == [row["ratio"] for row in workshop["recommend"]]
+    assert len(facts["new_seeds"]) == 3 and 0 not in facts["new_seeds"]
+    for label, rows in facts["one_seed"].items():
+        for row in rows:
+            assert row["n_seeds"] == 1 and row["covers"] == trust.COVERS_IMAGES, (label, row)
+    for row in facts["together"]:
+        assert row["n_seeds"] == len(facts["new_seeds"]) and row["covers"] == trust.COVERS_SEEDS, row
+    # the printed flips are the walks whose one-seed trusted ratios differ
+    ratios = {}
+    for rows in facts["one_seed"].values():
+        for row in rows:
+            ratios.setdefault((row["pruner"], row["layer"]), set()).add(row["ratio"])
+    assert sorted(map(tuple, facts["flips"])) == sorted(walk for walk, found in ratios.items() if len(found) > 1)
+    # "the columns per seed": one gap per seed; the seed-aware bound "lies above the mean gap over the seeds"
+    for group, gaps in facts["seed_gaps"].items():
+        assert len(gaps) == len(facts["new_seeds"]), group
+        assert facts["mean_gap"][group] == pytest.approx(sum(gaps) / len(gaps), abs=1e-9)
+        assert facts["seed_bound"][group] >= facts["mean_gap"][group] - 1e-6, group
 
 
 @pytest.mark.slow
