@@ -11,6 +11,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import warnings
 from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
@@ -23,11 +24,14 @@ from tqdm.auto import tqdm
 
 from . import schema
 from .cam import CamEngine, CamOutput, check_images, check_logits
+from .digests import TRAINING_HASHES, image_hashes, sequence_digest
 from .metrics import IoUReference, PEConfig, SSIMReference, combine, confidence
+from .scores import DegenerateMapWarning
 from .sp2ps import Sp2PSConfig, Sp2PSReference
 from .store import ZarrRun
 
 HEATMAP_DTYPES = ("float32", "float16")
+OUTPUTS = ("auto", "logits", "probabilities")
 ModelOrFactory = nn.Module | Callable[[], nn.Module]
 
 
@@ -35,8 +39,9 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
              layers: Sequence[str] | str, cams: Sequence[str] | str = ("gradcam++",), batch_size: int = 32,
              device: str | torch.device | None = None, config: PEConfig = PEConfig(),
              class_names: Sequence[str] | None = None, sp2ps_config: Sp2PSConfig | None = None,
-             heatmap_size: tuple[int, int] | None = None, heatmap_dtype: str = "float32",
-             store: str | None = None, client=None, progress: bool = True) -> xr.Dataset:
+             heatmap_size: tuple[int, int] | None = None, heatmap_dtype: str = "float32", outputs: str = "auto",
+             allow_overlap: bool = False, store: str | None = None, client=None,
+             progress: bool = True) -> xr.Dataset:
     """PE-score of each candidate against the reference, for every layer, CAM method and image.
 
     reference: the unpruned model; candidates: name -> pruned model or control (same layer names,
@@ -55,6 +60,21 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
     float32 maps; the stored heatmaps (and pictures) may be smaller (``heatmap_size=(h, w)``)
     and/or ``float16``.
 
+    outputs: what the models return. ``"auto"`` (the default) and ``"logits"``: class scores, turned
+    into probabilities by a softmax; with ``"auto"`` an output whose rows are non-negative and sum
+    to 1 (a softmax already applied) is refused, and one that lies in [0, 1] (a sigmoid?) gets a
+    warning. ``"probabilities"``: the outputs are used as probabilities as they are. A softmax is
+    never applied twice.
+
+    allow_overlap: a model made by :func:`pescore_nb.prune.sweep` remembers (by 64-bit hashes) the
+    images it was pruned and fine-tuned on; evaluating it on any of them is refused, naming the
+    count, unless ``allow_overlap=True`` (recorded in the attrs, with the overlaps).
+
+    Every model's ``images_digest`` coordinate records the images it was evaluated on (one extra
+    pass over the data, without the models), so results concatenated from other runs are never
+    paired image by image with these. A warning gives the count of degenerate maps (constant, no
+    CAM signal) of each model that has any.
+
     store: a ``.zarr`` path written batch by batch; the returned Dataset is opened lazily from it.
     Started again with the same arguments and data, a killed run continues where it stopped; a
     store written with other arguments or other data is refused, naming what differs.
@@ -63,6 +83,12 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
     """
     if heatmap_dtype not in HEATMAP_DTYPES:
         raise ValueError(f"heatmap_dtype must be one of {HEATMAP_DTYPES}, got {heatmap_dtype!r}.")
+    if outputs not in OUTPUTS:
+        raise ValueError(f"outputs must be one of {OUTPUTS}, got {outputs!r}: 'auto' for logits (a softmax "
+                         "already applied is refused), 'probabilities' when the model ends with a softmax.")
+    if not isinstance(allow_overlap, bool):
+        raise ValueError(f"allow_overlap must be True or False, got {allow_overlap!r}.")
+    heatmap_size = _checked_size(heatmap_size)
     if client is not None and store is None:
         raise ValueError("evaluate(client=...) writes through a Zarr store: pass store='results.zarr' too.")
     layers, cams = _names("layers", layers), tuple(name.lower() for name in _names("cams", cams))
@@ -73,8 +99,8 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
     models = _named_models(reference, candidates)
     dataset, batch_size, collate_fn = _source(data, batch_size)
     names = list(class_names or _dataset_attribute(dataset, "classes") or []) or None
-    job = _Job(models, dataset, collate_fn, layers, cams, device, config, sp2ps_config,
-               None if heatmap_size is None else tuple(heatmap_size), heatmap_dtype, names)
+    job = _Job(models, dataset, collate_fn, layers, cams, device, config, sp2ps_config, heatmap_size, heatmap_dtype,
+               names, outputs)
     built = _built(models)
     _check_restorable(built)
     engines = job.engines(built)
@@ -82,16 +108,19 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
         example = job.first_image()
         job = dataclasses.replace(job, image_shape=tuple(example.shape[1:]))
         job.check_models(engines, example)
-        info = [_model_info(engine.model, example, name == schema.REFERENCE) for name, engine in zip(models, engines)]
         ranges = _batch_ranges(len(dataset), batch_size)
-        attrs = _attrs(job, type(engines[0].model).__name__, example)
+        seen = job.data_pass(ranges)
+        overlaps = _training_overlaps(dict(zip(models, built)), seen.hashes, allow_overlap)
+        info = [_model_info(engine.model, example, name == schema.REFERENCE, seen.images_digest)
+                for name, engine in zip(models, engines)]
+        attrs = _attrs(job, type(engines[0].model).__name__, example, allow_overlap, overlaps)
         if store is None:
             bar = tqdm(total=len(ranges), desc="PE-score", unit="batch", disable=not progress)
             chunks = [chunk for _, chunk in job.run(engines, ranges, after_each=lambda: bar.update())]
             bar.close()
             ds = _concatenated(chunks)
-            return _finish(ds, info, attrs, _accuracy(ds).values)
-        arguments = _run_arguments(job, engines, batch_size)
+            return _warn_degenerate(_finish(ds, info, attrs, _accuracy(ds).values))
+        arguments = _run_arguments(job, engines, batch_size, seen)
         run = ZarrRun.open_or_create(store, arguments, lambda: _template(job.first_chunk(engines), len(dataset),
                                                                          batch_size, info, attrs))
         done = run.done()
@@ -105,7 +134,51 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
     if client is not None:  # the workers build their own models from the job, sent as the user gave them
         _run_distributed(client, job, todo, store, bar)
     bar.close()
-    return run.finish(_accuracy)
+    return _warn_degenerate(run.finish(_accuracy))
+
+
+@dataclasses.dataclass(frozen=True)
+class _DataSeen:
+    """What one pass over the evaluated data gives: a 64-bit hash per image ``(N,)``, their digest, and the
+    labels' digest."""
+
+    hashes: np.ndarray
+    images_digest: str
+    labels_digest: str
+
+
+def _training_overlaps(models: Mapping[str, nn.Module], hashes: np.ndarray, allow_overlap: bool) -> dict[str, int]:
+    """How many evaluated images each model was pruned or fine-tuned on (models that remember theirs);
+    refused unless ``allow_overlap``."""
+    overlaps = {}
+    for name, model in models.items():
+        seen = getattr(model, TRAINING_HASHES, None)
+        if seen is not None:
+            count = int(np.isin(hashes, np.asarray(seen, dtype=np.uint64)).sum())
+            if count:
+                overlaps[name] = count
+    if overlaps and not allow_overlap:
+        listed = ", ".join(f"{name}: {count} of {len(hashes)}" for name, count in overlaps.items())
+        raise ValueError(f"Some evaluated images are images the models were pruned or fine-tuned on ({listed}): "
+                         "their maps and confidences would be judged on data the models learnt. Evaluate on "
+                         "held-out images (e.g. the test split), or pass allow_overlap=True to accept it "
+                         "(recorded in the results' attrs).")
+    return overlaps
+
+
+def _warn_degenerate(ds: xr.Dataset) -> xr.Dataset:
+    """Warn once, with the count of each model that has any, when maps are degenerate; returns ``ds``."""
+    counts = ds[schema.DEGENERATE].sum((schema.LAYER, schema.CAM, schema.IMAGE)).values
+    total = ds[schema.DEGENERATE].isel({schema.MODEL: 0}).size
+    if counts.any():
+        listed = ", ".join(f"{name} {int(count)} of {total}" for name, count
+                           in zip(ds[schema.MODEL].values.tolist(), counts) if count)
+        warnings.warn(f"Degenerate maps (constant, no CAM signal) per model: {listed}. SSIM and IoU say nothing "
+                      "about them; a verdict where more than 10 % of a candidate's paired maps are degenerate is "
+                      "'not assessable'. Choose another layer or CAM method, or check that the model's "
+                      "classifier has gradients (an untrained or zero-initialised head gives none).",
+                      DegenerateMapWarning, stacklevel=3)
+    return ds
 
 
 def _concatenated(chunks: list[xr.Dataset]) -> xr.Dataset:
@@ -174,6 +247,17 @@ def _built(models: Mapping[str, ModelOrFactory]) -> list[nn.Module]:
     return built
 
 
+def _checked_size(size) -> tuple[int, int] | None:
+    """``heatmap_size`` as ``(h, w)`` of positive ints, or None."""
+    if size is None:
+        return None
+    values = tuple(size) if isinstance(size, (tuple, list)) else ()
+    if len(values) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in values):
+        raise ValueError(f"heatmap_size must be (height, width) in pixels, two integers >= 1 such as (32, 32), or "
+                         f"None for the input size; got {size!r}.")
+    return values
+
+
 def _source(data: Dataset | DataLoader, batch_size: int) -> tuple[Dataset, int, Callable | None]:
     """The dataset, the batch size and the collate function to batch it with."""
     if isinstance(data, DataLoader):
@@ -183,8 +267,8 @@ def _source(data: Dataset | DataLoader, batch_size: int) -> tuple[Dataset, int, 
         dataset, batch_size, collate_fn = data.dataset, data.batch_size, data.collate_fn
     else:
         dataset, collate_fn = data, None
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer >= 1 (images per batch), such as 32; got {batch_size!r}.")
     if len(dataset) == 0:
         raise ValueError("The dataset is empty: evaluate needs at least one (image, label) pair.")
     return dataset, batch_size, collate_fn
@@ -219,6 +303,7 @@ class _Job:
     heatmap_size: tuple[int, int] | None
     heatmap_dtype: str
     class_names: list[str] | None
+    outputs: str = "auto"
     image_shape: tuple[int, ...] | None = None  # (C, H, W) of the first image, which every image must share
 
     def engines(self, models: list[nn.Module]) -> list[CamEngine]:
@@ -261,9 +346,19 @@ class _Job:
         return images
 
     def check_models(self, engines: list[CamEngine], image: torch.Tensor) -> None:
-        """Every model must give as many classes as the reference for ``image (1, C, H, W)``."""
+        """Every model must run on ``image (1, C, H, W)`` and give as many classes as the reference, as
+        ``outputs`` says (logits or probabilities)."""
         with _entered(engines):
-            _check_class_counts(engines, list(self.models), image)
+            _check_outputs(engines, list(self.models), image, self.outputs)
+
+    def data_pass(self, ranges: Sequence[tuple[int, int]]) -> _DataSeen:
+        """One pass over the data without the models: the hash of every image, and the digests."""
+        hashes, label_hash = [], hashlib.sha256()
+        for images, labels in self.batches(ranges):
+            hashes.append(image_hashes(images))
+            label_hash.update(labels.to(torch.int64).numpy().tobytes())
+        hashes = np.concatenate(hashes)
+        return _DataSeen(hashes, sequence_digest(hashes), label_hash.hexdigest()[:16])
 
     def first_chunk(self, engines: list[CamEngine]) -> xr.Dataset:
         """The results of the first image alone: the shapes and dtypes a store is made from."""
@@ -281,7 +376,7 @@ class _Job:
                                      f"{start}, but the first is {self.image_shape}. Resize them in the "
                                      "dataset's transform.")
                 arrays = _evaluate_batch(engines, images, labels, self.config, self.sp2ps_config,
-                                         None if masks is None else masks[start:stop])
+                                         None if masks is None else masks[start:stop], self.outputs)
                 arrays[schema.INPUT] = _display_images(images)
                 yield start, self._chunk(arrays, start)
                 after_each()
@@ -331,21 +426,49 @@ class _entered:
             engine.__exit__(*exc_info)
 
 
-def _check_class_counts(engines: list[CamEngine], names: list[str], image: torch.Tensor) -> None:
+def _check_outputs(engines: list[CamEngine], names: list[str], image: torch.Tensor, outputs: str) -> None:
+    """Every model runs on ``image (1, C, H, W)``, returns ``(1, classes)`` with the reference's classes, and
+    (``outputs="auto"``) logits, not probabilities."""
     with torch.no_grad():
-        outputs = [engine.model(image.to(engine.device)) for engine in engines]
-    for output in outputs:
+        results = [_run_once(engine, name, image) for engine, name in zip(engines, names)]
+    for output in results:
         check_logits(output, len(image))
-    counts = [output.shape[-1] for output in outputs]
+    counts = [output.shape[-1] for output in results]
     wrong = {name: count for name, count in zip(names, counts) if count != counts[0]}
     if wrong:
         raise ValueError(f"Candidates must have the reference's {counts[0]} classes, but {wrong} differ. "
                          "Keep the classifier's output layer when pruning (pescore_nb.prune does).")
+    if outputs != "auto":
+        return
+    for name, output in zip(names, results):
+        output = output.float()
+        if (output >= 0).all() and torch.allclose(output.sum(dim=1), torch.ones(len(output)), atol=1e-4):
+            raise ValueError(f"The {name} model returns probabilities (its outputs are >= 0 and sum to 1: a softmax "
+                             "is applied already); a second softmax would flatten every confidence. Remove the "
+                             "final softmax so the model returns logits, or pass outputs='probabilities'.")
+        if ((output >= 0) & (output <= 1)).all():
+            warnings.warn(f"The {name} model's outputs all lie in [0, 1]: if they are probabilities (a sigmoid at "
+                          "the end), pass outputs='probabilities'; logits of an untrained model can look like this "
+                          "too, then ignore this warning.", UserWarning, stacklevel=4)
+
+
+def _run_once(engine: CamEngine, name: str, image: torch.Tensor) -> torch.Tensor:
+    """The model's output for ``image (1, C, H, W)``; a model that cannot take it gets an error naming the fix."""
+    try:
+        return engine.model(image.to(engine.device))
+    except RuntimeError as error:
+        first = str(error).splitlines()[0]
+        if "channels" in first:
+            raise ValueError(f"The {name} model cannot take images of {image.shape[1]} channel(s) ({first}); "
+                             "convert the images in the dataset's transform, e.g. "
+                             "torchvision.transforms.Grayscale(num_output_channels=3) for an RGB model.") from None
+        raise ValueError(f"The {name} model could not run on an image of shape {tuple(image.shape[1:])} ({first}); "
+                         "give images of the size and channels the model was trained on.") from None
 
 
 def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torch.Tensor, config: PEConfig,
-                    sp2ps_config: Sp2PSConfig | None = None,
-                    masks: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+                    sp2ps_config: Sp2PSConfig | None = None, masks: torch.Tensor | None = None,
+                    outputs: str = "auto") -> dict[str, torch.Tensor]:
     """One batch of N images: CAMs of every model, then every score, on the engines' device.
 
     Returns ``heatmap (models, layers, cams, N, H, W)``, ``prob``/``pred (models, N)``, the scores
@@ -354,7 +477,7 @@ def _evaluate_batch(engines: list[CamEngine], images: torch.Tensor, labels: torc
     targets = labels if config.target == "label" else None  # None: the reference's predictions
     reference = engines[0].compute(images, targets)
     targets = reference.targets if targets is None else targets
-    scorer = _ReferenceScores(reference, config, sp2ps_config)
+    scorer = _ReferenceScores(reference, config, sp2ps_config, outputs)
     per_model = [scorer.scores(reference, masks)]
     for engine in engines[1:]:
         per_model.append(scorer.scores(engine.compute(images, targets), masks))
@@ -367,9 +490,9 @@ class _ReferenceScores:
     """The scores of each model's output against one batch's reference output. What depends on the
     reference alone (its probabilities, SSIM moments, IoU masks, spectra) is made once per batch."""
 
-    def __init__(self, reference: CamOutput, config: PEConfig, sp2ps_config: Sp2PSConfig | None):
-        self.reference, self.config = reference, config
-        self.prob = _target_prob(reference)
+    def __init__(self, reference: CamOutput, config: PEConfig, sp2ps_config: Sp2PSConfig | None, outputs: str):
+        self.reference, self.config, self.outputs = reference, config, outputs
+        self.prob = _target_prob(reference, outputs)
         self.ssim = SSIMReference(reference.heatmaps, config)
         self.iou = IoUReference(reference.heatmaps, config.iou_threshold)
         self.sp2ps = None if sp2ps_config is None else Sp2PSReference(reference.heatmaps, sp2ps_config)
@@ -378,7 +501,7 @@ class _ReferenceScores:
     def scores(self, output: CamOutput, masks: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """``heatmap (layers, cams, N, H, W)``, ``prob``/``pred (N,)`` and the scores ``(layers, cams, N)``
         of one model's output."""
-        prob = _target_prob(output)
+        prob = _target_prob(output, self.outputs)
         scores = {}
         if output is self.reference:  # every score of the reference with itself is exactly 1: skip the work
             ssim_values = iou_values = torch.ones(output.heatmaps.shape[:3], device=prob.device)
@@ -398,9 +521,12 @@ class _ReferenceScores:
                 schema.DEGENERATE: output.degenerate | self.reference.degenerate}
 
 
-def _target_prob(output: CamOutput) -> torch.Tensor:
-    """Softmax probability of the explained class ``(N,)``."""
-    return output.logits.float().softmax(dim=1).gather(1, output.targets[:, None])[:, 0]
+def _target_prob(output: CamOutput, outputs: str) -> torch.Tensor:
+    """Probability of the explained class ``(N,)``: the softmax of logits, or the output itself when the
+    model returns probabilities."""
+    values = output.logits.float()
+    probabilities = values if outputs == "probabilities" else values.softmax(dim=1)
+    return probabilities.gather(1, output.targets[:, None])[:, 0]
 
 
 def _energy_in_mask(heatmaps: torch.Tensor, masks) -> torch.Tensor:
@@ -432,7 +558,7 @@ def _stored_maps(maps: torch.Tensor, size: tuple[int, int] | None, dtype: str) -
     return maps.to(getattr(torch, dtype))
 
 
-def _model_info(model: nn.Module, example: torch.Tensor, is_reference: bool) -> dict:
+def _model_info(model: nn.Module, example: torch.Tensor, is_reference: bool, images_digest: str) -> dict:
     """role, ratio, pruner, params, MACs and provenance of one model: from its ``pescore_pruning``
     metadata (see :mod:`pescore_nb.prune`), else counted on ``example (1, C, H, W)``."""
     meta = dict(getattr(model, schema.PRUNING_ATTRIBUTE, None) or {})
@@ -458,13 +584,14 @@ def _model_info(model: nn.Module, example: torch.Tensor, is_reference: bool) -> 
     return {schema.ROLE: role, schema.RATIO: float(meta.get(schema.RATIO, default_ratio)),
             schema.PRUNER: str(meta.get(schema.PRUNER, default_pruner)), schema.SEED: seed,
             schema.PARAMS: int(meta[schema.PARAMS]), schema.MACS: int(meta[schema.MACS]),
-            schema.PROVENANCE: json.dumps(meta.get(schema.PROVENANCE, {}), sort_keys=True)}
+            schema.PROVENANCE: json.dumps(meta.get(schema.PROVENANCE, {}), sort_keys=True),
+            schema.IMAGES_DIGEST: images_digest}
 
 
 def _model_coords(info: list[dict]) -> dict:
     return {key: (schema.MODEL, [model[key] for model in info])
             for key in (schema.ROLE, schema.RATIO, schema.PRUNER, schema.SEED, schema.PARAMS, schema.MACS,
-                        schema.PROVENANCE)}
+                        schema.PROVENANCE, schema.IMAGES_DIGEST)}
 
 
 def _accuracy(ds: xr.Dataset) -> xr.DataArray:
@@ -479,7 +606,8 @@ def _finish(ds: xr.Dataset, info: list[dict], attrs: dict, accuracy: np.ndarray)
     return ds
 
 
-def _attrs(job: _Job, reference_name: str, example: torch.Tensor) -> dict:
+def _attrs(job: _Job, reference_name: str, example: torch.Tensor, allow_overlap: bool,
+           overlaps: dict[str, int]) -> dict:
     from importlib.metadata import version
 
     from . import __version__
@@ -488,7 +616,8 @@ def _attrs(job: _Job, reference_name: str, example: torch.Tensor) -> dict:
              job.config.attribute: job.config.to_json(), "reference_name": reference_name,
              "versions": json.dumps({"pescore_nb": __version__, **{package: version(package) for package in
                                      ("torch", "torchvision", "grad-cam", "xarray", "numpy")}}),
-             "input_height": int(example.shape[-2]), "input_width": int(example.shape[-1])}
+             "input_height": int(example.shape[-2]), "input_width": int(example.shape[-1]),
+             "outputs": job.outputs, "allow_overlap": int(allow_overlap), "training_overlaps": json.dumps(overlaps)}
     if job.sp2ps_config is not None:
         attrs[job.sp2ps_config.attribute] = job.sp2ps_config.to_json()
     return attrs
@@ -518,25 +647,20 @@ def _digest(tensors: Iterable[torch.Tensor]) -> str:
     return hasher.hexdigest()[:16]
 
 
-def _run_arguments(job: _Job, engines: list[CamEngine], batch_size: int) -> dict:
+def _run_arguments(job: _Job, engines: list[CamEngine], batch_size: int, seen: _DataSeen) -> dict:
     """What a store's content depends on, as short strings: a resumed run must match every one.
 
-    The data enters by digests of every image, every label and the class names (one extra pass
-    over the data, without the models), so changed or relabelled data is refused by name.
+    The data enters by digests of every image, every label and the class names, so changed or
+    relabelled data is refused by name.
     """
-    ranges = _batch_ranges(len(job.dataset), batch_size)
-    image_hash, label_hash = hashlib.sha256(), hashlib.sha256()
-    for images, labels in job.batches(ranges):
-        image_hash.update(images.contiguous().numpy().tobytes())
-        label_hash.update(labels.to(torch.int64).numpy().tobytes())
     return {"models": json.dumps(list(job.models)),
             "weights": json.dumps([_digest(engine.model.state_dict().values()) for engine in engines]),
             "layers": json.dumps(job.layers), "cams": json.dumps(job.cams),
             "config": job.config.to_json(), "sp2ps_config": "none" if job.sp2ps_config is None else
             job.sp2ps_config.to_json(), "batch_size": str(batch_size), "images": str(len(job.dataset)),
-            "image_digest": image_hash.hexdigest()[:16], "label_digest": label_hash.hexdigest()[:16],
+            "image_digest": seen.images_digest, "label_digest": seen.labels_digest,
             "class_names": json.dumps(job.class_names), "heatmap_size": json.dumps(job.heatmap_size),
-            "heatmap_dtype": job.heatmap_dtype}
+            "heatmap_dtype": job.heatmap_dtype, "outputs": job.outputs}
 
 
 _WORKER_ENGINES: dict[int, list[CamEngine]] = {}

@@ -9,7 +9,7 @@ Every evaluation produces one :class:`xarray.Dataset` with these names::
     input       (image, channel, y, x)            uint8 picture of each input, for display
 
 Coordinates on ``model``: ``role`` (``reference``, ``candidate``, ``control``), ``ratio``,
-``pruner``, ``params``, ``macs``, ``accuracy``, ``seed`` (the fine-tuning seed; -1 for models
+``pruner``, ``params``, ``macs``, ``accuracy``, ``images_digest`` (the images it was evaluated on), ``seed`` (the fine-tuning seed; -1 for models
 without one: the reference, the twin, randomised copies, user models), ``provenance`` (JSON: pruning
 seed, fine-tuning recipe, data digest); on ``image``: ``label``, ``class_name``, ``source_index``. The reference is
 the model whose ``role`` is ``reference`` (see :mod:`pescore_nb.structure`), wherever it stands.
@@ -23,6 +23,7 @@ REFERENCE = "reference"
 
 ROLE, RATIO, PRUNER, PARAMS, MACS, ACCURACY = "role", "ratio", "pruner", "params", "macs", "accuracy"
 PROVENANCE = "provenance"
+IMAGES_DIGEST = "images_digest"  # 16 hex digits of the 64-bit hashes of the images a model was evaluated on
 SEED = "seed"  # the fine-tuning seed of a model made by prune.sweep
 NO_SEED = -1   # the seed coordinate of models without one
 SEED_SEPARATOR = "/seed"  # with several seeds: "l2@0.10/seed0", "control:finetune/seed0"

@@ -83,11 +83,12 @@ class TrustRule:
     control: str = schema.CONTROL_FINETUNE
     n_resamples: int = 2000
     seed: int = 0
+    max_degenerate: float = 0.1
 
     def __post_init__(self):
         if self.rule is not None and self.rule not in RULES:
             raise ValueError(f"rule must be one of {RULES} (or None to choose by the Dataset), got {self.rule!r}.")
-        for name in ("pe_threshold", "max_accuracy_drop", "margin"):
+        for name in ("pe_threshold", "max_accuracy_drop", "margin", "max_degenerate"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
                 raise ValueError(f"{name} must be in [0, 1] (a share: 0.02 = two points), got {value!r}.")
@@ -182,17 +183,20 @@ def assess(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | No
     reference_accuracy = float(ds[schema.ACCURACY].sel({schema.MODEL: structure.reference(ds)}))
     accuracy_drop = reference_accuracy - accuracy
     candidates = [group for group in groups if _group_role(ds, groups[group]) == schema.CANDIDATE]
+    control_by_seed = _members_by_seed(ds, groups[trust_rule.control]) if applied == "control" else None
+    pairs = {group: _pairs(_members_by_seed(ds, groups[group]), control_by_seed) for group in candidates}
+    not_assessable = _not_assessable(ds, pe, pairs, trust_rule)
     bound = xr.full_like(pe, np.nan)
-    missing = {}
     if applied == "control":
-        bound, missing = _control_bounds(ds, groups, candidates, trust_rule, variable, class_weights, bound)
+        bound = _control_bounds(ds, pairs, trust_rule, variable, class_weights, bound)
         pe_ok = bound <= trust_rule.margin + TOLERANCE
     else:
         pe_ok = pe >= trust_rule.pe_threshold - TOLERANCE
     accuracy_ok = (accuracy_drop <= trust_rule.max_accuracy_drop + TOLERANCE).broadcast_like(pe_ok)
     control_pe = _group_score(pe, structure.control(ds, trust_rule.control))
     twin_pe = _group_score(pe, structure.control(ds, schema.CONTROL_TWIN))
-    verdict, reason = _verdicts(pe, bound, pe_ok, accuracy_ok, accuracy_drop, candidates, missing, trust_rule, applied)
+    verdict, reason = _verdicts(pe, bound, pe_ok, accuracy_ok, accuracy_drop, candidates, not_assessable, trust_rule,
+                                applied)
     n_seeds = [len(groups[group]) for group in groups]
     return xr.Dataset(
         {"pe": pe, "pe_min": _by_group(model_pe, groups, "min"), "pe_max": _by_group(model_pe, groups, "max"),
@@ -223,28 +227,24 @@ def _group_role(ds: xr.Dataset, members: list[str]) -> str:
     return str(structure.roles(ds)[ds[schema.MODEL].values.astype(str).tolist().index(members[0])])
 
 
-def _control_bounds(ds: xr.Dataset, groups: dict, candidates: list[str], trust_rule: TrustRule, variable: str,
-                    class_weights: str | None, bound: xr.DataArray) -> tuple[xr.DataArray, dict[str, str]]:
-    """:func:`seed_bound` of each candidate group against the control of the same seeds ``(model, layer, cam)``,
-    and ``{group: why}`` for the groups that cannot be paired."""
-    control_by_seed = _members_by_seed(ds, groups[trust_rule.control])
+def _control_bounds(ds: xr.Dataset, pairs: dict[str, list | str], trust_rule: TrustRule, variable: str,
+                    class_weights: str | None, bound: xr.DataArray) -> xr.DataArray:
+    """:func:`seed_bound` of each candidate group against the control of the same seeds ``(model, layer, cam)``;
+    NaN for the groups that cannot be paired."""
     labels = ds[schema.LABEL].values
     weights = structure.weights_by_class(labels, structure.class_weight_rule(ds, class_weights)).values
     per_image = ds[variable].transpose(schema.MODEL, schema.LAYER, schema.CAM, schema.IMAGE)
-    missing = {}
     bound = bound.copy()
-    for group in candidates:
-        pairs = _pairs(_members_by_seed(ds, groups[group]), control_by_seed)
-        if isinstance(pairs, str):
-            missing[group] = pairs
+    for group, paired in pairs.items():
+        if isinstance(paired, str):
             continue
-        controls, models = zip(*pairs)
+        controls, models = zip(*paired)
         gaps = (per_image.sel({schema.MODEL: list(controls)}).values.astype(np.float64)
                 - per_image.sel({schema.MODEL: list(models)}).values.astype(np.float64))  # (S, L, C, N)
         values = seed_bound(np.moveaxis(gaps, 0, -2), labels, weights, trust_rule.level,
                             n_resamples=trust_rule.n_resamples, seed=trust_rule.seed)
         bound.loc[{schema.MODEL: group}] = values
-    return bound, missing
+    return bound
 
 
 def _members_by_seed(ds: xr.Dataset, members: list[str]) -> dict[int, str]:
@@ -252,9 +252,11 @@ def _members_by_seed(ds: xr.Dataset, members: list[str]) -> dict[int, str]:
     return {seeds[member]: member for member in members}
 
 
-def _pairs(candidate: dict[int, str], control: dict[int, str]) -> list[tuple[str, str]] | str:
-    """(control, candidate) models paired by seed, or why they cannot be. A user's model without a
-    seed pairs with a control that has one model."""
+def _pairs(candidate: dict[int, str], control: dict[int, str] | None) -> list[tuple[str | None, str]] | str:
+    """(control, candidate) models paired by seed (the control ``None`` under the absolute rule), or why they
+    cannot be. A user's model without a seed pairs with a control that has one model."""
+    if control is None:
+        return [(None, model) for model in candidate.values()]
     if list(candidate) == [schema.NO_SEED] and len(control) == 1:
         return [(next(iter(control.values())), candidate[schema.NO_SEED])]
     unpaired = [seed for seed in candidate if seed not in control]
@@ -264,28 +266,56 @@ def _pairs(candidate: dict[int, str], control: dict[int, str]) -> list[tuple[str
     return [(control[seed], candidate[seed]) for seed in candidate]
 
 
-def _verdicts(pe, bound, pe_ok, accuracy_ok, accuracy_drop, candidates, missing, trust_rule, applied):
+def _not_assessable(ds: xr.Dataset, pe: xr.DataArray, pairs: dict[str, list | str],
+                    trust_rule: TrustRule) -> xr.DataArray:
+    """Why each candidate group cannot be judged at each layer and CAM method ``(model, layer, cam)``; ""
+    where it can. A group is not assessable when any of its seeds is: no control of its seed, fewer than
+    two images in a class, or more than ``max_degenerate`` of its paired maps degenerate in either model."""
+    why = xr.full_like(pe, "", dtype=object)
+    _, counts = np.unique(ds[schema.LABEL].values, return_counts=True)
+    degenerate = ds[schema.DEGENERATE].transpose(schema.MODEL, schema.LAYER, schema.CAM, schema.IMAGE) \
+        if schema.DEGENERATE in ds else None
+    for group, paired in pairs.items():
+        if isinstance(paired, str):
+            why.loc[{schema.MODEL: group}] = paired
+            continue
+        if counts.min() < 2:
+            why.loc[{schema.MODEL: group}] = "a class has a single image: no spread to bound"
+            continue
+        if degenerate is None:
+            continue
+        worst = xr.concat([degenerate.sel({schema.MODEL: [m for m in pair if m is not None]}).any(schema.MODEL)
+                           .mean(schema.IMAGE) for pair in paired], dim="pair").max("pair")  # (layer, cam)
+        for layer in worst[schema.LAYER].values.tolist():
+            for cam in worst[schema.CAM].values.tolist():
+                share = float(worst.sel({schema.LAYER: layer, schema.CAM: cam}))
+                if share > trust_rule.max_degenerate + TOLERANCE:
+                    why.loc[{schema.MODEL: group, schema.LAYER: layer, schema.CAM: cam}] = (
+                        f"{share:.0%} of its paired maps are degenerate (constant, no CAM signal; at most "
+                        f"{trust_rule.max_degenerate:.0%} allowed): SSIM and IoU say nothing there")
+    return why.astype(str)
+
+
+def _verdicts(pe, bound, pe_ok, accuracy_ok, accuracy_drop, candidates, not_assessable, trust_rule, applied):
     """``verdict`` and ``reason`` ``(model, layer, cam)`` as strings."""
     verdict = xr.full_like(pe, "", dtype=object)
-    reason = xr.full_like(pe, "", dtype=object)
+    reason = not_assessable.astype(object)
     for group in candidates:
         for layer in pe[schema.LAYER].values.tolist():
             for cam in pe[schema.CAM].values.tolist():
                 at = {schema.MODEL: group, schema.LAYER: layer, schema.CAM: cam}
-                value = float(bound.loc[at])
-                if group in missing or (applied == "control" and np.isnan(value)):
-                    state = NOT_ASSESSABLE
-                    why = missing.get(group, "a class has fewer than two images: no spread to bound")
-                else:
-                    failed = []
-                    if not bool(pe_ok.loc[at]):
-                        failed.append(f"PE bound {value:.3f} > margin {trust_rule.margin:g}" if applied == "control"
-                                      else f"PE {float(pe.loc[at]):.3f} < {trust_rule.pe_threshold:g}")
-                    if not bool(accuracy_ok.loc[at]):
-                        failed.append(f"accuracy drop {float(accuracy_drop.loc[{schema.MODEL: group}]):.3f} > "
-                                      f"{trust_rule.max_accuracy_drop:g}")
-                    state, why = (NOT_TRUSTED, "; ".join(failed)) if failed else (TRUSTED, "")
-                verdict.loc[at], reason.loc[at] = state, why
+                if not_assessable.loc[at].item():
+                    verdict.loc[at] = NOT_ASSESSABLE
+                    continue
+                failed = []
+                if not bool(pe_ok.loc[at]):
+                    failed.append(f"PE bound {float(bound.loc[at]):.3f} > margin {trust_rule.margin:g}"
+                                  if applied == "control" else
+                                  f"PE {float(pe.loc[at]):.3f} < {trust_rule.pe_threshold:g}")
+                if not bool(accuracy_ok.loc[at]):
+                    failed.append(f"accuracy drop {float(accuracy_drop.loc[{schema.MODEL: group}]):.3f} > "
+                                  f"{trust_rule.max_accuracy_drop:g}")
+                verdict.loc[at], reason.loc[at] = (NOT_TRUSTED, "; ".join(failed)) if failed else (TRUSTED, "")
     return verdict.astype(str), reason.astype(str)
 
 
@@ -375,7 +405,8 @@ def attention_gaps(ds: xr.Dataset, accuracy_points: float = 0.01, pe_gap: float 
 
 def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
                  randomised_max_pe: float = RANDOMISED_MAX_PE,
-                 min_above_randomised: float = MIN_PE_ABOVE_RANDOMISED) -> xr.Dataset:
+                 min_above_randomised: float = MIN_PE_ABOVE_RANDOMISED,
+                 max_degenerate: float = TrustRule.max_degenerate) -> xr.Dataset:
     """Can a layer and CAM method carry a verdict? ``(layer, cam)``.
 
     A layer is flagged when its maps ignore the weights (the PE of ``control:randomised@<layer>``, the
@@ -383,11 +414,13 @@ def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: st
     ``randomised_max_pe``), or are no more reproducible across training runs than a randomised
     model's (``control:twin``'s PE less than ``min_above_randomised`` above it), or move as far under
     fine-tuning alone as under randomisation (``control:finetune``'s PE, averaged over its seeds,
-    less than ``min_above_randomised`` above it). A check whose control is missing is not made:
+    less than ``min_above_randomised`` above it), or when more than ``max_degenerate`` of the
+    reference's own maps are degenerate (constant). A check whose control is missing is not made:
     ``not_checked`` says which. The twin's PE is a scale, not a pass mark: it is reported, never
     required. Variables: ``twin_pe``, ``control_pe``, ``randomised_pe``, ``energy_in_mask`` (the
     reference's mean share of map energy inside the object masks, when stored; NaN otherwise),
-    ``usable`` (no check failed), ``why`` (the failed checks), ``not_checked``.
+    ``degenerate_share`` (of the reference's maps), ``usable`` (no check failed), ``why`` (the failed
+    checks), ``not_checked``.
     """
     groups = structure.seed_groups(ds)
     pe = _by_group(score(ds, variable, class_weights).compute(), groups, "mean")
@@ -399,7 +432,12 @@ def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: st
     energy = (ds[schema.ENERGY_IN_MASK].sel({schema.MODEL: reference}).mean(schema.IMAGE).compute()
               if schema.ENERGY_IN_MASK in ds else xr.full_like(twin, np.nan))
     energy = energy.drop_vars([name for name in energy.coords if name not in (schema.LAYER, schema.CAM)])
-    checks = [(randomised > randomised_max_pe + TOLERANCE,
+    degenerate = (ds[schema.DEGENERATE].sel({schema.MODEL: reference}, drop=True).mean(schema.IMAGE).compute()
+                  .astype(float) if schema.DEGENERATE in ds else xr.zeros_like(twin))
+    degenerate = degenerate.drop_vars([name for name in degenerate.coords if name not in (schema.LAYER, schema.CAM)])
+    checks = [(degenerate > max_degenerate + TOLERANCE,
+               f"more than {max_degenerate:.0%} of the reference's maps are degenerate (constant): no signal to compare"),
+              (randomised > randomised_max_pe + TOLERANCE,
                f"randomised copy's PE above {randomised_max_pe:g}: the maps ignore the weights"),
               (twin - randomised < min_above_randomised - TOLERANCE,
                f"twin PE less than {min_above_randomised:g} above the randomised copy's: maps no more reproducible "
@@ -412,8 +450,9 @@ def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: st
                                                              (schema.CONTROL_FINETUNE, control))]
     why, not_checked = _joined(checks, twin, "; "), _joined(missing, twin, ", ")
     return xr.Dataset({"twin_pe": twin, "control_pe": control, "randomised_pe": randomised,
-                       "energy_in_mask": energy, "usable": why == "", "why": why, "not_checked": not_checked},
-                      attrs={"randomised_max_pe": randomised_max_pe, "min_above_randomised": min_above_randomised})
+                       "energy_in_mask": energy, "degenerate_share": degenerate.transpose(*twin.dims), "usable": why == "", "why": why, "not_checked": not_checked},
+                      attrs={"randomised_max_pe": randomised_max_pe, "min_above_randomised": min_above_randomised,
+                             "max_degenerate": max_degenerate})
 
 
 def _joined(parts: list[tuple[xr.DataArray, str]], template: xr.DataArray, separator: str) -> xr.DataArray:
