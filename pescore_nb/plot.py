@@ -10,6 +10,13 @@ shown in a notebook at :data:`SCREEN_DPI` (a column is 630 px wide there, its sm
 When the Dataset holds several layers or CAM methods, ``layer`` and ``cam`` pick one (default:
 the first); every figure names the layer and CAM method it shows in its title.
 
+Models made with several fine-tuning seeds are drawn by group (:mod:`pescore_nb.grouping`): every
+function that reads models takes ``seed``; ``None`` (the default) draws each group's mean over its
+seeds, with error bars from the lowest to the highest seed where the figure has room for them
+(:func:`pe_vs_ratio`, :func:`pe_vs_cost`, :func:`drop_scatter`, :func:`class_bars`); an int draws
+what that seed alone gives. :func:`heatmap_grid` shows one seed's maps (default: the smallest)
+and says which. Titles say which seeds a figure shows.
+
 Colours: CAMs use :data:`CAM_COLORMAP` (viridis: perceptually uniform, colour-blind safe), drawn
 over a *grey* copy of the picture (:func:`grey_picture`), so an object's own colours never mix
 with the map's; differences of maps use the diverging :data:`DIFFERENCE_COLORMAP` over a
@@ -26,8 +33,8 @@ import xarray as xr
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from . import schema, stats, structure
-from .scores import score
+from . import grouping, schema, stats, structure
+from .scores import by_class, score
 
 COLUMN_WIDTH = 3.5  # inches: one column of a two-column journal page
 SCREEN_DPI = 180    # a figure's dpi on screen (notebooks show it at fig.dpi): 3.5 in = 630 px
@@ -39,6 +46,10 @@ PRUNER_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
 REFERENCE_STYLE = {"color": OKABE_ITO["black"], "marker": "*", "markersize": 8, "linestyle": "none"}
 CONTROL_STYLES = {schema.CONTROL_FINETUNE: {"color": "0.35", "marker": "P", "markersize": 6, "linestyle": "none"},
                   schema.CONTROL_TWIN: {"color": "0.35", "marker": "X", "markersize": 6, "linestyle": "none"}}
+SCALE_CONTROLS = tuple(CONTROL_STYLES)  # the controls a drop scatter's axes make room for; others may be off scale
+SPREAD_STYLE = {"fmt": "none", "elinewidth": 0.8, "capsize": 2}  # error bars from the lowest to the highest seed
+SEED_RANGE = "lowest to highest seed"  # what legends and titles call those error bars
+OFF_SCALE_MARKERS = {(1, 0): ">", (-1, 0): "<", (0, 1): "^", (0, -1): "v"}  # a point beyond an axis, at its edge
 # The one table of full names: what legends, titles, the explorer and the report print.
 PRUNER_NAMES = {"l1": "L1-norm filter", "l2": "L2-norm filter", "random": "random filter",
                 "senpis": "SeNPIS-Faster", "taylor": "Taylor (first order)", "unstructured": "unstructured magnitude",
@@ -70,6 +81,13 @@ def pruner_name(pruner: str) -> str:
     return PRUNER_NAMES.get(str(pruner), str(pruner))
 
 
+def control_name(control: str) -> str:
+    """A control as legends say it: ``"control: fine-tune only"``, ``"randomised at features.3"``."""
+    if str(control).startswith(schema.RANDOMISED_PREFIX):
+        return f"randomised at {str(control)[len(schema.RANDOMISED_PREFIX):]}"
+    return CONTROL_NAMES.get(str(control), str(control))
+
+
 def cam_name(cam: str) -> str:
     """The usual spelling of a CAM method (``"gradcam++"`` -> ``"Grad-CAM++"``); unknown names unchanged."""
     return CAM_NAMES.get(str(cam), str(cam))
@@ -81,7 +99,7 @@ def model_name(ds: xr.Dataset, model: str) -> str:
     if role == schema.REFERENCE:
         return schema.REFERENCE
     if role == schema.CONTROL:
-        return CONTROL_NAMES.get(str(model), str(model))
+        return control_name(model)
     ratio = float(ds[schema.RATIO].sel({schema.MODEL: model}))
     pruner = str(ds[schema.PRUNER].sel({schema.MODEL: model}).values)
     return str(model) if np.isnan(ratio) else f"{pruner_name(pruner)} @ {ratio:.2f}"
@@ -131,40 +149,71 @@ def _styled(plot):
     return wrapper
 
 
+def seeds_text(ds: xr.Dataset, seed: int | None = None) -> str:
+    """Which seeds a figure shows: ``"fine-tuning seed 1"``, ``"mean of 3 seeds"`` when groups have
+    several, ``""`` when each group is one model."""
+    if seed is not None:
+        return f"fine-tuning seed {seed}"
+    return f"mean of {len(structure.all_seeds(ds))} seeds" if grouping.several_seeds(ds) else ""
+
+
+def where_seeds_text(layer: str, cam: str, ds: xr.Dataset, seed: int | None = None) -> str:
+    """:func:`where_text` and :func:`seeds_text`: ``"layer features.3 · Grad-CAM++ · mean of 3 seeds"``."""
+    return " · ".join(filter(None, [where_text(layer, cam), seeds_text(ds, seed)]))
+
+
+def _spread(ds: xr.Dataset, values: xr.DataArray, seed: int | None) -> tuple[xr.DataArray, xr.DataArray] | None:
+    """The lowest and highest of ``values (model, ...)`` over each group's seeds (:func:`grouping.seed_range`);
+    None when one seed is drawn or no group has several."""
+    if seed is not None or not grouping.several_seeds(ds):
+        return None
+    return grouping.seed_range(values, ds)
+
+
+def _error_bars(ax, x, y, colour: str, y_range=None, x_range=None) -> None:
+    """Error bars from ``y_range = (low (n,), high (n,))`` (and ``x_range``) around the points ``(x, y)``."""
+    def error(centre, extremes):
+        return None if extremes is None else np.maximum(0.0, [centre - extremes[0], extremes[1] - centre])
+    ax.errorbar(x, y, yerr=error(np.asarray(y), y_range), xerr=error(np.asarray(x), x_range), ecolor=colour,
+                label=SEED_RANGE, **SPREAD_STYLE)
+
+
 @_styled
 def pe_vs_ratio(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = None, cam: str | None = None,
-                level: float = 0.95, n_resamples: int = 1000, seed: int = 0,
+                seed: int | None = None, level: float = 0.95, n_resamples: int = 1000, bootstrap_seed: int = 0,
                 pe_threshold: float = structure.PE_THRESHOLD,
                 max_accuracy_drop: float = structure.MAX_ACCURACY_DROP) -> Figure:
     """The paper's core figure: score (top) and accuracy (bottom) vs pruning ratio, a line per pruner.
 
-    Bands are stratified bootstrap intervals (:func:`stats.bootstrap`); the accuracy and its band
-    come from the per-image ``pred == label`` when ``pred`` is stored, else the ``accuracy``
-    coordinate is drawn without a band. The reference (unpruned) model is the star at ratio 0;
-    the controls are labelled markers at ratio 0. Reference lines: the control's PE (or, without
-    a control, ``pe_threshold``), the accuracy budget (reference minus ``max_accuracy_drop``) and
-    chance accuracy (1 / number of classes).
+    Bands are stratified bootstrap intervals over the test images (:func:`stats.bootstrap`, drawn
+    with ``bootstrap_seed``); with several fine-tuning seeds the lines are each group's mean over
+    its seeds (the bands those means' intervals) and error bars run from the lowest to the highest
+    seed (``seed``: one seed's models instead). The accuracy and its band come from the per-image
+    ``pred == label`` when ``pred`` is stored, else the ``accuracy`` coordinate is drawn without a
+    band. The reference (unpruned) model is the star at ratio 0; the controls are labelled markers
+    at ratio 0. Reference lines: the control's PE (or, without a control, ``pe_threshold``), the
+    accuracy budget (reference minus ``max_accuracy_drop``) and chance accuracy (1 / number of classes).
     """
     ds, layer, cam = _select(ds, layer, cam)
+    view = grouping.seed_view(ds, seed)
     fig = Figure(figsize=(COLUMN_WIDTH, 4.0), layout="constrained")
     score_ax, accuracy_ax = fig.subplots(2, 1, sharex=True)
-    intervals = stats.bootstrap(ds, variable, n_resamples=n_resamples, level=level, seed=seed)
-    _lines_with_bands(score_ax, ds, intervals)
-    if schema.PRED in ds:
-        correct = (ds[schema.PRED] == ds[schema.LABEL]).astype(np.float64)
-        accuracy = stats.bootstrap(ds.assign(correct=correct), "correct", n_resamples=n_resamples,
-                                   level=level, seed=seed, class_weights="support")
+    intervals = stats.bootstrap(view, variable, n_resamples=n_resamples, level=level, seed=bootstrap_seed)
+    _lines_with_bands(score_ax, view, intervals, _spread(ds, score(ds, variable), seed))
+    if grouping.CORRECT in view:
+        accuracy = stats.bootstrap(view, grouping.CORRECT, n_resamples=n_resamples, level=level,
+                                   seed=bootstrap_seed, class_weights="support")
     else:
-        accuracy = xr.Dataset({"estimate": ds[schema.ACCURACY]})
-    _lines_with_bands(accuracy_ax, ds, accuracy, annotate=False)
-    control = structure.control(ds)
+        accuracy = xr.Dataset({"estimate": view[schema.ACCURACY]})
+    _lines_with_bands(accuracy_ax, view, accuracy, _spread(ds, ds[schema.ACCURACY], seed), annotate=False)
+    control = structure.control(view)
     if control is not None:
         score_ax.axhline(float(intervals["estimate"].sel(model=control)), color="0.35", linestyle="--",
                          linewidth=0.8, label="control PE (fine-tune only)")
     else:
         score_ax.axhline(pe_threshold, color="0.35", linestyle="--", linewidth=0.8,
                          label=f"trust threshold {pe_threshold:g}")
-    reference_accuracy = float(ds[schema.ACCURACY].sel(model=structure.reference(ds)))
+    reference_accuracy = float(view[schema.ACCURACY].sel(model=structure.reference(view)))
     accuracy_ax.axhline(reference_accuracy - max_accuracy_drop, color="0.35", linestyle="--", linewidth=0.8,
                         label=f"accuracy budget (−{max_accuracy_drop * 100:g} points)")
     n_classes = len(np.unique(ds[schema.LABEL].values))
@@ -173,29 +222,37 @@ def pe_vs_ratio(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = N
     score_ax.set_ylabel(LABELS.get(variable, variable))
     accuracy_ax.set_ylabel(LABELS[schema.ACCURACY])
     accuracy_ax.set_xlabel("Pruning ratio")
-    score_ax.set_title(f"{LABELS.get(variable, variable)} and accuracy vs pruning ratio\n{where_text(layer, cam)}")
+    score_ax.set_title(f"{LABELS.get(variable, variable)} and accuracy vs pruning ratio\n"
+                       f"{where_seeds_text(layer, cam, ds, seed)}")
     handles, labels = _unique_legend_entries([score_ax, accuracy_ax])
     fig.legend(handles, labels, loc="outside lower center", ncols=2)
     return fig
 
 
-def _lines_with_bands(ax, ds: xr.Dataset, interval: xr.Dataset, annotate: bool = True) -> None:
+def _lines_with_bands(ax, view: xr.Dataset, interval: xr.Dataset, spread=None, annotate: bool = True) -> None:
     """One line (and band, when ``interval`` has ``low``/``high``) per pruner, from the reference at
-    0; the reference as a star and each control as a labelled marker at ratio 0."""
-    reference = structure.reference(ds)
-    for pruner, style in _pruner_styles(ds).items():
-        models = [reference] + structure.by_ratio(ds, pruner)
-        ratios = ds[schema.RATIO].sel(model=models).values
-        ax.plot(ratios, interval["estimate"].sel(model=models).values, label=pruner_name(pruner), **style)
+    0; the reference as a star and each control as a labelled marker at ratio 0. ``view``: one
+    model per group (:func:`grouping.seed_view`); ``spread``: the (lowest, highest) seed of each
+    group, drawn as error bars."""
+    reference = structure.reference(view)
+    for pruner, style in _pruner_styles(view).items():
+        models = [reference] + structure.by_ratio(view, pruner)
+        ratios = view[schema.RATIO].sel(model=models).values
+        estimate = interval["estimate"].sel(model=models).values
+        ax.plot(ratios, estimate, label=pruner_name(pruner), **style)
         if "low" in interval:
             ax.fill_between(ratios, interval["low"].sel(model=models).values,
                             interval["high"].sel(model=models).values, color=style["color"], alpha=0.2,
                             linewidth=0)
+        if spread is not None:
+            _error_bars(ax, ratios, estimate, style["color"], [extreme.sel(model=models).values for extreme in spread])
     ax.plot([0.0], [float(interval["estimate"].sel(model=reference))], label=schema.REFERENCE, **REFERENCE_STYLE)
-    for control in structure.controls(ds):
+    for control in structure.controls(view):
         value = float(interval["estimate"].sel(model=control))
         style = CONTROL_STYLES.get(control, CONTROL_STYLES[schema.CONTROL_TWIN])
-        ax.plot([0.0], [value], label=CONTROL_NAMES.get(control, control), **style)
+        ax.plot([0.0], [value], label=control_name(control), **style)
+        if spread is not None:
+            _error_bars(ax, [0.0], [value], style["color"], [extreme.sel(model=[control]).values for extreme in spread])
         if annotate:
             ax.annotate("fine-tune" if control == schema.CONTROL_FINETUNE else control.split(":")[-1], (0.0, value),
                         xytext=(6, 2), textcoords="offset points", fontsize=6, color=style["color"], va="bottom")
@@ -213,27 +270,33 @@ def _unique_legend_entries(axes) -> tuple[list, list]:
 
 @_styled
 def pe_vs_cost(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = None, cam: str | None = None,
-               costs: tuple[str, ...] = (schema.MACS, schema.PARAMS)) -> Figure:
+               costs: tuple[str, ...] = (schema.MACS, schema.PARAMS), seed: int | None = None) -> Figure:
     """Score vs cost, one panel per cost (``macs``, ``params``), a line per pruner, so pruners are
     compared at equal cost rather than equal ratio (a ratio removes different amounts of compute
-    in each method). Costs are shares of the reference's; the reference is the star at 1."""
+    in each method). Costs are shares of the reference's; the reference is the star at 1. With
+    several seeds: each group's mean, error bars from the lowest to the highest seed."""
     ds, layer, cam = _select(ds, layer, cam)
-    scores = score(ds, variable)
-    reference = structure.reference(ds)
+    view = grouping.seed_view(ds, seed)
+    scores = score(view, variable)
+    spread = _spread(ds, score(ds, variable), seed)
+    reference = structure.reference(view)
     fig = Figure(figsize=(COLUMN_WIDTH, 1.0 + 1.6 * len(costs)), layout="constrained")
     axes = fig.subplots(len(costs), 1, sharey=True, squeeze=False)[:, 0]
     for ax, cost in zip(axes, costs):
-        full = float(ds[cost].sel(model=reference))
-        for pruner, style in _pruner_styles(ds).items():
-            models = [reference] + structure.by_ratio(ds, pruner)
-            share = ds[cost].sel(model=models).values.astype(float) / full
+        full = float(view[cost].sel(model=reference))
+        for pruner, style in _pruner_styles(view).items():
+            models = [reference] + structure.by_ratio(view, pruner)
+            share = view[cost].sel(model=models).values.astype(float) / full
             ax.plot(share, scores.sel(model=models).values, label=pruner_name(pruner), **style)
+            if spread is not None:
+                _error_bars(ax, share, scores.sel(model=models).values, style["color"],
+                            [extreme.sel(model=models).values for extreme in spread])
         ax.plot([1.0], [float(scores.sel(model=reference))], label=schema.REFERENCE, **REFERENCE_STYLE)
         ax.set_xlabel(f"{COSTS.get(cost, cost)}, share of the reference's ({_count(full)})")
         ax.set_ylabel(LABELS.get(variable, variable))
         ax.set_xlim(0, 1.05)
         ax.invert_xaxis()  # cheaper models to the right, as in the ratio plots
-    axes[0].set_title(f"{LABELS.get(variable, variable)} at equal cost\n{where_text(layer, cam)}")
+    axes[0].set_title(f"{LABELS.get(variable, variable)} at equal cost\n{where_seeds_text(layer, cam, ds, seed)}")
     handles, labels = _unique_legend_entries(axes[:1])
     fig.legend(handles, labels, loc="outside lower center", ncols=2)
     return fig
@@ -248,18 +311,28 @@ def _count(value: float) -> str:
 
 @_styled
 def class_bars(ds: xr.Dataset, ratio: float, variable: str = schema.PE, layer: str | None = None,
-               cam: str | None = None, level: float = 0.95, n_resamples: int = 1000, seed: int = 0) -> Figure:
-    """Per-class score of each pruner's model at ``ratio``: bars with bootstrap intervals."""
+               cam: str | None = None, seed: int | None = None, level: float = 0.95, n_resamples: int = 1000,
+               bootstrap_seed: int = 0) -> Figure:
+    """Per-class score of each pruner's model at ``ratio``: bars with whiskers. With several seeds:
+    each group's mean, whiskers from the lowest to the highest seed; else (or with ``seed``) the
+    stratified bootstrap interval over the test images."""
     ds, layer, cam = _select(ds, layer, cam)
-    candidates = structure.models_with_role(ds, schema.CANDIDATE)
-    found = ds[schema.RATIO].sel(model=candidates).values.astype(float)
+    view = grouping.seed_view(ds, seed)
+    candidates = structure.models_with_role(view, schema.CANDIDATE)
+    found = view[schema.RATIO].sel(model=candidates).values.astype(float)
     models = [name for name, r in zip(candidates, found) if np.isclose(r, ratio)]
     if not models:
         ratios = sorted({float(r) for r in found if not np.isnan(r)})
         raise ValueError(f"No pruned model at ratio {ratio}; the Dataset has ratios {ratios}.")
-    intervals = stats.bootstrap(ds.sel(model=models), variable, per_class=True, n_resamples=n_resamples,
-                                level=level, seed=seed)
-    styles = _pruner_styles(ds)
+    spread = _spread(ds, by_class(ds, variable), seed)
+    if spread is None:
+        intervals = stats.bootstrap(view.sel(model=models), variable, per_class=True, n_resamples=n_resamples,
+                                    level=level, seed=bootstrap_seed)
+        whiskers = f"{level:.0%} bootstrap interval"
+    else:
+        intervals = xr.Dataset({"estimate": by_class(view, variable), "low": spread[0], "high": spread[1]})
+        whiskers = SEED_RANGE
+    styles = _pruner_styles(view)
     classes = intervals[schema.CLASS_NAME].values
     width = 0.8 / len(models)
     fig = Figure(figsize=(COLUMN_WIDTH, 2.6), layout="constrained")
@@ -267,8 +340,8 @@ def class_bars(ds: xr.Dataset, ratio: float, variable: str = schema.PE, layer: s
     for position, model in enumerate(models):
         interval = intervals.sel(model=model)
         estimate = interval["estimate"].values
-        error = [estimate - interval["low"].values, interval["high"].values - estimate]
-        pruner = str(ds[schema.PRUNER].sel(model=model).values)
+        error = np.maximum(0.0, [estimate - interval["low"].values, interval["high"].values - estimate])
+        pruner = str(view[schema.PRUNER].sel(model=model).values)
         ax.bar(np.arange(len(classes)) + (position - (len(models) - 1) / 2) * width, estimate, width,
                yerr=error, color=styles[pruner]["color"], label=pruner_name(pruner), error_kw={"linewidth": 0.8})
     slanted = len(classes) > 4  # long rows of class names would overlap
@@ -276,18 +349,23 @@ def class_bars(ds: xr.Dataset, ratio: float, variable: str = schema.PE, layer: s
     ax.set_ylabel(f"{LABELS.get(variable, variable)} at ratio {ratio:g}")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="x", visible=False)
-    ax.set_title(f"{LABELS.get(variable, variable)} per class at ratio {ratio:g} · {where_text(layer, cam)}")
+    ax.set_title(f"{LABELS.get(variable, variable)} per class at ratio {ratio:g} · {where_text(layer, cam)}\n"
+                 + " · ".join(filter(None, [seeds_text(ds, seed), f"whiskers: {whiskers}"])))
     fig.legend(loc="outside lower center", ncols=min(len(models), 3))
     return fig
 
 
 @_styled
 def heatmap_grid(ds: xr.Dataset, pruner: str | None = None, images: int | list = 4, layer: str | None = None,
-                 cam: str | None = None, alpha: float = OVERLAY_ALPHA) -> Figure:
+                 cam: str | None = None, alpha: float = OVERLAY_ALPHA, seed: int | None = None) -> Figure:
     """CAMs of ``images`` (rows; an int takes the first ones, a list names ``image`` values) for the
     reference and each ratio of ``pruner`` (columns; default the first), over a grey copy of the
-    ``input`` picture; under each panel its PE, beside each row the class and ``#source_index``."""
+    ``input`` picture; under each panel its PE, beside each row the class and ``#source_index``.
+    With several fine-tuning seeds the maps are one seed's (``seed``; default the smallest), which
+    the title names."""
     ds, layer, cam = _select(ds, layer, cam)
+    shown = grouping.shown_seed(ds, seed)
+    ds = grouping.seed_view(ds, shown)
     pruner = pruner or next(iter(_pruner_styles(ds)))
     if pruner not in structure.pruners(ds):
         raise KeyError(f"No pruner {pruner!r} in the Dataset; it has {structure.pruners(ds)}.")
@@ -296,7 +374,8 @@ def heatmap_grid(ds: xr.Dataset, pruner: str | None = None, images: int | list =
     width = COLUMN_WIDTH if len(models) <= 5 else 2 * COLUMN_WIDTH  # many ratios: a full-width figure
     fig = Figure(figsize=(width, 0.5 + width * 1.12 * ds.sizes[schema.IMAGE] / (len(models) + 0.3)),
                  layout="constrained")
-    fig.suptitle(f"CAMs as the {pruner_name(pruner)} pruning ratio grows\n{where_text(layer, cam)}",
+    where = where_seeds_text(layer, cam, ds, shown)
+    fig.suptitle(f"CAMs as the {pruner_name(pruner)} pruning ratio grows\n{where}",
                  fontsize=mpl.rcParams["axes.titlesize"])
     axes = fig.subplots(ds.sizes[schema.IMAGE], len(models), squeeze=False)
     extent = (0, 1, 1, 0)  # input and heatmap share the axes whatever their resolutions
@@ -332,48 +411,101 @@ def heatmap_grid(ds: xr.Dataset, pruner: str | None = None, images: int | list =
 
 @_styled
 def drop_scatter(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = None,
-                 cam: str | None = None, max_accuracy_drop: float = structure.MAX_ACCURACY_DROP) -> Figure:
+                 cam: str | None = None, max_accuracy_drop: float = structure.MAX_ACCURACY_DROP,
+                 seed: int | None = None) -> Figure:
     """Score drop vs accuracy drop of every pruned model, from the reference; a line per pruner.
 
     Points far above the diagonal are models whose accuracy hides a drift of attention; the
     dotted line marks the accuracy budget. Numbers beside the points are pruning ratios, placed
     where they overlap neither another label nor a marker (a ratio with no free place is left
-    unlabelled; its position on the line says it).
+    unlabelled; its position on the line says it). With several seeds: each group's mean, error
+    bars from the lowest to the highest seed in both drops. The axes hold the candidates, the
+    fine-tune control and the twin; another control beyond them (a randomised copy) is drawn at
+    the edge, pointing outwards, with its drops in the legend.
     """
     ds, layer, cam = _select(ds, layer, cam)
-    scores = score(ds, variable)
-    reference = structure.reference(ds)
+    view = grouping.seed_view(ds, seed)
+    scores = score(view, variable)
+    reference = structure.reference(view)
     score_drop = float(scores.sel(model=reference)) - scores
-    accuracy_drop = structure.accuracy_drop(ds)
+    accuracy_drop = structure.accuracy_drop(view)
+    score_spread = _spread(ds, score(ds, variable), seed)
+    drop_ranges = None
+    if score_spread is not None:  # a drop's lowest seed is the score's highest
+        accuracy_low, accuracy_high = grouping.seed_range(ds[schema.ACCURACY], ds)
+        reference_accuracy = float(view[schema.ACCURACY].sel(model=reference))
+        drop_ranges = {"x": (reference_accuracy - accuracy_high, reference_accuracy - accuracy_low),
+                       "y": (float(scores.sel(model=reference)) - score_spread[1],
+                             float(scores.sel(model=reference)) - score_spread[0])}
     fig = Figure(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
     ax = fig.subplots()
-    points = []
-    for pruner, style in _pruner_styles(ds).items():
-        models = structure.by_ratio(ds, pruner)
+    points, extent = [], [(0.0, 0.0), (max_accuracy_drop, 0.0)]
+    for pruner, style in _pruner_styles(view).items():
+        models = structure.by_ratio(view, pruner)
         x, y = accuracy_drop.sel(model=models).values, score_drop.sel(model=models).values
         ax.plot(x, y, label=pruner_name(pruner), **style)
-        points += [(x_i, y_i, float(ds[schema.RATIO].sel(model=model)), style["color"])
+        points += [(x_i, y_i, f"{float(view[schema.RATIO].sel(model=model)):g}", style["color"])
                    for model, x_i, y_i in zip(models, x, y)]
-    for control in structure.controls(ds):
+        extent += list(zip(x, y))
+        if drop_ranges is not None:
+            ranges = {axis: [extreme.sel(model=models).values for extreme in drop_ranges[axis]] for axis in "xy"}
+            _error_bars(ax, x, y, style["color"], ranges["y"], ranges["x"])
+            extent += list(zip(ranges["x"][0], ranges["y"][0])) + list(zip(ranges["x"][1], ranges["y"][1]))
+    controls = structure.controls(view)
+    extent += [(float(accuracy_drop.sel(model=c)), float(score_drop.sel(model=c))) for c in controls
+               if c in SCALE_CONTROLS]
+    limits = [_padded([point[axis] for point in extent]) for axis in (0, 1)]
+    for control in controls:
         style = CONTROL_STYLES.get(control, CONTROL_STYLES[schema.CONTROL_TWIN])
-        ax.plot([float(accuracy_drop.sel(model=control))], [float(score_drop.sel(model=control))],
-                label=CONTROL_NAMES.get(control, control), **style)
+        x, y = float(accuracy_drop.sel(model=control)), float(score_drop.sel(model=control))
+        name = control_name(control)
+        if control in SCALE_CONTROLS or _inside((x, y), limits):
+            ax.plot([x], [y], label=name, **style)
+        else:
+            points.append(_off_scale(ax, (x, y), limits, name, style))
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
     ax.axline((0, 0), slope=1, color="0.6", linestyle="--", linewidth=0.8, label="equal drop")
     ax.axvline(max_accuracy_drop, color="0.3", linestyle=":", linewidth=0.8,
                label=f"accuracy budget ({max_accuracy_drop * 100:g} points)")
     ax.set_xlabel(f"{LABELS[schema.ACCURACY]} drop")
     ax.set_ylabel(f"{LABELS.get(variable, variable)} drop")
-    ax.set_title(f"Drops from the reference · {where_text(layer, cam)}\nnumbers beside the points: pruning ratio")
-    fig.legend(loc="outside lower center", ncols=2)
+    ax.set_title(f"Drops from the reference · {where_text(layer, cam)}\n"
+                 + " · ".join(filter(None, [seeds_text(ds, seed), "numbers beside the points: pruning ratio"])))
+    handles, labels = _unique_legend_entries([ax])
+    fig.legend(handles, labels, loc="outside lower center", ncols=2)
     _place_labels(fig, ax, points)
     return fig
+
+
+def _padded(values: list[float], share: float = 0.08) -> tuple[float, float]:
+    """The range of ``values`` widened by ``share`` of itself on each side (0.01 at least)."""
+    low, high = float(np.nanmin(values)), float(np.nanmax(values))
+    pad = max(share * (high - low), 0.01)
+    return low - pad, high + pad
+
+
+def _inside(point: tuple[float, float], limits: list[tuple[float, float]]) -> bool:
+    return all(low <= value <= high for value, (low, high) in zip(point, limits))
+
+
+def _off_scale(ax, point: tuple[float, float], limits: list[tuple[float, float]], name: str,
+               style: dict) -> tuple[float, float, str, str]:
+    """A point beyond the axes drawn at their edge, its marker pointing the way it lies; returns the
+    label of its drops for :func:`_place_labels`, ``(x, y, text, colour)`` at the edge."""
+    clipped = [min(max(value, low), high) for value, (low, high) in zip(point, limits)]
+    beyond_x = int(np.sign(point[0] - clipped[0]))
+    direction = (beyond_x, 0) if beyond_x else (0, int(np.sign(point[1] - clipped[1])))
+    ax.plot([clipped[0]], [clipped[1]], label=f"{name} (off scale)", clip_on=False,
+            **{**style, "marker": OFF_SCALE_MARKERS[direction]})
+    return clipped[0], clipped[1], f"{point[0]:.2f}, {point[1]:.2f}", style["color"]
 
 
 LABEL_OFFSETS = [(4, 4), (4, -10), (-4, 4), (-4, -10), (0, 8), (0, -13), (8, -3), (-8, -3)]  # points
 
 
-def _place_labels(fig: Figure, ax, points: list[tuple[float, float, float, str]]) -> None:
-    """Annotate each ``(x, y, ratio, colour)`` at the first offset of :data:`LABEL_OFFSETS` where
+def _place_labels(fig: Figure, ax, points: list[tuple[float, float, str, str]]) -> None:
+    """Annotate each ``(x, y, text, colour)`` at the first offset of :data:`LABEL_OFFSETS` where
     the label overlaps no placed label and no marker; leave it out when none is free."""
     renderer = FigureCanvasAgg(fig).get_renderer()  # text sizes need a renderer; Agg's also saves and shows
     fig.draw_without_rendering()        # constrained layout settles the axes first ...
@@ -383,9 +515,9 @@ def _place_labels(fig: Figure, ax, points: list[tuple[float, float, float, str]]
     occupied = [mpl.transforms.Bbox.from_extents(mx - radius, my - radius, mx + radius, my + radius)
                 for mx, my in markers]
     frame = ax.get_window_extent(renderer)
-    for x, y, ratio, colour in points:
+    for x, y, text, colour in points:
         for dx, dy in LABEL_OFFSETS:
-            label = ax.annotate(f"{ratio:g}", (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
+            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
                                 color=colour, ha="left" if dx >= 0 else "right")
             box = label.get_window_extent(renderer)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
@@ -396,9 +528,13 @@ def _place_labels(fig: Figure, ax, points: list[tuple[float, float, float, str]]
 
 
 @_styled
-def decomposition(ds: xr.Dataset, layer: str | None = None, cam: str | None = None) -> Figure:
-    """SSIM, IoU and Conf (class-weighted) beside PE vs ratio: one panel per pruner."""
+def decomposition(ds: xr.Dataset, layer: str | None = None, cam: str | None = None,
+                  seed: int | None = None) -> Figure:
+    """SSIM, IoU and Conf (class-weighted) beside PE vs ratio: one panel per pruner (with several
+    seeds: each group's mean over them, or ``seed``'s models)."""
     ds, layer, cam = _select(ds, layer, cam)
+    where = where_seeds_text(layer, cam, ds, seed)
+    ds = grouping.seed_view(ds, seed)
     terms = {schema.SSIM: (OKABE_ITO["sky blue"], "o", "-"), schema.IOU: (OKABE_ITO["vermillion"], "s", "--"),
              schema.CONF: (OKABE_ITO["bluish green"], "^", "-."), schema.PE: (OKABE_ITO["black"], "", "-")}
     scores = {term: score(ds, term) for term in terms}
@@ -415,7 +551,7 @@ def decomposition(ds: xr.Dataset, layer: str | None = None, cam: str | None = No
         ax.set_title(pruner_name(pruner), loc="left")
         ax.set_ylabel("Score")
         ax.set_ylim(0, 1.05)
-    fig.suptitle(f"PE and its three terms · {where_text(layer, cam)}", fontsize=mpl.rcParams["axes.titlesize"])
+    fig.suptitle(f"PE and its three terms · {where}", fontsize=mpl.rcParams["axes.titlesize"])
     axes[0].legend(loc="lower left", ncols=4)
     axes[-1].set_xlabel("Pruning ratio")
     return fig
@@ -423,9 +559,12 @@ def decomposition(ds: xr.Dataset, layer: str | None = None, cam: str | None = No
 
 @_styled
 def layer_ratio_map(ds: xr.Dataset, variable: str = schema.PE, pruner: str | None = None,
-                    cam: str | None = None) -> Figure:
-    """Score of every layer (rows) at every ratio of ``pruner`` (columns, the reference first)."""
+                    cam: str | None = None, seed: int | None = None) -> Figure:
+    """Score of every layer (rows) at every ratio of ``pruner`` (columns, the reference first); with
+    several seeds each group's mean over them, or ``seed``'s models."""
     ds, _, cam = _select(ds, None, cam, keep_layers=True)
+    seeds = seeds_text(ds, seed)
+    ds = grouping.seed_view(ds, seed)
     pruner = pruner or next(iter(_pruner_styles(ds)))
     models = [structure.reference(ds)] + structure.by_ratio(ds, pruner)
     table = score(ds, variable).sel(model=models).transpose(schema.LAYER, schema.MODEL).values
@@ -439,7 +578,8 @@ def layer_ratio_map(ds: xr.Dataset, variable: str = schema.PE, pruner: str | Non
     ax.set_xticks(range(len(models)), ["ref"] + [f"{r:g}" for r in ratios[1:]])
     ax.set_yticks(range(table.shape[0]), ds[schema.LAYER].values)
     ax.set_xlabel(f"Pruning ratio ({pruner_name(pruner)})")
-    ax.set_title(f"{LABELS.get(variable, variable)} per layer · every layer · {cam_name(cam)}")
+    ax.set_title(" · ".join(filter(None, [f"{LABELS.get(variable, variable)} per layer", "every layer", cam_name(cam),
+                                          seeds])))
     ax.grid(False)
     fig.colorbar(image, ax=ax, label=LABELS.get(variable, variable))
     return fig

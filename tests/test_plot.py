@@ -6,12 +6,13 @@ matplotlib.use("Agg")
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.collections import PolyCollection  # noqa: E402
+from matplotlib.container import ErrorbarContainer  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 import matplotlib.text  # noqa: E402
 from pescore_nb import plot, schema  # noqa: E402
 from pescore_nb.scores import score  # noqa: E402
-from synthetic import results_dataset  # noqa: E402
+from synthetic import results_dataset, seeded_results_dataset  # noqa: E402
 
 PRUNERS, RATIOS = ("l2", "random"), (0.3, 0.6)
 FAST = {"n_resamples": 100}
@@ -245,3 +246,119 @@ def test_figures_are_readable_in_a_notebook(ds):
         texts = [t for t in fig.findobj(matplotlib.text.Text) if t.get_text() and t.get_visible()]
         smallest = min(t.get_fontsize() for t in texts) * fig.dpi / 72 * scale
         assert smallest >= 9, smallest
+
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture(scope="module")
+def seeded():
+    return seeded_results_dataset(seeds=SEEDS)
+
+
+def scores_by_seed(ds, group: str, layer: str = "features.3") -> np.ndarray:
+    """The class-weighted PE ``(seeds,)`` of ``group``'s models, from ``ds.pe`` and the support weights."""
+    members = [group] if group in ds.model.values else [f"{group}/seed{seed}" for seed in SEEDS]
+    labels = ds[schema.LABEL].values
+    pe = ds[schema.PE].sel(model=members, layer=layer).isel(cam=0).values
+    return sum((labels == k).mean() * pe[:, labels == k].mean(axis=1) for k in np.unique(labels))
+
+
+def error_bar_ends(container, axis: str = "y") -> np.ndarray:
+    """``(points, 2)``: the low and high end of each error bar of an ErrorbarContainer along ``axis``."""
+    collections = container.lines[2]
+    segments = (collections[-1] if axis == "y" else collections[0]).get_segments()
+    return np.array([sorted(segment[:, 1 if axis == "y" else 0]) for segment in segments])
+
+
+def seed_ranges(ax) -> list:
+    return [c for c in ax.containers if isinstance(c, ErrorbarContainer) and c.get_label() == plot.SEED_RANGE]
+
+
+def test_pe_vs_ratio_draws_the_mean_over_seeds_and_error_bars_from_the_lowest_to_the_highest_seed(seeded):
+    fig = plot.pe_vs_ratio(seeded, **FAST)
+    score_ax, accuracy_ax = fig.axes
+    assert "mean of 3 seeds" in score_ax.get_title()
+    assert plot.SEED_RANGE in legend_texts(fig)
+    for pruner, bars in zip(PRUNERS, seed_ranges(score_ax)):
+        groups = ["reference"] + [f"{pruner}@{r:.2f}" for r in RATIOS]
+        per_seed = [scores_by_seed(seeded, group) for group in groups]
+        np.testing.assert_allclose(line(score_ax, plot.pruner_name(pruner)).get_ydata(), [s.mean() for s in per_seed])
+        np.testing.assert_allclose(error_bar_ends(bars), [(s.min(), s.max()) for s in per_seed])
+        assert np.all(np.diff(error_bar_ends(bars)[1:], axis=1) > 0)  # the seeds differ: real bars, not points
+    accuracy = seeded[schema.ACCURACY]
+    l2 = [accuracy.sel(model=[f"l2@{r:.2f}/seed{s}" for s in SEEDS]).values for r in RATIOS]
+    np.testing.assert_allclose(error_bar_ends(seed_ranges(accuracy_ax)[0])[1:], [(a.min(), a.max()) for a in l2])
+    np.testing.assert_allclose(line(accuracy_ax, "L2-norm filter").get_ydata()[1:], [a.mean() for a in l2])
+    finetune = scores_by_seed(seeded, schema.CONTROL_FINETUNE)
+    assert line(score_ax, "control PE (fine-tune only)").get_ydata()[0] == pytest.approx(finetune.mean())
+
+
+def test_a_seed_draws_what_that_seed_alone_gives(seeded):
+    fig = plot.pe_vs_ratio(seeded, seed=1, **FAST)
+    score_ax = fig.axes[0]
+    assert "fine-tuning seed 1" in score_ax.get_title() and not seed_ranges(score_ax)
+    expected = [scores_by_seed(seeded, "reference")[0]] + [scores_by_seed(seeded, f"random@{r:.2f}")[1] for r in RATIOS]
+    np.testing.assert_allclose(line(score_ax, "random filter").get_ydata(), expected)
+    cost = plot.pe_vs_cost(seeded, seed=2)
+    np.testing.assert_allclose(line(cost.axes[0], "L2-norm filter").get_ydata()[1:],
+                               [scores_by_seed(seeded, f"l2@{r:.2f}")[2] for r in RATIOS])
+    titles = {name: text for name, text in [
+        ("class_bars", plot.class_bars(seeded, 0.3, seed=2, **FAST).axes[0].get_title()),
+        ("drop_scatter", plot.drop_scatter(seeded, seed=2).axes[0].get_title()),
+        ("decomposition", plot.decomposition(seeded, seed=2)._suptitle.get_text()),
+        ("layer_ratio_map", plot.layer_ratio_map(seeded, seed=2).axes[0].get_title()),
+        ("heatmap_grid", plot.heatmap_grid(seeded, seed=2, images=1)._suptitle.get_text())]}
+    assert all("fine-tuning seed 2" in title for title in titles.values()), titles
+    with pytest.raises(ValueError, match=r"No group of models has seed 7; the seeds are \[0, 1, 2\]"):
+        plot.drop_scatter(seeded, seed=7)
+
+
+def test_the_other_figures_draw_each_groups_mean_and_seed_range(seeded):
+    labels = seeded[schema.LABEL].values
+    members = [f"random@0.30/seed{s}" for s in SEEDS]
+    per_class = np.stack([seeded[schema.PE].sel(model=members, layer="features.3").isel(cam=0).values[:, labels == k]
+                          .mean(axis=1) for k in np.unique(labels)], axis=1)  # (seeds, classes)
+    bars = plot.class_bars(seeded, 0.3, **FAST)
+    ax = bars.axes[0]
+    random = [patch.get_height() for patch in ax.patches[3:]]
+    np.testing.assert_allclose(random, per_class.mean(axis=0))
+    whiskers = [c for c in ax.containers if isinstance(c, ErrorbarContainer)][-1]  # the random filter's
+    np.testing.assert_allclose(error_bar_ends(whiskers), np.column_stack([per_class.min(0), per_class.max(0)]))
+    assert "whiskers: lowest to highest seed" in ax.get_title()
+    scatter = plot.drop_scatter(seeded).axes[0]
+    reference = scores_by_seed(seeded, "reference")[0]
+    l2 = seed_ranges(scatter)[0]
+    pe_drops = [reference - scores_by_seed(seeded, f"l2@{r:.2f}") for r in RATIOS]
+    np.testing.assert_allclose(error_bar_ends(l2, "y"), [(d.min(), d.max()) for d in pe_drops])
+    accuracy = seeded[schema.ACCURACY]
+    drops = [float(accuracy.sel(model="reference")) - accuracy.sel(model=[f"l2@{r:.2f}/seed{s}" for s in SEEDS]).values
+             for r in RATIOS]
+    np.testing.assert_allclose(error_bar_ends(l2, "x"), [(d.min(), d.max()) for d in drops])
+
+
+def test_heatmap_grid_shows_the_smallest_seeds_maps_and_names_the_seed(seeded):
+    ds = seeded.copy(deep=True)
+    for seed in SEEDS:  # every seed its own maps
+        ds[schema.HEATMAP].loc[{"model": f"l2@0.60/seed{seed}"}] = seed / 10
+    fig = plot.heatmap_grid(ds, images=1)
+    assert fig._suptitle.get_text().endswith("layer features.3 · Grad-CAM++ · fine-tuning seed 0")
+    assert np.all(fig.axes[2].get_images()[1].get_array() == np.float32(0.0))
+    pe = ds[schema.PE].sel(model="l2@0.60/seed0", layer="features.3").isel(cam=0, image=0)
+    assert fig.axes[2].get_xlabel() == f"PE {float(pe):.2f}"
+    picked = plot.heatmap_grid(ds, images=1, seed=2)
+    assert np.all(picked.axes[2].get_images()[1].get_array() == np.float32(0.2))
+
+
+def test_drop_scatter_keeps_a_randomised_copy_from_crowding_the_candidates():
+    name = schema.RANDOMISED_PREFIX + "features.3"
+    ds = results_dataset(n_images=60, pruners=PRUNERS, ratios=RATIOS,
+                         controls={schema.CONTROL_FINETUNE: 0.05, schema.CONTROL_TWIN: 0.3, name: 3.0})
+    ax = plot.drop_scatter(ds).axes[0]
+    accuracy_drop = float(ds.accuracy.sel(model="reference") - ds.accuracy.sel(model=name))
+    candidates = np.concatenate([line(ax, plot.pruner_name(p)).get_xdata() for p in PRUNERS])
+    low, high = ax.get_xlim()
+    assert high < accuracy_drop and low <= candidates.min() and candidates.max() <= high
+    assert high <= candidates.max() + 0.1 * (high - low)  # the axis ends just past the furthest candidate
+    edge = line(ax, "randomised at features.3 (off scale)")
+    assert edge.get_xdata()[0] == pytest.approx(high) and edge.get_marker() == ">"
