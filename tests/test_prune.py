@@ -4,6 +4,11 @@ with weights=None."""
 import copy
 import hashlib
 import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,7 +17,7 @@ import torch_pruning as tp
 import torchvision
 from torch import nn
 from torch.nn import functional as F
-from torch.utils.data import DataLoader, TensorDataset
+from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from pescore_nb.prune import PRUNERS, Finetune, sweep
 from pescore_nb.schema import PRUNING_ATTRIBUTE
@@ -261,6 +266,18 @@ GROUPED = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups
         (dict(model=nn.Sequential(nn.Flatten(), nn.Linear(192, 8), nn.AdaptiveAvgPool1d(4))),
          "Could not find the classifier's output layer: no Conv/Linear layer produces 4 channels"),
         (dict(ignored_layers=["head"]), "ignored_layers entry 'head' is not a module of the model"),
+        (dict(seed=-1), "seed must be an integer >= 0, got -1"),
+        (dict(seeds=0), "seeds must be a number of seeds >= 1 or a list of seeds such as [0, 1, 2], got 0"),
+        (dict(seeds=True), "seeds must be a number of seeds >= 1 or a non-empty list of integer seeds >= 0"),
+        (dict(seeds=[]), "seeds must be a number of seeds >= 1 or a non-empty list of integer seeds >= 0 such as "
+                         "[0, 1, 2], got []"),
+        (dict(seeds=[0, -1]), "a non-empty list of integer seeds >= 0 such as [0, 1, 2], got [0, -1]"),
+        (dict(seeds=[0, 1.5]), "a non-empty list of integer seeds >= 0 such as [0, 1, 2], got [0, 1.5]"),
+        (dict(seeds=[1, 2, 1]), "seed 1 is listed twice in seeds=[1, 2, 1]; list each seed once"),
+        (dict(seed=3, seeds=[0, 1]), "seed=3 and the list seeds=[0, 1] both name seeds; put every seed in the list, "
+                                     "or pass seeds=2 to count up from seed=3"),
+        (dict(workers=0), "workers must be an integer >= 1, got 0; pass 1 to make the models in this process"),
+        (dict(workers=2.0), "workers must be an integer >= 1, got 2.0"),
     ],
 )
 def test_errors_name_the_problem_and_the_fix(kwargs, message):
@@ -282,6 +299,7 @@ def test_errors_name_the_problem_and_the_fix(kwargs, message):
          "Finetune data must be a non-empty Dataset of (image, label, ...) items, got"),
         (dict(distill=1), "Finetune distill must be True or False, got 1"),
         (dict(distill=True, temperature=0), "Finetune temperature must be a positive number such as 2.0, got 0"),
+        (dict(schedule="step"), "Finetune schedule must be one of 'constant', 'cosine', 'linear', got 'step'"),
         (dict(data=DataLoader(DATA, batch_size=4)),
          "Finetune takes the Dataset, not a DataLoader (each fine-tuning shuffles it with its own seeded generator): "
          "pass Finetune(loader.dataset, batch_size=loader.batch_size)"),
@@ -519,3 +537,145 @@ def test_every_structured_pruner_removes_as_many_channels(pruner, make):
     for ratio in ratios:
         expected = [max(1, int(c * (1 - ratio))) for c in widths(model)[:-1]] + [3]  # the classifier keeps 3
         assert widths(pruned[f"l2@{ratio:.2f}"]) == widths(pruned[f"{pruner}@{ratio:.2f}"]) == expected
+
+
+class BatchLog(Dataset):
+    """``(image, label)`` pairs that write every batch a DataLoader asks for to ``log``, one line per batch:
+    ``"<process id> <torch threads> <index> <index> ..."``. With ``meet=n``, a process's first batch waits
+    (up to a minute) until ``n`` processes have written to the log. Picklable, so worker processes log too."""
+
+    def __init__(self, images, labels, log: Path, meet: int = 1):
+        self.images, self.labels, self.log, self.meet = images, labels, log, meet
+
+    def __len__(self):
+        return len(self.labels)
+
+    def __getitem__(self, i):
+        return self.images[i], self.labels[i]
+
+    def __getitems__(self, indices):  # what a DataLoader calls, once per batch
+        with open(self.log, "a") as log:
+            log.write(" ".join(map(str, [os.getpid(), torch.get_num_threads(), *indices])) + "\n")
+        deadline = time.monotonic() + 60
+        while len({pid for pid, _, _ in read_batches(self.log)}) < self.meet and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return [self[i] for i in indices]
+
+
+def read_batches(log: Path) -> list[tuple[int, int, list[int]]]:
+    """``(process id, torch threads, indices)`` of every batch a :class:`BatchLog` wrote, in order."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [(int(pid), int(threads), [int(i) for i in indices]) for pid, threads, *indices in map(str.split, lines)]
+
+
+def seeded_sweep(log, seeds, meet=1, **kwargs):
+    """Every pruner at ratio 0.5 plus the control, on dropout_net, fine-tuned on 64 images in 4 batches."""
+    images, labels = learnable_task()
+    tune = Finetune(BatchLog(images, labels, log, meet), batch_size=16)
+    return sweep(dropout_net(), images[:1], [0.5], pruner=PRUNERS, seeds=seeds, finetune=tune,
+                 data=TensorDataset(images, labels), samples_per_class=3, **kwargs)
+
+
+def test_every_model_is_made_once_per_seed_with_its_own_batch_order_sample_and_weights(tmp_path):
+    made = seeded_sweep(tmp_path / "batches", seeds=[0, 1])
+    bases = [f"{pruner}@0.50" for pruner in PRUNERS] + ["control:finetune"]
+    assert list(made) == [f"{base}/seed{seed}" for base in bases for seed in (0, 1)]
+    # Made one after another in the order returned, each reading the 64 images in 4 batches.
+    batches = [indices for _, _, indices in read_batches(tmp_path / "batches")]
+    assert len(batches) == 4 * len(made)
+    orders = {name: sum(batches[4 * i:4 * i + 4], []) for i, name in enumerate(made)}
+    assert all(sorted(order) == list(range(64)) for order in orders.values())
+    images, labels = learnable_task()
+    for seed in (0, 1):
+        assert len({tuple(orders[f"{base}/seed{seed}"]) for base in bases}) == 1  # the order is the seed's
+    for base in bases:
+        zero, one = made[f"{base}/seed0"], made[f"{base}/seed1"]
+        assert orders[f"{base}/seed0"] != orders[f"{base}/seed1"]
+        assert not all(torch.equal(a, b) for a, b in zip(zero.state_dict().values(), one.state_dict().values()))
+        for seed, model in ((0, zero), (1, one)):
+            info = model.pescore_pruning
+            assert (info["seed"], info["provenance"]["pruning_seed"], info["provenance"]["finetune"]["seed"]) \
+                == (seed, seed, seed)
+            expected = digest(*class_balanced_sample(TensorDataset(images, labels), 3, seed=seed))
+            uses_sample = base.startswith(("taylor", "senpis"))
+            assert info["provenance"]["pruning_data_digest"] == (expected if uses_sample else None)
+    for pruner in ("taylor", "senpis"):
+        samples = {made[f"{pruner}@0.50/seed{s}"].pescore_pruning["provenance"]["pruning_data_digest"] for s in (0, 1)}
+        assert len(samples) == 2
+
+
+def test_one_seed_keeps_the_plain_names_and_a_seed_makes_the_same_model_alone_or_beside_others(tmp_path):
+    alone = seeded_sweep(tmp_path / "alone", seeds=[3])
+    beside = seeded_sweep(tmp_path / "beside", seeds=[2, 3])
+    bases = [f"{pruner}@0.50" for pruner in PRUNERS] + ["control:finetune"]
+    assert list(alone) == bases
+    for base in bases:
+        assert alone[base].pescore_pruning["seed"] == 3
+        assert_same_state(alone[base], beside[f"{base}/seed3"])
+    counted = sweep(tiny_net(), X, [0.5], seed=3, seeds=2)
+    assert list(counted) == ["l2@0.50/seed3", "l2@0.50/seed4"]
+    assert list(sweep(tiny_net(), X, [0.5], seed=3, seeds=1)) == ["l2@0.50"]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "cosine", "linear"])
+def test_the_learning_rate_schedule_sets_every_steps_rate(schedule, monkeypatch):
+    """10 images in batches of 4, for 2 epochs: K = 6 Adam steps; step k uses lr * f(k / K)."""
+    rates = []
+    adam_step = torch.optim.Adam.step
+
+    def recording_step(optimizer, *args, **kwargs):
+        rates.append(optimizer.param_groups[0]["lr"])
+        return adam_step(optimizer, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    generator = torch.Generator().manual_seed(0)
+    tune = Finetune(TensorDataset(torch.randn(10, 3, 8, 8, generator=generator), torch.arange(10) % 3), epochs=2,
+                    lr=0.01, batch_size=4, schedule=schedule)
+    made = sweep(tiny_net(), X, [0.5], finetune=tune, controls=False)["l2@0.50"]
+    expected = {
+        "constant": [0.01] * 6,
+        "cosine": [0.01 * 0.5 * (1 + math.cos(math.pi * k / 6)) for k in range(6)],
+        "linear": [0.01 * (1 - k / 6) for k in range(6)],
+    }[schedule]
+    assert rates == pytest.approx(expected, rel=1e-12, abs=0)
+    assert made.pescore_pruning["provenance"]["finetune"]["schedule"] == schedule
+
+
+def test_workers_make_the_same_models_in_separate_processes_with_one_thread_each(tmp_path, capsys):
+    torch.set_num_threads(2)  # the fixture restores it
+    here = seeded_sweep(tmp_path / "here", seeds=2)
+    assert torch.get_num_threads() == 2
+    spread = seeded_sweep(tmp_path / "spread", seeds=2, meet=2, workers=2, progress=True)
+    assert list(spread) == list(here)
+    for name, model in here.items():
+        assert_same_state(spread[name], model)
+        assert spread[name].pescore_pruning == model.pescore_pruning
+    assert {(pid, threads) for pid, threads, _ in read_batches(tmp_path / "here")} == {(os.getpid(), 1)}
+    worker_pids = {pid for pid, _, _ in read_batches(tmp_path / "spread")}
+    assert len(worker_pids) == 2 and os.getpid() not in worker_pids
+    assert {threads for _, threads, _ in read_batches(tmp_path / "spread")} == {1}
+    assert f"{len(here)}/{len(here)}" in capsys.readouterr().err
+
+
+class NotebookNet(nn.Sequential):
+    """tiny_net's layers, as a class defined in a notebook: it lives in ``__main__``."""
+
+
+def test_a_model_worker_processes_cannot_receive_is_refused_with_the_fix(monkeypatch):
+    holding_a_lambda = tiny_net()
+    holding_a_lambda.preprocess = lambda images: images
+    with pytest.raises(ValueError) as error:
+        sweep(holding_a_lambda, X, [0.5], workers=2)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("workers > 1 makes the models in new processes, which cannot "
+                                                      "receive the model or the fine-tuning data (")
+    assert message.endswith("or pass workers=1.")
+
+    monkeypatch.setattr(NotebookNet, "__module__", "__main__")
+    monkeypatch.setattr(sys.modules["__main__"], "NotebookNet", NotebookNet, raising=False)
+    with pytest.raises(ValueError) as error:
+        sweep(NotebookNet(*tiny_net()), X, [0.5], workers=2)
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("workers > 1 makes the models in new processes, which could "
+                                                      "not load the model or the fine-tuning data (")
+    assert "NotebookNet" in message and message.endswith("or pass workers=1.")
