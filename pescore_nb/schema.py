@@ -18,6 +18,11 @@ the model whose ``role`` is ``reference`` (see :mod:`pescore_nb.structure`), whe
 SCHEMA_VERSION = 3  # attrs["schema_version"]; 2: no "seed" coordinate; 1: dims "method"/"class", coord "index", no roles
 SCHEMA_VERSION_ATTRIBUTE = "schema_version"
 
+
+class SchemaUpgradeWarning(UserWarning):
+    """A Dataset written by an older pescore_nb was read with today's names (said once, with what changed)."""
+
+
 MODEL, LAYER, CAM, IMAGE, Y, X = "model", "layer", "cam", "image", "y", "x"
 REFERENCE = "reference"
 

@@ -48,15 +48,31 @@ def score(ds: xr.Dataset, variable: str = schema.PE, class_weights: str | None =
 
 
 def _checked(ds: xr.Dataset, variable: str, skipna: bool) -> xr.DataArray:
+    """``ds[variable]``, refused with the fix when it cannot be a per-image score in [0, 1]."""
+    legacy = [name for name in schema.LEGACY_NAMES if name in ds.dims]
+    if legacy:
+        raise ValueError(f"This Dataset uses the dimension names of pescore_nb 0.1 ({legacy}); rename them with "
+                         f"ds.rename({ {name: schema.LEGACY_NAMES[name] for name in legacy} }), or save and "
+                         "pescore_nb.load it, which upgrades it.")
     if variable not in ds:
         raise KeyError(f"No variable {variable!r} in the Dataset; it has {sorted(ds.data_vars)}.")
+    if ds.sizes.get(schema.IMAGE, 0) == 0:
+        raise ValueError("The Dataset holds no images (an empty selection?); select at least one image per class.")
     values = ds[variable]
+    if values.dtype.kind not in "fiub":
+        raise ValueError(f"ds[{variable!r}] holds {values.dtype} values, not numbers; convert them, e.g. "
+                         f"ds[{variable!r}] = ds[{variable!r}].astype(float).")
     if not skipna and values.dtype.kind == "f":
         missing = int(values.isnull().sum())
         if missing:
             raise ValueError(f"ds[{variable!r}] holds {missing} NaN values of {values.size}, which would make "
                              f"the score wrong; find them with ds[{variable!r}].isnull(), or pass skipna=True to "
                              "leave those images out (the class weights are renormalised).")
+    outside = ((values < 0) | (values > 1)).any([dim for dim in values.dims if dim != schema.MODEL]).compute()
+    if bool(outside.any()):
+        models = ds[schema.MODEL].values[outside.values].tolist() if schema.MODEL in outside.dims else "all"
+        raise ValueError(f"ds[{variable!r}] of {models} lies outside [0, 1], where every per-image score lies; "
+                         "the Dataset was changed after evaluate: recompute it with pescore_nb.evaluate.")
     return values
 
 

@@ -21,15 +21,12 @@ import numpy as np
 import xarray as xr
 
 from . import schema, structure
+from .schema import SchemaUpgradeWarning
 from .metrics import CONFIG_ATTRIBUTE
 
 NETCDF_ENGINE = "h5netcdf"
 DONE = "batch_done"  # (image,) bool in a run's store: the image's batch is fully written
 RUN_ARGUMENTS = "run_arguments"  # attrs key: JSON of the arguments the store was written with
-
-
-class SchemaUpgradeWarning(UserWarning):
-    """A file written by an older pescore_nb was renamed to today's schema as it was loaded."""
 
 
 def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:

@@ -13,6 +13,7 @@ a group of one. Verdicts, walks and views speak of groups: with one seed, a grou
 from __future__ import annotations
 
 import re
+import warnings
 
 import numpy as np
 import xarray as xr
@@ -28,12 +29,55 @@ LEVEL = 0.95              # one-sided level of that bootstrap bound
 
 
 def roles(ds: xr.Dataset) -> np.ndarray:
-    """The ``role`` of each model ``(model,)``; a Dataset without roles has its first model as reference."""
+    """The ``role`` of each model ``(model,)``, each one of ``reference``, ``candidate``, ``control``.
+
+    A Dataset without roles is read only as an older schema (before version 2, which had none): its
+    first model is the reference and the others candidates, said once with a
+    :class:`~pescore_nb.schema.SchemaUpgradeWarning`.
+    """
     if schema.ROLE in ds.coords:
-        return np.asarray(ds[schema.ROLE].values).astype(str)
+        found = np.asarray(ds[schema.ROLE].values).astype(str)
+        unknown = {name: role for name, role in zip(ds[schema.MODEL].values.tolist(), found) if role not in schema.ROLES}
+        if unknown:
+            raise ValueError(f"Unknown roles {unknown}: every model's role must be one of {list(schema.ROLES)}; "
+                             "fix the 'role' coordinate (controls are 'control', pruned models 'candidate').")
+        return found
+    version = ds.attrs.get(schema.SCHEMA_VERSION_ATTRIBUTE)
+    if version is not None and int(version) >= 2:
+        raise ValueError(f"The Dataset has no '{schema.ROLE}' coordinate, which its schema (version {version}) "
+                         "requires, so its reference is unknown; give it back, e.g. "
+                         "ds.assign_coords(role=('model', ['reference', 'candidate', ...])).")
+    first = str(ds[schema.MODEL].values[0])
+    warnings.warn(f"This Dataset has an older pescore_nb schema without roles: its first model, {first!r}, is "
+                  "read as the reference and the others as candidates. Load it with pescore_nb.load, or add a "
+                  "'role' coordinate, to say otherwise.", schema.SchemaUpgradeWarning, stacklevel=3)
     fallback = np.full(ds.sizes[schema.MODEL], schema.CANDIDATE, dtype=object)
     fallback[0] = schema.REFERENCE
     return fallback.astype(str)
+
+
+def accuracies(ds: xr.Dataset) -> xr.DataArray:
+    """Each model's ``accuracy`` ``(model,)`` as float, checked: a NaN names its model."""
+    accuracy = ds[schema.ACCURACY].astype(float)
+    missing = ds[schema.MODEL].values[np.isnan(accuracy.values)].tolist()
+    if missing:
+        raise ValueError(f"The accuracy of {missing} is NaN, so no accuracy budget can be checked; recompute it, "
+                         "e.g. (ds.pred == ds.label).mean('image'), and assign it as the 'accuracy' coordinate.")
+    return accuracy
+
+
+def check_same_images(ds: xr.Dataset) -> None:
+    """Every model must have been evaluated on the reference's images (``images_digest``), or no
+    per-image pairing means anything; a Dataset without digests (older schema) passes."""
+    if schema.IMAGES_DIGEST not in ds.coords:
+        return
+    digests = dict(zip(ds[schema.MODEL].values.tolist(), ds[schema.IMAGES_DIGEST].values.astype(str).tolist()))
+    expected = digests[reference(ds)]
+    other = [name for name, digest in digests.items() if digest != expected]
+    if other:
+        raise ValueError(f"{other} were evaluated on other images than the reference (their images_digest "
+                         "differs), so their scores cannot be paired image by image with the others; evaluate "
+                         "every model in one pescore_nb.evaluate call on the same data.")
 
 
 def reference(ds: xr.Dataset) -> str:
@@ -182,5 +226,5 @@ def weights_by_class(labels: np.ndarray, rule: str = "support") -> xr.DataArray:
 
 def accuracy_drop(ds: xr.Dataset) -> xr.DataArray:
     """The reference's accuracy minus each model's ``(model,)`` (0.02 = two points lost)."""
-    accuracy = ds[schema.ACCURACY]
+    accuracy = accuracies(ds)
     return float(accuracy.sel({schema.MODEL: reference(ds)})) - accuracy

@@ -177,11 +177,11 @@ def assess(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | No
     trust_rule = TrustRule(**rule)
     applied = trust_rule.resolved(ds)
     groups = structure.seed_groups(ds)
+    structure.check_same_images(ds)
     model_pe = score(ds, variable, class_weights).compute()
     pe = _by_group(model_pe, groups, "mean")
-    accuracy = _by_group(ds[schema.ACCURACY].astype(float), groups, "mean")
-    reference_accuracy = float(ds[schema.ACCURACY].sel({schema.MODEL: structure.reference(ds)}))
-    accuracy_drop = reference_accuracy - accuracy
+    accuracy_drop = _by_group(structure.accuracy_drop(ds), groups, "mean")
+    accuracy = _by_group(structure.accuracies(ds), groups, "mean")
     candidates = [group for group in groups if _group_role(ds, groups[group]) == schema.CANDIDATE]
     control_by_seed = _members_by_seed(ds, groups[trust_rule.control]) if applied == "control" else None
     pairs = {group: _pairs(_members_by_seed(ds, groups[group]), control_by_seed) for group in candidates}
@@ -382,7 +382,7 @@ def attention_gaps(ds: xr.Dataset, accuracy_points: float = 0.01, pe_gap: float 
     groups = {group: members for group, members in structure.seed_groups(ds).items()
               if _group_role(ds, members) == schema.CANDIDATE}
     pe = _by_group(score(ds, variable, class_weights).compute(), groups, "mean")
-    accuracy = _by_group(ds[schema.ACCURACY].astype(float), groups, "mean").values
+    accuracy = _by_group(structure.accuracies(ds), groups, "mean").values
     candidates = list(groups)
     rows = []
     for i, a in enumerate(candidates):

@@ -17,13 +17,15 @@ BETA = ((8.0, 2.0), (5.0, 5.0), (2.0, 6.0))  # per class: true mean a / (a + b)
 def simulated(n_cases: int, seed: int, class_weights: str = "support", shift=0.0, noise=0.0) -> xr.Dataset:
     """PE of ``n_cases`` independent "models" on one image set (unbalanced classes, Beta scores).
 
-    With ``shift``/``noise``, model ``cases + i`` is model ``i`` minus ``shift`` plus N(0, noise):
-    a paired candidate on the same images, on ``layer`` i.
+    With ``noise``, models "a" and "b" are the Beta scores plus independent N(0, noise) each (clipped to
+    [0, 1], so exchangeable on every image); "b" also loses ``shift``: a paired candidate on the same
+    images, on ``layer`` i.
     """
     rng = np.random.default_rng(seed)
     labels = np.repeat(np.arange(len(CLASS_SIZES)), CLASS_SIZES)
     pe = np.concatenate([rng.beta(a, b, size=(n_cases, size)) for (a, b), size in zip(BETA, CLASS_SIZES)], axis=1)
-    models = {"a": pe, "b": pe - shift + rng.normal(0, noise, pe.shape)}
+    noisy = (lambda values: np.clip(values + rng.normal(0, noise, pe.shape), 0, 1)) if noise else (lambda values: values)
+    models = {"a": noisy(pe), "b": np.clip(noisy(pe) - shift, 0, 1)}
     return xr.Dataset({schema.PE: ((schema.MODEL, schema.LAYER, schema.CAM, schema.IMAGE),
                                    np.stack([models["a"], models["b"]])[:, :, None, :])},
                       coords={schema.MODEL: ["a", "b"], schema.LAYER: [f"case{i}" for i in range(n_cases)],
@@ -89,7 +91,7 @@ def test_paired_comparison_finds_nothing_where_nothing_was_planted():
 def test_sign_flip_p_value_matches_the_exact_permutation_test():
     labels = np.array([0, 0, 0, 0, 0, 1, 1, 1, 1])
     differences = np.array([0.05, 0.02, -0.01, 0.04, 0.03, 0.06, -0.02, 0.01, 0.05])
-    pe = np.stack([differences, np.zeros_like(differences)])[:, None, None, :]
+    pe = np.stack([0.5 + differences, np.full_like(differences, 0.5)])[:, None, None, :]  # scores in [0, 1]
     ds = xr.Dataset({schema.PE: (schema.SCORE_DIMS, pe)},
                     coords={schema.MODEL: ["a", "b"], schema.LAYER: ["l"], schema.CAM: ["m"],
                             schema.LABEL: (schema.IMAGE, labels)}, attrs={"pe_config": PEConfig().to_json()})

@@ -171,7 +171,7 @@ def test_control_rule_passes_within_the_margin_and_fails_beyond_it():
 
 
 def test_control_rule_fails_a_noisy_candidate_whose_mean_alone_would_pass():
-    noisy = [0.9 - 0.03 + d for d in (-0.25, 0.25, -0.25, 0.25, -0.25, 0.25)]  # mean 0.03 below, wide spread
+    noisy = [0.9 - 0.03 + d for d in (-0.09, 0.09, -0.09, 0.09, -0.09, 0.09)]  # mean 0.03 below, wide spread
     ds = per_image([REF, CONTROL, ("l2@0.10", schema.CANDIDATE, "l2", 0.1, 0.99, noisy)])
     verdicts = assess(ds).squeeze(["layer", "cam"], drop=True)
     assert float(verdicts["bound"].sel(model="l2@0.10")) > 0.05
