@@ -1,6 +1,9 @@
 """A shareable report of a results Dataset: one self-contained HTML file (figures embedded as PNG
-data, styles inline, nothing fetched from the network) with the run's settings, the model table,
-the trust verdicts and the rule behind them, the figures, and the per-class results.
+data, styles inline, nothing fetched from the network) with the run's settings and seeds, the
+model table by seed group (the mean over seeds and their range), the trust verdicts in three
+states with the rule, what its bound covers and the twin's PE as a scale, the layer checks, the
+figures, and the per-class results. Its words are :mod:`pescore_nb.wording`'s, as the CLI's and
+the explorer's are.
 
     pescore_nb.html_report.report(ds, "report.html")
 
@@ -15,6 +18,7 @@ import html
 import io
 import json
 import os
+import re
 import warnings
 from pathlib import Path
 
@@ -22,12 +26,13 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
-from . import __version__, schema, structure, trust
+from . import __version__, grouping, schema, structure, trust, wording
 from .scores import DegenerateMapWarning, by_class, score
+from .wording import NONE_TRUSTED
 
-NONE_TRUSTED = "none trusted"
 FIGURE_DPI = 150  # embedded PNGs: sharp on screen, a few hundred kB each
 MAX_FAILING_CLASSES = 4
+STATE_CLASSES = {trust.TRUSTED: "trusted", trust.NOT_TRUSTED: "not-trusted", trust.NOT_ASSESSABLE: "not-assessable"}
 
 
 def format_recommendation(table: pd.DataFrame) -> pd.DataFrame:
@@ -35,9 +40,10 @@ def format_recommendation(table: pd.DataFrame) -> pd.DataFrame:
     pruner's full name, ratios to two decimals, scores to three, the accuracy drop in points, and
     ``"none trusted"`` / ``"never"`` / ``""`` where the raw table holds None or NaN.
 
-    Columns: ``pruner, layer, cam, trusted ratio, model, PE, accuracy drop (points), first failure,
-    fails on, failing classes, control PE, twin PE``. ``str(...)`` or ``.to_string(index=False)``
-    prints it; ``.to_html`` embeds it.
+    Columns: ``pruner, layer, cam, trusted ratio, model, seeds, PE, bound, accuracy drop (points),
+    first failure, fails on, failing classes, control PE, twin PE`` (``PE``: the mean over the
+    group's seeds; ``bound``: the rule's upper bound of the PE gap to the control). ``str(...)`` or
+    ``.to_string(index=False)`` prints it; ``.to_html`` embeds it.
     """
     from_plot = _names()
     rows = []
@@ -51,11 +57,13 @@ def format_recommendation(table: pd.DataFrame) -> pd.DataFrame:
             "layer": str(row["layer"]), "cam": str(row["cam"]),
             "trusted ratio": f"{row['ratio']:.2f}" if trusted else NONE_TRUSTED,
             "model": str(row["model"]) if trusted else "",
-            "PE": _number(row.get("pe"), 3), "accuracy drop (points)": _number(_times(row.get("accuracy_drop"), 100), 1),
+            "seeds": "" if _missing(row.get("n_seeds")) else str(int(row["n_seeds"])),
+            "PE": _number(row.get("pe"), 3), "bound": _number(row.get("bound"), 3),
+            "accuracy drop (points)": _number(_times(row.get("accuracy_drop"), 100), 1),
             "first failure": "never" if _missing(row.get("first_failure")) else f"{row['first_failure']:.2f}",
             "fails on": str(row.get("fails_on") or ""), "failing classes": shown,
             "control PE": _number(row.get("control_pe"), 3), "twin PE": _number(row.get("twin_pe"), 3)})
-    return pd.DataFrame(rows, columns=["pruner", "layer", "cam", "trusted ratio", "model", "PE",
+    return pd.DataFrame(rows, columns=["pruner", "layer", "cam", "trusted ratio", "model", "seeds", "PE", "bound",
                                        "accuracy drop (points)", "first failure", "fails on", "failing classes",
                                        "control PE", "twin PE"])
 
@@ -99,8 +107,8 @@ def report(ds: xr.Dataset, path: str | Path = "report.html", *, title: str | Non
         verdicts = trust.assess(small, **rule)
         recommendation = trust.recommend(small, **rule) if structure.has_ratios(small) else None
         sections = [_settings(ds, small, verdicts), _model_table(small, verdicts),
-                    _verdicts(verdicts, recommendation, trust.layer_checks(small)), _figures(ds, plot, n_resamples, heatmap_images),
-                    _per_class(small)]
+                    _verdicts(verdicts, recommendation, trust.layer_checks(small)),
+                    _figures(ds, plot, n_resamples, heatmap_images), _per_class(small)]
     title = title or f"PE-score report: {ds.attrs.get('reference_name', structure.reference(small))}"
     document = TEMPLATE.format(title=html.escape(title), style=STYLE, body="\n".join(sections),
                                generated=html.escape(f"pescore_nb {__version__}, "
@@ -118,8 +126,10 @@ def _settings(ds: xr.Dataset, small: xr.Dataset, verdicts: xr.Dataset) -> str:
             ("images", f"{small.sizes[schema.IMAGE]} in {len(np.unique(small[schema.LABEL].values))} classes"),
             ("layers", ", ".join(map(str, small[schema.LAYER].values))),
             ("CAM methods", ", ".join(map(str, small[schema.CAM].values))),
-            ("controls", ", ".join(structure.controls(small)) or "none (the absolute threshold applies)"),
-            ("trust rule", str(verdicts.attrs.get("rule_text", verdicts.attrs.get("rule", ""))))]
+            ("controls", ", ".join(structure.controls(grouping.mean_over_seeds(small)))
+             or "none (the absolute threshold applies)"),
+            ("fine-tuning seeds", wording.seeds_note(small)),
+            ("trust rule", wording.rule_sentence(verdicts))]
     if schema.DEGENERATE in small:
         rows.append(("degenerate maps", f"{int(small[schema.DEGENERATE].sum())} of {small[schema.DEGENERATE].size}"))
     for key, value in sorted(attrs.items()):
@@ -135,44 +145,27 @@ def _settings(ds: xr.Dataset, small: xr.Dataset, verdicts: xr.Dataset) -> str:
 
 
 def _model_table(small: xr.Dataset, verdicts: xr.Dataset) -> str:
-    places = [(layer, cam) for layer in small[schema.LAYER].values.tolist() for cam in small[schema.CAM].values.tolist()]
-    rows = []
-    for model in small[schema.MODEL].values.tolist():
-        at = verdicts.sel({schema.MODEL: model})
-        role = str(small[schema.ROLE].sel({schema.MODEL: model}).values) if schema.ROLE in small.coords else ""
-        if role in (schema.REFERENCE, schema.CONTROL):
-            verdict = f"({role})"
-        elif bool(at["trustworthy"].all()):
-            verdict = "yes"
-        else:
-            failed = [name for name, key in (("PE", "pe_ok"), ("accuracy", "accuracy_ok")) if not bool(at[key].all())]
-            verdict = "no: " + " + ".join(failed)
-        coords = small[schema.MODEL].sel({schema.MODEL: model}).coords
-        row = {"model": model, "role": role, "pruner": str(coords[schema.PRUNER].values),
-               "ratio": _number(float(coords[schema.RATIO]), 2),
-               "params": f"{int(coords[schema.PARAMS]):,}" if schema.PARAMS in coords else "",
-               "MACs": f"{int(coords[schema.MACS]) / 1e6:.2f} M" if schema.MACS in coords else "",
-               "accuracy": f"{float(coords[schema.ACCURACY]):.3f}"}
-        row.update({f"PE {layer} · {cam}": f"{float(at['pe'].sel({schema.LAYER: layer, schema.CAM: cam})):.3f}"
-                    for layer, cam in places})
-        row["trustworthy?"] = verdict
-        rows.append(row)
-    table = pd.DataFrame(rows).to_html(index=False, classes="models", escape=True, border=0)
-    return f"<section id='models'><h2>Models</h2>{table}</section>"
+    """One row per seed group (:func:`pescore_nb.wording.model_table`), verdicts coloured by state, and the
+    twin's PE as a scale below."""
+    table = _coloured(wording.model_table(small, verdicts).to_html(index=False, classes="models", escape=True,
+                                                                    border=0))
+    return (f"<section id='models'><h2>Models</h2><p>{html.escape(wording.seeds_note(small))}</p>{table}"
+            f"{_paragraph(wording.twin_sentences(verdicts), 'twin')}</section>")
 
 
 def _verdicts(verdicts: xr.Dataset, recommendation: pd.DataFrame | None, checks: xr.Dataset) -> str:
-    rule = html.escape(str(verdicts.attrs.get("rule_text", verdicts.attrs.get("rule", ""))))
+    rule = html.escape(wording.rule_sentence(verdicts))
     parts = [f"<section id='trust'><h2>Trust verdicts</h2><p class='rule'><b>Rule:</b> {rule}. The trusted "
-             "ratio of a pruner is the largest ratio up to which every one of its candidates passes "
-             "(see <code>pescore_nb.recommend</code>).</p>"]
+             "ratio of a pruner is the largest ratio up to which every one of its candidates is trusted "
+             "(see <code>pescore_nb.recommend</code>); the reference and the controls are not judged.</p>"]
     if recommendation is None:
         parts.append("<p>No trusted ratios: the candidates have no pruning ratios (see the model table for "
                      "each model's verdict).</p>")
     else:
-        table = format_recommendation(recommendation)
-        marked = table.to_html(index=False, classes="trust", escape=True, border=0)
-        parts.append(marked.replace(f"<td>{NONE_TRUSTED}</td>", f"<td class='fail'>{NONE_TRUSTED}</td>"))
+        table = format_recommendation(recommendation).to_html(index=False, classes="trust", escape=True, border=0)
+        parts.append(_coloured(table.replace(f"<td>{NONE_TRUSTED}</td>",
+                                             f"<td class='{STATE_CLASSES[trust.NOT_TRUSTED]}'>{NONE_TRUSTED}</td>")))
+        parts.append(_paragraph(wording.trusted_twin_sentences(recommendation), "twin"))
     parts.append(_layer_checks(checks))
     parts.append("</section>")
     return "".join(parts)
@@ -184,14 +177,25 @@ def _layer_checks(checks: xr.Dataset) -> str:
     for layer in checks[schema.LAYER].values.tolist():
         for cam in checks[schema.CAM].values.tolist():
             check = checks.sel({schema.LAYER: layer, schema.CAM: cam})
-            rows.append({"layer": layer, "CAM": cam, "twin PE": _number(float(check["twin_pe"]), 3),
-                         "randomised-copy PE": _number(float(check["randomised_pe"]), 3),
+            rows.append({"layer": layer, "CAM": cam, "randomised-copy PE": _number(float(check["randomised_pe"]), 3),
+                         "twin PE (scale)": _number(float(check["twin_pe"]), 3),
+                         f"{schema.CONTROL_FINETUNE} PE": _number(float(check["control_pe"]), 3),
                          "energy in objects": _number(float(check["energy_in_mask"]), 3),
-                         "usable": "yes" if bool(check["usable"]) else f"flagged: {check['why'].item()}"})
+                         "usable": "yes" if bool(check["usable"]) else f"flagged: {check['why'].item()}",
+                         "not checked without": wording.not_checked_text(check)})
     table = pd.DataFrame(rows).to_html(index=False, classes="trust", escape=True, border=0)
-    return (f"<h3>Layer checks</h3><p>Twin PE below {checks.attrs['twin_min_pe']:g} (not reproducible) or a "
-            f"randomised copy's PE above {checks.attrs['randomised_max_pe']:g} (not model-dependent) flags a "
-            f"layer.</p>{table}")
+    return f"<h3>Layer checks</h3><p>{html.escape(wording.layer_rule_sentence(checks.attrs))}</p>{table}"
+
+
+def _coloured(table: str) -> str:
+    """``table`` (HTML) with each cell that starts with a verdict state given that state's class."""
+    states = sorted(STATE_CLASSES, key=len, reverse=True)
+    return re.sub(f"<td>({'|'.join(map(re.escape, states))})",
+                  lambda found: f"<td class='{STATE_CLASSES[found[1]]}'>{found[1]}", table)
+
+
+def _paragraph(sentences: list[str], css_class: str) -> str:
+    return f"<p class='{css_class}'>{html.escape(' '.join(sentences))}</p>"
 
 
 def _figures(ds: xr.Dataset, plot, n_resamples: int, heatmap_images: int) -> str:
@@ -199,6 +203,11 @@ def _figures(ds: xr.Dataset, plot, n_resamples: int, heatmap_images: int) -> str
         return ("<section id='figures'><h2>Figures</h2><p>The figures walk each pruner's ratios; these "
                 "candidates have none.</p></section>")
     parts = ["<section id='figures'><h2>Figures</h2>"]
+    shown = grouping.shown_seed(ds)
+    if shown is not None:
+        seeds = ", ".join(map(str, structure.all_seeds(ds)))
+        parts.append(f"<p>Lines and points: the mean over the fine-tuning seeds {seeds}; error bars: the lowest "
+                     f"and highest seed; CAMs: seed {shown}'s models.</p>")
     for layer in ds[schema.LAYER].values.tolist():
         for cam in ds[schema.CAM].values.tolist():
             where = {"layer": layer, "cam": cam}
@@ -223,9 +232,11 @@ def _embed(fig, alt: str) -> str:
 
 
 def _per_class(small: xr.Dataset) -> str:
+    averaged = "; a group made with several seeds shows the mean over them" if grouping.several_seeds(small) else ""
     parts = ["<section id='classes'><h2>Per-class results</h2><p>Mean PE of each class; the last column is "
-             "the class-weighted PE (<code>pescore_nb.score</code>).</p>"]
-    per_class, overall = by_class(small), score(small)
+             f"the class-weighted PE (<code>pescore_nb.score</code>){averaged}.</p>"]
+    groups = grouping.mean_over_seeds(small)
+    per_class, overall = by_class(groups), score(groups)
     for layer in small[schema.LAYER].values.tolist():
         for cam in small[schema.CAM].values.tolist():
             at = per_class.sel({schema.LAYER: layer, schema.CAM: cam})
@@ -244,10 +255,12 @@ h1 { font-size: 1.6rem; } h2 { border-bottom: 1px solid #ddd; padding-bottom: .2
 table { border-collapse: collapse; margin: .5rem 0 1rem; font-size: 13px; }
 th, td { padding: .25rem .6rem; border-bottom: 1px solid #eee; text-align: left; vertical-align: top; }
 table.settings td { font-family: ui-monospace, monospace; word-break: break-all; }
-td.fail { color: #c0392b; font-weight: 600; }
+""" + "".join(f"td.{name} {{ color: {wording.STATE_COLOURS[state]}; font-weight: 600; }}\n"
+              for state, name in STATE_CLASSES.items()) + """\
 .figures { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure { margin: 0; } figure img { max-width: 100%; height: auto; display: block; }
 .rule { background: #f6f6f6; padding: .5rem .8rem; border-left: 4px solid #009E73; }
+.twin { color: #444; }
 footer { color: #777; font-size: 12px; margin-top: 3rem; }
 """
 

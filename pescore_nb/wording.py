@@ -208,9 +208,15 @@ def layer_check_sentence(check: xr.Dataset, where: str) -> str:
     parts = [text.format(float(check[name])) for text, name in values if not np.isnan(float(check[name]))]
     text = f"Layer {where}: {', '.join(parts) or 'no control to check it with'}"
     text += "; no check failed" if bool(check["usable"]) else f"; flagged: {check['why'].item()}"
-    missing = str(check["not_checked"].item()).replace(structure.RANDOMISED_NAME,
-                                                        schema.RANDOMISED_PREFIX + str(check[schema.LAYER].item()))
+    missing = not_checked_text(check)
     return f"{text}{f'; not checked without {missing}' if missing else ''}."
+
+
+def not_checked_text(check: xr.Dataset) -> str:
+    """The controls whose checks were not made at one layer of :func:`pescore_nb.trust.layer_checks`,
+    the randomised copy named by its layer: ``"control:randomised@features.3, control:twin"``."""
+    return str(check["not_checked"].item()).replace(structure.RANDOMISED_NAME,
+                                                    schema.RANDOMISED_PREFIX + str(check[schema.LAYER].item()))
 
 
 def _value(value):
