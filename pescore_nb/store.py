@@ -30,14 +30,21 @@ RUN_ARGUMENTS = "run_arguments"  # attrs key: JSON of the arguments the store wa
 
 
 def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
-    """Write ``ds`` to ``path`` (``.zarr`` -> Zarr, anything else -> netCDF4 via h5netcdf), atomically.
+    """Write ``ds`` to ``path`` (``.zarr`` -> Zarr, anything else -> netCDF4 via h5netcdf; suffixes in
+    any case), atomically.
 
     The Dataset is written to a hidden temporary sibling first and renamed into place, so a
     failure (disk full, a kill) leaves the old file or nothing, and ``ds`` may be a lazily loaded
-    view of ``path`` itself. An existing path is never replaced unless ``overwrite=True``, and
-    never when it is a folder that is not a pescore_nb store. Returns the path written.
+    view of ``path`` itself. A netCDF file is made in memory, with a Fletcher-32 checksum on every
+    numeric variable (``load`` verifies them), then written by Python, so a full disk is one
+    ``OSError`` and never takes the process (a Jupyter kernel) down. An existing path is never
+    replaced unless ``overwrite=True``, and never when it is a folder that is not a pescore_nb
+    store. Returns the path written.
     """
     path = Path(path)
+    if not path.parent.is_dir():
+        raise FileNotFoundError(f"Cannot save to {path}: the folder {path.parent} does not exist; create it first, "
+                                "e.g. pathlib.Path(folder).mkdir(parents=True).")
     if path.exists() and not overwrite:
         raise FileExistsError(f"{path} already exists; pescore_nb never overwrites results silently. "
                               "Choose another path, or pass overwrite=True to replace it.")
@@ -50,11 +57,21 @@ def save(ds: xr.Dataset, path: str | Path, *, overwrite: bool = False) -> Path:
         if _is_zarr(path):
             ds.to_zarr(temporary, mode="w-", zarr_format=2, consolidated=True)
         else:
-            ds.to_netcdf(temporary, engine=NETCDF_ENGINE)
+            temporary.write_bytes(_netcdf_bytes(ds))
         _replace(temporary, path)
+    except OSError as error:
+        raise OSError(error.errno, f"Could not write {path} ({error.strerror or error}); nothing was replaced. "
+                      "Free some disk space (or choose another folder) and save again.") from None
     finally:
         _remove(temporary)
     return path
+
+
+def _netcdf_bytes(ds: xr.Dataset) -> bytes:
+    """``ds`` as the bytes of a netCDF4 file, every numeric variable with a Fletcher-32 checksum."""
+    encoding = {name: {"fletcher32": True} for name, variable in ds.variables.items()
+                if variable.dtype.kind in "fiub" and variable.ndim}
+    return bytes(ds.to_netcdf(engine=NETCDF_ENGINE, encoding=encoding))
 
 
 def load(path: str | Path, *, lazy: bool = True, partial: bool = False) -> xr.Dataset:
@@ -65,16 +82,28 @@ def load(path: str | Path, *, lazy: bool = True, partial: bool = False) -> xr.Da
     only its finished images, with the accuracy of those. Files of an older schema are renamed to
     today's names (``method`` -> ``cam``, ``index`` -> ``source_index``, a ``role`` coordinate with
     the first model as reference, a ``seed`` coordinate from each model's provenance) with one
-    :class:`SchemaUpgradeWarning`.
+    :class:`SchemaUpgradeWarning`. A netCDF file's checksums are verified as it is opened (one read
+    of the file: use Zarr for results too large for that); a corrupted file, a netCDF3 or foreign
+    file, and a folder that is not a store are each refused with what pescore_nb expects.
     """
     path = Path(path)
+    for name, value in (("lazy", lazy), ("partial", partial)):
+        if not isinstance(value, bool):
+            raise ValueError(f"load's {name} must be True or False, got {value!r}.")
     if not path.exists():
         raise FileNotFoundError(f"No results at {path}; write them with pescore_nb.save(ds, path) first.")
     chunks = {} if lazy else None
     if _is_zarr(path):
+        if not (path / ".zattrs").is_file():
+            raise ValueError(f"{path} is not a Zarr store (no .zattrs in it); give the path of a store that "
+                             "pescore_nb.save or evaluate(store=...) wrote.")
         ds = xr.open_zarr(path, chunks=chunks, zarr_format=2)
     else:
+        _check_netcdf(path)
         ds = xr.open_dataset(path, engine=NETCDF_ENGINE, chunks=chunks)
+    if CONFIG_ATTRIBUTE not in ds.attrs:
+        raise ValueError(f"{path} holds no pescore_nb results (no '{CONFIG_ATTRIBUTE}' attribute); open other "
+                         "files with xarray.open_dataset, and load files written by pescore_nb.save here.")
     if DONE in ds:
         ds = _finished_part(ds, path, partial)
     ds = _upgraded(ds, path)
@@ -133,8 +162,34 @@ def _seeds_from_provenance(ds: xr.Dataset) -> list[int]:
     return seeds
 
 
+def _check_netcdf(path: Path) -> None:
+    """Refuse what cannot be pescore_nb's netCDF4 file, and a file whose checksums fail (one read of it)."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder, not a results file; give a .nc file, or a .zarr store folder.")
+    with open(path, "rb") as file:
+        signature = file.read(8)
+    if signature[:3] == b"CDF":
+        raise ValueError(f"{path} is a netCDF3 (classic) file; pescore_nb reads the netCDF4 files it writes. Open it "
+                         "with xarray.open_dataset, or convert it with ds.to_netcdf(engine='h5netcdf').")
+    if signature != b"\x89HDF\r\n\x1a\n":
+        raise ValueError(f"{path} is not a netCDF4 file (it does not start with the HDF5 signature); give a file "
+                         "written by pescore_nb.save.")
+    import h5py
+
+    def verify(name, item):
+        if isinstance(item, h5py.Dataset) and item.fletcher32:
+            try:
+                item[...]
+            except OSError:
+                raise ValueError(f"{path} is corrupted: the checksum of its variable {name!r} fails. Restore it "
+                                 "from a copy, or compute the results again.") from None
+
+    with h5py.File(path, "r") as file:
+        file.visititems(verify)
+
+
 def _is_zarr(path: Path) -> bool:
-    return path.suffix == ".zarr"
+    return path.suffix.lower() == ".zarr"
 
 
 def _is_pescore_store(path: Path) -> bool:
@@ -219,10 +274,12 @@ class ZarrRun:
 
     @staticmethod
     def _check_arguments(path: Path, arguments: dict[str, str]) -> None:
-        stored = xr.open_zarr(path, zarr_format=2).attrs.get(RUN_ARGUMENTS)
-        if stored is None:
-            raise FileExistsError(f"{path} exists and was not written by evaluate(store=...); pescore_nb "
-                                  "never overwrites results. Choose another store path.")
+        existing = xr.open_zarr(path, zarr_format=2)
+        stored = existing.attrs.get(RUN_ARGUMENTS)
+        if stored is None or DONE not in existing:
+            raise FileExistsError(f"{path} exists and is not an evaluate(store=...) run that can be resumed (finished "
+                                  "results saved by pescore_nb.save, or other data); pescore_nb never overwrites "
+                                  "results. Choose another store path, or load it with pescore_nb.load.")
         stored = json.loads(stored)
         differ = sorted(key for key in set(stored) | set(arguments) if stored.get(key) != arguments.get(key))
         if differ:
@@ -238,9 +295,14 @@ class ZarrRun:
         """Write one batch's ``chunk`` at image positions ``start ...``, then mark it done."""
         region = {schema.IMAGE: slice(start, start + chunk.sizes[schema.IMAGE])}
         chunk = chunk.drop_vars([schema.MODEL, schema.LAYER, schema.CAM])
-        chunk.to_zarr(self.path, region=region, mode="r+", zarr_format=2)
         marks = xr.Dataset({DONE: (schema.IMAGE, np.ones(chunk.sizes[schema.IMAGE], dtype=bool))})
-        marks.to_zarr(self.path, region=region, mode="r+", zarr_format=2)
+        try:
+            chunk.to_zarr(self.path, region=region, mode="r+", zarr_format=2)
+            marks.to_zarr(self.path, region=region, mode="r+", zarr_format=2)
+        except OSError as error:
+            raise OSError(error.errno, f"Could not write images {start}... to {self.path} ({error.strerror or error}); "
+                          "the batches written so far are kept. Free some disk space and call evaluate again with "
+                          "the same arguments to resume.") from None
 
     def finish(self, accuracy: Callable[[xr.Dataset], xr.DataArray]) -> xr.Dataset:
         """Write the ``accuracy (model,)`` coordinate once every batch is done; the run, opened lazily."""
