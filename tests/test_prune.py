@@ -602,6 +602,10 @@ def test_every_model_is_made_once_per_seed_with_its_own_batch_order_sample_and_w
     for pruner in ("taylor", "senpis"):
         samples = {made[f"{pruner}@0.50/seed{s}"].pescore_pruning["provenance"]["pruning_data_digest"] for s in (0, 1)}
         assert len(samples) == 2
+    unpruned = dropout_net()
+    raw = sweep(unpruned, images[:1], [0.5], pruner=["random", "l2"], seeds=[0, 1])  # no fine-tuning
+    assert not torch.equal(raw["random@0.50/seed0"][0].weight, raw["random@0.50/seed1"][0].weight)
+    assert_same_state(raw["l2@0.50/seed0"], raw["l2@0.50/seed1"])  # nothing random in l2 without fine-tuning
 
 
 def test_one_seed_keeps_the_plain_names_and_a_seed_makes_the_same_model_alone_or_beside_others(tmp_path):
