@@ -55,6 +55,7 @@ def make(args: argparse.Namespace) -> xr.Dataset:
     from pescore_nb.cli import DEMO_HEATMAPS
     from pescore_nb.controls import as_control, randomised
 
+    torch.set_num_threads(args.threads)  # the evaluation's; each fine-tuning job runs on one thread anyway
     reference = zoo.load("vgg", "shapes", progress=False)
     try:  # the twin only feeds the layer checks of --combine: used when cached, never trained here
         twin = zoo.load("vgg", "shapes", seed=1, progress=False, train_if_missing=False)
@@ -238,6 +239,8 @@ def main() -> None:
     parser.add_argument("--ratios", default="0.1")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch threads of the evaluation (1: two threads on a shared machine mostly wait)")
     parser.add_argument("--save", help="keep the Dataset here (.nc) for --combine")
     parser.add_argument("--json", help="write the per-seed numbers and spreads here")
     parser.add_argument("--combine", help="a Dataset saved with --save: recombine seeds instead of running")
