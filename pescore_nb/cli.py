@@ -179,8 +179,8 @@ def _sweep(reference: nn.Module, dataset: Dataset | None, spec: PruneSpec, finet
     if example is None:
         example = dataset[0][0][None]
     try:
-        return prune.sweep(reference, example, spec.ratios, pruner=spec.pruners, seed=spec.seed,
-                           finetune=finetune, data=dataset, progress=True)
+        return prune.sweep(reference, example, spec.ratios, pruner=spec.pruners, seed=spec.seed, seeds=spec.seeds,
+                           finetune=finetune, data=dataset, progress=True, workers=spec.workers)
     except ValueError as error:
         raise ConfigError("prune", str(error)) from None
 

@@ -17,14 +17,18 @@ A sample (``examples/config.yaml`` runs it offline, fine-tuning on 300 images to
     prune:                          # candidates made from the reference by pescore_nb.prune.sweep ...
       pruner: [l2, random]          #   l1, l2, random, taylor, senpis, unstructured (one or a list)
       ratios: [0.2, 0.5, 0.8]
-      seed: 0
+      seed: 0                       #   optional: seeds the random channels, the pruning sample, fine-tuning
+      # seeds: 3                    #   optional: every model once per seed: seed, seed+1, seed+2 (or a list
+                                    #   such as [0, 4]); names then end with the seed: l2@0.20/seed0
+      # workers: 4                  #   optional: models made at once, each in its own process (default 1)
       data:                         #   training images, fields as in `data` below (split defaults to
         source: shapes              #   train): senpis and taylor rank filters on them (and need them),
         split: train                #   finetune trains on them; never the images you evaluate on
         limit: 1500
       finetune: {epochs: 1, lr: 5e-4, batch_size: 32}   # optional, each key too: fine-tune every pruned
                                     #   copy and the unpruned control:finetune on prune.data, on `device`;
-                                    #   distill: true (temperature: 2.0) learns the reference's soft outputs
+                                    #   distill: true (temperature: 2.0) learns the reference's soft outputs;
+                                    #   schedule: constant (default), cosine or linear (lr annealed to zero)
     # candidates:                   # ... or your own pruned models, by name (not both sections)
     #   mine-50:
     #     factory: mypackage.models:build_net
@@ -72,7 +76,7 @@ from .metrics import PEConfig
 from .specs import ConfigError, DataSpec, FinetuneSpec, ModelSpec, PruneSpec, import_factory
 
 REQUIRED = object()
-PRUNE_KEYS = ("pruner", "ratios", "seed", "data", "finetune")
+PRUNE_KEYS = ("pruner", "ratios", "seed", "seeds", "workers", "data", "finetune")
 DATA_KEYS = ("source", "split", "size", "limit")
 SOURCE_KEYS = {"zoo": ("zoo", "dataset", "seed"), "factory": ("factory", "kwargs", "weights"), "pickle": ("pickle",)}
 RESULTS_FILE = "results.nc"
@@ -296,14 +300,28 @@ def _prune(section: _Section, base: Path, evaluation: DataSpec) -> PruneSpec:
         raise ConfigError(section.field("data"), f"is the evaluation data ({_describe(evaluation)}); the "
                           "pruning and fine-tuning data must not be the images you evaluate on: give another "
                           "split, e.g. {source: shapes, split: train}, or another folder.")
-    return PruneSpec(pruners=pruners, ratios=tuple(float(r) for r in ratios),
-                     seed=section.get("seed", int, "an integer seed", 0), data=pruning_data, finetune=finetune)
+    seed, seeds = _seeds(section)
+    return PruneSpec(pruners=pruners, ratios=tuple(float(r) for r in ratios), seed=seed, seeds=seeds,
+                     data=pruning_data, finetune=finetune,
+                     workers=section.get("workers", int, "a number of worker processes >= 1, e.g. 4", 1,
+                                         lambda n: n >= 1))
+
+
+def _seeds(section: _Section) -> tuple[int, tuple[int, ...] | int | None]:
+    """``prune.seed`` and ``prune.seeds``, checked by the rule of :func:`pescore_nb.prune.sweep`."""
+    seed = section.get("seed", int, "an integer seed >= 0", 0, lambda n: n >= 0)
+    seeds = section.get("seeds", (int, list), "a number of seeds, e.g. 3, or a list of seeds, e.g. [0, 1, 2]", None)
+    try:
+        prune.seed_list(seed, seeds)
+    except ValueError as error:
+        raise ConfigError(section.field("seeds"), str(error)) from None
+    return seed, tuple(seeds) if isinstance(seeds, list) else seeds
 
 
 def _finetune(parent: _Section) -> FinetuneSpec:
     """``parent.finetune``: a :class:`pescore_nb.prune.Finetune` recipe, its defaults for missing keys."""
     section = _Section(parent.values["finetune"], parent.field("finetune"),
-                       ("epochs", "lr", "batch_size", "distill", "temperature"))
+                       ("epochs", "lr", "batch_size", "distill", "temperature", "schedule"))
     default = {field.name: field.default for field in dataclasses.fields(prune.Finetune)}
     return FinetuneSpec(
         epochs=section.get("epochs", int, "a number of epochs >= 1, e.g. 1", default["epochs"], lambda n: n >= 1),
@@ -314,7 +332,9 @@ def _finetune(parent: _Section) -> FinetuneSpec:
         distill=section.get("distill", bool, "true or false: fine-tune on the reference's soft outputs",
                             default["distill"]),
         temperature=float(section.get("temperature", numbers.Real, "a positive temperature, e.g. 2.0",
-                                      default["temperature"], lambda t: math.isfinite(t) and t > 0)))
+                                      default["temperature"], lambda t: math.isfinite(t) and t > 0)),
+        schedule=section.get("schedule", str, f"one of {list(prune.SCHEDULES)}", default["schedule"],
+                             lambda name: name in prune.SCHEDULES))
 
 
 def _same_images(one: DataSpec, other: DataSpec) -> bool:

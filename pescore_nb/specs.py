@@ -109,36 +109,42 @@ def import_factory(factory: str, field: str) -> Callable:
 
 @dataclasses.dataclass(frozen=True)
 class PruneSpec:
-    """Candidates made by :func:`pescore_nb.prune.sweep`: every pruner at every ratio.
+    """Candidates made by :func:`pescore_nb.prune.sweep`: every pruner at every ratio, once per seed.
 
-    ``data``: the training images that ``senpis`` and ``taylor`` rank filters on and ``finetune``
-    trains on, never the evaluation data; ``finetune``: the recipe for every pruned copy and the
-    unpruned ``control:finetune``, or ``None`` (no fine-tuning, no such control).
+    ``seed`` and ``seeds``: as in :func:`~pescore_nb.prune.sweep` (``seeds``: ``None``, a number of
+    seeds from ``seed`` on, or the seeds themselves); ``data``: the training images that ``senpis``
+    and ``taylor`` rank filters on and ``finetune`` trains on, never the evaluation data;
+    ``finetune``: the recipe for every pruned copy and the unpruned ``control:finetune``, or
+    ``None`` (no fine-tuning, no such control); ``workers``: how many models are made at once,
+    each in its own process.
     """
 
     pruners: tuple[str, ...]
     ratios: tuple[float, ...]
     seed: int = 0
+    seeds: tuple[int, ...] | int | None = None
     data: DataSpec | None = None
     finetune: FinetuneSpec | None = None
+    workers: int = 1
 
 
 @dataclasses.dataclass(frozen=True)
 class FinetuneSpec:
     """A :class:`pescore_nb.prune.Finetune` recipe without its data: ``epochs`` passes of
-    Adam(``lr``) in batches of ``batch_size``, on the labels or, with ``distill``, on the reference's
-    outputs softened by ``temperature``."""
+    Adam(``lr``, its rate following ``schedule``) in batches of ``batch_size``, on the labels or,
+    with ``distill``, on the reference's outputs softened by ``temperature``."""
 
     epochs: int
     lr: float
     batch_size: int
     distill: bool = False
     temperature: float = 2.0
+    schedule: str = "constant"
 
     def build(self, dataset: Dataset, device: str | None = None) -> prune.Finetune:
         """The recipe on ``dataset``, trained on ``device`` (``None``: where the model is)."""
         return prune.Finetune(dataset, epochs=self.epochs, lr=self.lr, batch_size=self.batch_size, device=device,
-                              distill=self.distill, temperature=self.temperature)
+                              distill=self.distill, temperature=self.temperature, schedule=self.schedule)
 
 
 @dataclasses.dataclass(frozen=True)

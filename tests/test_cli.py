@@ -229,6 +229,52 @@ def test_a_distilling_finetune_section_builds_a_distilling_recipe(tiny_config):
 TRAIN_DIGITS = {"source": "digits", "split": "train", "limit": 80}  # 5+ images of every class
 
 
+def test_prune_seeds_workers_and_the_finetune_schedule_are_read(tiny_config):
+    counted = runconfig.read(tiny_config(prune={"pruner": "l2", "ratios": [0.5], "seed": 2, "seeds": 3, "workers": 2,
+                                                "data": {"source": "digits", "split": "train"},
+                                                "finetune": {"schedule": "cosine"}})).prune
+    assert (counted.seed, counted.seeds, counted.workers) == (2, 3, 2)
+    assert counted.finetune.build(data.builtin("digits", "train")).schedule == "cosine"
+    listed = runconfig.read(tiny_config(prune={"pruner": "l2", "ratios": [0.5], "seeds": [0, 4]})).prune
+    assert (listed.seed, listed.seeds, listed.workers) == (0, (0, 4), 1)
+    plain = runconfig.read(tiny_config()).prune
+    assert (plain.seed, plain.seeds, plain.workers) == (0, None, 1)
+
+
+@pytest.mark.parametrize("changes, error", [
+    ({"seeds": 0}, "prune.seeds: seeds must be a number of seeds >= 1 or a list of seeds such as [0, 1, 2], got 0."),
+    ({"seeds": "three"},
+     "prune.seeds: got 'three'; give a number of seeds, e.g. 3, or a list of seeds, e.g. [0, 1, 2]."),
+    ({"seeds": [1, 1]}, "prune.seeds: seed 1 is listed twice in seeds=[1, 1]; list each seed once."),
+    ({"seed": 3, "seeds": [0, 1]}, "prune.seeds: seed=3 and the list seeds=[0, 1] both name seeds; put every seed in "
+                                   "the list, or pass seeds=2 to count up from seed=3."),
+    ({"seed": -1}, "prune.seed: got -1; give an integer seed >= 0."),
+    ({"workers": 0}, "prune.workers: got 0; give a number of worker processes >= 1, e.g. 4."),
+    ({"workers": True}, "prune.workers: got True; give a number of worker processes >= 1, e.g. 4."),
+    ({"data": {"source": "digits", "split": "train"}, "finetune": {"schedule": "step"}},
+     "prune.finetune.schedule: got 'step'; give one of ['constant', 'cosine', 'linear']."),
+])
+def test_bad_prune_seeds_workers_and_schedules_name_the_field(changes, error, tiny_config):
+    with pytest.raises(runconfig.ConfigError) as raised:
+        runconfig.read(tiny_config(prune={"pruner": "l2", "ratios": [0.5], **changes}))
+    assert str(raised.value) == error
+
+
+def test_run_passes_the_seeds_and_workers_to_the_sweep(tiny_config, monkeypatch):
+    seen = {}
+
+    def spy(model, example_input, ratios, **kwargs):
+        seen.update(kwargs)
+        return sweep(model, example_input, ratios, **kwargs | {"workers": 1})  # spawning is tested in test_prune
+    sweep = prune.sweep
+    monkeypatch.setattr(prune, "sweep", spy)
+    path = tiny_config(prune={"pruner": "l2", "ratios": [0.5], "seed": 1, "seeds": 2, "workers": 3})
+    assert cli.main(["run", str(path)]) == 0
+    assert (seen["seed"], seen["seeds"], seen["workers"]) == (1, 2, 3)
+    models = load(path.parent / "out" / "results.nc")[schema.MODEL].values.tolist()
+    assert models[1:3] == ["l2@0.50/seed1", "l2@0.50/seed2"]
+
+
 def test_run_fine_tunes_on_the_prune_data_and_adds_the_finetune_control(tiny_config):
     path = tiny_config(prune={"pruner": "l2", "ratios": [0.5], "data": TRAIN_DIGITS,
                               "finetune": {"epochs": 1, "lr": 5e-4, "batch_size": 16}})
@@ -239,7 +285,7 @@ def test_run_fine_tunes_on_the_prune_data_and_adds_the_finetune_control(tiny_con
     assert ds[schema.ROLE].values.tolist() == ["reference", "candidate", "control", "control"]
     for model in ("l2@0.50", schema.CONTROL_FINETUNE):
         recipe = json.loads(ds[schema.PROVENANCE].sel({schema.MODEL: model}).item())["finetune"]
-        assert recipe == {"epochs": 1, "lr": 5e-4, "batch_size": 16, "seed": 0, "images": 80}
+        assert recipe == {"epochs": 1, "lr": 5e-4, "batch_size": 16, "seed": 0, "images": 80, "schedule": "constant"}
     assert ds.sizes[schema.IMAGE] == 20
 
 
