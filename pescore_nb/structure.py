@@ -37,7 +37,8 @@ def roles(ds: xr.Dataset) -> np.ndarray:
     """
     if schema.ROLE in ds.coords:
         found = np.asarray(ds[schema.ROLE].values).astype(str)
-        unknown = {name: role for name, role in zip(ds[schema.MODEL].values.tolist(), found) if role not in schema.ROLES}
+        unknown = {str(name): str(role) for name, role in zip(ds[schema.MODEL].values.tolist(), found)
+                   if role not in schema.ROLES}
         if unknown:
             raise ValueError(f"Unknown roles {unknown}: every model's role must be one of {list(schema.ROLES)}; "
                              "fix the 'role' coordinate (controls are 'control', pruned models 'candidate').")
