@@ -13,8 +13,8 @@ randomised copy too, and the twin, zoo seed 1, when it is cached, so the layer c
 - the times (pruning + fine-tuning, evaluation), with the load average.
 
 ``--json`` writes those per-seed numbers; ``--save`` keeps the Dataset (``pescore_nb.save``) so that
-``--combine`` can later recombine seeds without rerunning: for each ``--bases`` b it selects the seeds
-b .. b + n - 1 (``--n-seeds``) and prints ``pescore_nb.recommend`` of those models, as ``pescore demo
+``--combine`` can later recombine seeds (of one or several runs of one recipe) without rerunning: for
+each ``--bases`` b it selects the seeds b .. b + n - 1 (``--n-seeds``) and prints ``pescore_nb.recommend`` of those models, as ``pescore demo
 --seed b`` would compute it from the same models. ``--predict`` gives, from the per-seed gaps of a
 saved run, the chance that a run with ``--n-seeds`` seeds trusts a candidate (Monte Carlo: seed means
 drawn from a normal with the measured mean and SD, the image part of the bound as measured).
@@ -151,11 +151,27 @@ def recommend_for(ds: xr.Dataset, seeds: list[int]) -> pd.DataFrame:
     return recommend(ds.sel({schema.MODEL: keep}))
 
 
-def combine(args: argparse.Namespace) -> None:
-    from pescore_nb import load
+def load_all(paths: list[str]) -> xr.Dataset:
+    """The Datasets saved by several runs of one recipe as one: their models side by side, each name once
+    (a model made twice, e.g. the randomised copy, is the same model: the first is kept)."""
+    from pescore_nb import load, schema
 
-    ds = load(args.combine)
-    print(f"{args.combine}: {ds.attrs.get('seed_spread_recipe', '')}")
+    parts, seen = [], set()
+    for path in paths:
+        ds = load(path, lazy=False)
+        print(f"{path}: {ds.attrs.get('seed_spread_recipe', '')}")
+        names = [m for m in ds[schema.MODEL].values.astype(str).tolist() if m not in seen]
+        seen.update(names)
+        if names:
+            parts.append(ds.sel({schema.MODEL: names}))
+    if len(parts) == 1:
+        return parts[0]
+    return xr.concat(parts, dim=schema.MODEL, data_vars="minimal", coords="minimal", compat="override",
+                     combine_attrs="override")
+
+
+def combine(args: argparse.Namespace) -> None:
+    ds = load_all(args.combine.split(","))
     rows = per_seed(ds)
     if args.predict:
         predict(ds, rows, args.predict, args.n_seeds)
@@ -243,7 +259,8 @@ def main() -> None:
                         help="torch threads of the evaluation (1: two threads on a shared machine mostly wait)")
     parser.add_argument("--save", help="keep the Dataset here (.nc) for --combine")
     parser.add_argument("--json", help="write the per-seed numbers and spreads here")
-    parser.add_argument("--combine", help="a Dataset saved with --save: recombine seeds instead of running")
+    parser.add_argument("--combine", help="Datasets saved with --save (comma-separated, one recipe): recombine "
+                        "their seeds instead of running")
     parser.add_argument("--bases", default="0,7", help="with --combine: base seeds, each with --n-seeds seeds")
     parser.add_argument("--n-seeds", type=int, default=3)
     parser.add_argument("--predict", help="with --combine: a candidate group, e.g. taylor@0.10")
