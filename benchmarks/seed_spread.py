@@ -14,8 +14,8 @@ randomised copy too, and the twin, zoo seed 1, when it is cached, so the layer c
 
 ``--json`` writes those per-seed numbers; ``--save`` keeps the Dataset (``pescore_nb.save``) so that
 ``--combine`` can later recombine seeds (of one or several runs of one recipe) without rerunning: for
-each ``--bases`` b it selects the seeds b .. b + n - 1 (``--n-seeds``) and prints ``pescore_nb.recommend`` of those models, as ``pescore demo
---seed b`` would compute it from the same models. ``--predict`` gives, from the per-seed gaps of a
+each ``--bases`` b it selects the seeds b .. b + n - 1 (``--n-seeds``) and prints ``pescore_nb.recommend``
+of those models, as ``pescore demo --seed b`` would compute it from the same models. ``--predict`` gives, from the per-seed gaps of a
 saved run, the chance that a run with ``--n-seeds`` seeds trusts a candidate (Monte Carlo: seed means
 drawn from a normal with the measured mean and SD, the image part of the bound as measured).
 
