@@ -19,6 +19,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import xarray as xr
+from zarr.storage import LocalStore
 
 from . import schema, structure
 from .schema import SchemaUpgradeWarning
@@ -82,7 +83,9 @@ def load(path: str | Path, *, lazy: bool = True, partial: bool = False) -> xr.Da
     only its finished images, with the accuracy of those. Files of an older schema are renamed to
     today's names (``method`` -> ``cam``, ``index`` -> ``source_index``, a ``role`` coordinate with
     the first model as reference, a ``seed`` coordinate from each model's provenance) with one
-    :class:`SchemaUpgradeWarning`. A netCDF file's checksums are verified as it is opened (one read
+    :class:`SchemaUpgradeWarning`. A lazy view of a Zarr store that is later replaced (saved over)
+    raises :class:`StaleResultsError` on its next read instead of reading the new numbers (a netCDF
+    file's view keeps reading the version it opened). A netCDF file's checksums are verified as it is opened (one read
     of the file: use Zarr for results too large for that); a corrupted file, a netCDF3 or foreign
     file, and a folder that is not a store are each refused with what pescore_nb expects.
     """
@@ -97,7 +100,7 @@ def load(path: str | Path, *, lazy: bool = True, partial: bool = False) -> xr.Da
         if not (path / ".zattrs").is_file():
             raise ValueError(f"{path} is not a Zarr store (no .zattrs in it); give the path of a store that "
                              "pescore_nb.save or evaluate(store=...) wrote.")
-        ds = xr.open_zarr(path, chunks=chunks, zarr_format=2)
+        ds = xr.open_zarr(PinnedStore(path), chunks=chunks, zarr_format=2)
     else:
         _check_netcdf(path)
         ds = xr.open_dataset(path, engine=NETCDF_ENGINE, chunks=chunks)
@@ -108,6 +111,29 @@ def load(path: str | Path, *, lazy: bool = True, partial: bool = False) -> xr.Da
         ds = _finished_part(ds, path, partial)
     ds = _upgraded(ds, path)
     return ds if lazy else ds.load()
+
+
+class StaleResultsError(RuntimeError):
+    """The store a lazily loaded Dataset reads was replaced (another save over it) after it was loaded."""
+
+
+class PinnedStore(LocalStore):
+    """A read-only Zarr folder that refuses every read once the folder at its path has been replaced, so a
+    lazy view never returns another run's numbers under its own coordinates."""
+
+    def __init__(self, root: str | Path):
+        super().__init__(root, read_only=True)
+        self.inode = os.stat(root).st_ino
+
+    async def get(self, key, prototype, byte_range=None):
+        try:
+            current = os.stat(self.root).st_ino
+        except FileNotFoundError:
+            current = None
+        if current != self.inode:
+            raise StaleResultsError(f"{self.root} was replaced (or removed) after this Dataset was loaded from it, so "
+                                    "its arrays would now read other results; load it again with pescore_nb.load.")
+        return await super().get(key, prototype, byte_range)
 
 
 def _finished_part(ds: xr.Dataset, path: Path, partial: bool) -> xr.Dataset:

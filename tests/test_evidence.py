@@ -244,3 +244,19 @@ def test_grey_images_into_an_rgb_model_name_the_transform_to_use(snapshot):
     with pytest.raises(ValueError, match="cannot take images of 1 channel.*Grayscale\\(num_output_channels=3\\)"):
         pe.evaluate(reference, {}, grey, layers="1", cams="gradcam", config=CONFIG, progress=False)
     before.assert_unchanged()
+
+
+def test_a_lazy_view_of_a_replaced_store_fails_loudly_and_a_netcdf_view_keeps_its_version(tmp_path):
+    from pescore_nb.store import StaleResultsError
+
+    first, second = results_dataset(seed=0), results_dataset(seed=1)
+    for name in ("x.zarr", "x.nc"):
+        pe.save(first, tmp_path / name)
+        view = pe.load(tmp_path / name)
+        pe.save(second, tmp_path / name, overwrite=True)
+        if name == "x.zarr":
+            with pytest.raises(StaleResultsError, match="was replaced .* load it again"):
+                view.pe.values
+        else:
+            assert float(abs(view.pe - first.pe).max()) == 0.0
+        assert float(abs(pe.load(tmp_path / name).pe - second.pe).max()) == 0.0

@@ -83,7 +83,7 @@ def test_a_path_not_written_by_evaluate_is_refused(tmp_path):
     reference, candidates = models()
     path = tmp_path / "other.zarr"
     xr.Dataset({"a": ("x", [1, 2])}).to_zarr(path, zarr_format=2)
-    with pytest.raises(FileExistsError, match="not written by evaluate"):
+    with pytest.raises(FileExistsError, match="is not an evaluate\\(store=...\\) run that can be resumed"):
         evaluate(reference, candidates, masked_images(), store=str(path), **KWARGS)
     with pytest.raises(ValueError, match="must be a '.zarr' path"):
         evaluate(reference, candidates, masked_images(), store=str(tmp_path / "run.nc"), **KWARGS)
