@@ -4,7 +4,7 @@
         Loads (or trains once) the zoo's VGG on ``shapes`` and its twin (zoo seed 1), prunes the VGG
         with ``l2``, ``senpis``, ``taylor`` and ``random`` at 0.05 ... 0.7 (SeNPIS-Faster and Taylor
         read the training split), fine-tunes each pruned copy and the unpruned ``control:finetune``
-        with one recipe, once per fine-tuning seed: the
+        with one recipe (Adam, learning rate annealed to zero), once per fine-tuning seed: the
         ``DEMO_SEEDS`` seeds BASE, BASE + 1, ... (``--seed``, default 0; it never changes the reference
         or the twin), in as many worker processes as the machine has cores (``--raw``: no fine-tuning
         and no such control), adds a cascading-randomised copy per layer, scores Grad-CAM++ at the
@@ -54,7 +54,7 @@ DEMO_PRUNERS = ("l2", "senpis", "taylor", "random")
 DEMO_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
 QUICK_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.5))
 QUICK_IMAGES = 120
-DEMO_FINETUNE = FinetuneSpec(epochs=2, lr=1e-3, batch_size=64)  # benchmarks/demo_design.md
+DEMO_FINETUNE = FinetuneSpec(epochs=2, lr=1e-3, batch_size=64, schedule="cosine")  # benchmarks/demo_design.md
 DEMO_FINETUNE_IMAGES, QUICK_FINETUNE_IMAGES = 1500, 300  # the first training images it runs on
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
 DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
