@@ -103,16 +103,27 @@ def twin_sentence(twin_pe: float, where: str, below: Sequence[str] = (), of: str
     """The twin's PE as a scale: ``"An independently retrained model (control:twin) scores 0.43 at
     features.16; l2@0.50 scores below it: it has drifted as far as retraining from scratch would."``
     ``below``: the groups (``of``: what they are) whose PE is below the twin's."""
+    scale = twin_scale(twin_pe, where)
+    if np.isnan(twin_pe):
+        return scale
+    return f"{scale}; {drifted_clause(below) if below else f'no {of} scores below it'}."
+
+
+def twin_scale(twin_pe: float, where: str) -> str:
+    """``"An independently retrained model (control:twin) scores 0.43 at features.16"``, or, without a
+    twin (NaN), that nothing gives that scale."""
     if np.isnan(twin_pe):
         return (f"No independently retrained model ({schema.CONTROL_TWIN}) in the Dataset: nothing shows how "
                 "far retraining from scratch alone moves the maps.")
-    text = f"An independently retrained model ({schema.CONTROL_TWIN}) scores {twin_pe:.2f} at {where}"
-    if not below:
-        return f"{text}; no {of} scores below it."
+    return f"An independently retrained model ({schema.CONTROL_TWIN}) scores {twin_pe:.2f} at {where}"
+
+
+def drifted_clause(below: Sequence[str]) -> str:
+    """What a PE below the twin's means, for the groups ``below`` (one or more)."""
     if len(below) == 1:
-        return f"{text}; {below[0]} scores below it: it has drifted as far as retraining from scratch would."
-    return (f"{text}; {', '.join(below[:-1])} and {below[-1]} score below it: they have drifted as far as "
-            "retraining from scratch would.")
+        return f"{below[0]} scores below it: it has drifted as far as retraining from scratch would"
+    return (f"{', '.join(below[:-1])} and {below[-1]} score below it: they have drifted as far as retraining "
+            "from scratch would")
 
 
 def twin_sentences(verdicts: xr.Dataset) -> list[str]:

@@ -9,10 +9,10 @@ import xarray as xr
 from PIL import Image
 
 import pescore_nb
-from pescore_nb import by_class, schema
+from pescore_nb import by_class, schema, structure, wording
 from pescore_nb.explorer import Explorer, explore
 from pescore_nb.explorer.app import ALL
-from tests.synthetic import results_dataset
+from tests.synthetic import results_dataset, seeded_results_dataset
 
 
 @pytest.fixture
@@ -238,12 +238,12 @@ def test_verdict_follows_the_trust_rule_and_the_ratio():
     explorer = explore(ds)
     verdicts = pescore_nb.assess(ds).sel({schema.LAYER: "features.3", schema.CAM: "gradcam++"})
     assert bool(verdicts.trustworthy.sel(model="l2@0.02")) and not bool(verdicts.trustworthy.sel(model="l2@0.60"))
-    assert "✔ trustworthy" in explorer.verdict.value
+    assert "✔ trusted</b>" in explorer.verdict.value
     control_pe = float(verdicts.control_pe)
     assert f"control PE (fine-tune only) <b>{control_pe:.3f}</b>" in explorer.verdict.value
     assert "trusted up to ratio <b style='color:#007a4d'>0.02</b>" in explorer.verdict.value
     explorer.controls.ratio.value = 0.6
-    assert "✘ not trustworthy" in explorer.verdict.value
+    assert "✘ not trusted</b>" in explorer.verdict.value
     assert explorer.summary.trust_line.get_ydata()[0] == pytest.approx(control_pe)
     assert explorer.summary.trusted_span.get_x() + explorer.summary.trusted_span.get_width() == pytest.approx(0.02)
 
@@ -276,10 +276,115 @@ def test_the_ratio_slider_gives_each_stop_room():
     assert int(slider.layout.width.removesuffix("px")) >= 40 * len(slider.options)
 
 
-def test_a_layer_whose_twin_disagrees_is_flagged_in_the_verdict():
+def test_a_layer_whose_maps_ignore_the_weights_is_flagged_and_the_twin_is_a_scale_not_a_pass_mark():
+    randomised = schema.RANDOMISED_PREFIX + "features.3"
     flagged = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6),
-                              controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.9})
-    assert "layer flagged</b>: twin PE below 0.5" in explore(flagged).verdict.value
-    steady = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6),
-                             controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.01})
-    assert "layer flagged" not in explore(steady).verdict.value
+                              controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.01, randomised: 0.05})
+    assert pescore_nb.score(flagged).sel(model=randomised, layer="features.3").item() > 0.3  # ignores the weights
+    assert "layer flagged</b>: randomised copy&#x27;s PE above 0.3" in explore(flagged).verdict.value
+    far_twin = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6),
+                               controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.9, randomised: 3.0})
+    pe = pescore_nb.score(far_twin).sel(layer="features.3", cam="gradcam++")
+    assert pe.sel(model=schema.CONTROL_TWIN) < 0.5 and pe.sel(model=schema.CONTROL_TWIN) - pe.sel(model=randomised) > 0.1
+    shown = explore(far_twin).verdict.value
+    assert "layer flagged" not in shown  # a twin far away is a scale: retraining moves these maps that far
+    assert f"(control:twin) scores {float(pe.sel(model=schema.CONTROL_TWIN)):.2f} at features.3" in shown
+
+
+SEEDS = (0, 1, 2)
+
+
+@pytest.fixture
+def seeded():
+    """Three seeds, each with its own maps (a blob shifted by the seed), so a panel tells which it shows."""
+    ds = seeded_results_dataset(seeds=SEEDS, n_images=12, size=16).copy(deep=True)
+    for seed in SEEDS[1:]:
+        members = [name for name in ds.model.values.tolist() if name.endswith(f"/seed{seed}")]
+        ds[schema.HEATMAP].loc[{"model": members}] = np.roll(ds[schema.HEATMAP].sel(model=members).values,
+                                                             4 * seed, axis=-1)
+    return ds
+
+
+def class_weighted(ds, models: list[str], layer: str = "features.3") -> np.ndarray:
+    """The PE ``(models,)`` at ``layer``, from ``ds.pe`` and the support class weights."""
+    labels = ds[schema.LABEL].values
+    pe = ds[schema.PE].sel(model=models, layer=layer).isel(cam=0).values
+    return sum((labels == k).mean() * pe[:, labels == k].mean(axis=1) for k in np.unique(labels))
+
+
+def test_the_seed_picker_offers_the_mean_and_each_seed_and_hides_with_one_seed(seeded, ds):
+    picker = explore(seeded).controls.seed
+    assert picker.options == (("mean of 3 seeds", "mean"), ("seed 0", 0), ("seed 1", 1), ("seed 2", 2))
+    assert picker.layout.display != "none"
+    assert explore(ds).controls.seed.layout.display == "none"
+
+
+def test_with_the_mean_the_verdict_is_the_groups_and_the_maps_one_seeds(seeded):
+    explorer = explore(seeded)
+    c = explorer.controls
+    c.pruner.value, c.ratio.value = "l2", 0.6
+    members = [f"l2@0.60/seed{seed}" for seed in SEEDS]
+    pe = class_weighted(seeded, members)
+    verdict = explorer.verdict.value
+    assert "· L2-norm filter @ 0.60 · mean of 3 seeds" in verdict
+    assert f"PE {pe.mean():.3f} ({pe.min():.3f}–{pe.max():.3f})" in verdict
+    assert "the bound covers the test images and 3 training seeds" in verdict
+    bound = float(pescore_nb.assess(seeded)["bound"].sel(model="l2@0.60", layer="features.3").item())
+    assert f"bound of the gap to the control {bound:.3f}" in verdict
+    twin = class_weighted(seeded, [schema.CONTROL_TWIN])[0]
+    assert f"(control:twin) scores {twin:.2f} at features.3" in verdict
+    if pe.mean() < twin:
+        assert "L2-norm filter @ 0.60 scores below it: it has drifted as far as retraining from scratch would" in verdict
+    assert "seed 0" in explorer.captions.candidate.value and "<b>l2@0.60/seed0</b>" in explorer.readout.value
+    where = {schema.MODEL: "l2@0.60/seed0", schema.LAYER: "features.3", schema.CAM: "gradcam++",
+             schema.IMAGE: int(c.image.value)}
+    assert readout_numbers(explorer)["pe"] == pytest.approx(float(seeded.pe.sel(where)), abs=5e-5)
+    threshold = pescore_nb.PEConfig.from_attrs(seeded.attrs).iou_threshold
+    reference = seeded.heatmap.sel({**where, schema.MODEL: schema.REFERENCE}).values >= threshold
+    candidate = seeded.heatmap.sel(where).values >= threshold
+    assert np.array_equal(np.all(pixels(explorer.panels.masks.value) == 255, axis=-1), reference & candidate)
+    summary = pescore_nb.score(seeded).sel(layer="features.3", cam="gradcam++")
+    np.testing.assert_allclose(explorer.summary.pe_line.get_ydata()[1:],
+                               [class_weighted(seeded, [f"l2@{r:.2f}/seed{s}" for s in SEEDS]).mean() for r in (0.3, 0.6)])
+    assert summary.sel(model="reference") == pytest.approx(explorer.summary.pe_line.get_ydata()[0])
+
+
+@pytest.mark.parametrize("seed", SEEDS)
+def test_picking_a_seed_shows_that_seeds_verdict_maps_and_numbers(seeded, seed):
+    explorer = explore(seeded)
+    c = explorer.controls
+    c.pruner.value, c.ratio.value = "random", 0.3
+    c.seed.value = seed
+    alone = pescore_nb.assess(structure.one_seed(seeded, seed)).sel(model="random@0.30", layer="features.3").squeeze()
+    verdict = explorer.verdict.value
+    assert f"{wording.STATE_MARKS[str(alone.verdict.item())]} {alone.verdict.item()}</b>" in verdict
+    assert f"· random filter @ 0.30 · seed {seed}" in verdict
+    pe = class_weighted(seeded, [f"random@0.30/seed{seed}"])[0]
+    assert f"PE {pe:.3f}: bound of the gap to the control {float(alone.bound):.3f}" in verdict
+    assert f"it is what fine-tuning seed {seed} alone gives" in verdict
+    control = class_weighted(seeded, [f"{schema.CONTROL_FINETUNE}/seed{seed}"])[0]
+    assert f"control PE (fine-tune only) <b>{control:.3f}</b>" in verdict
+    assert f"<b>random@0.30/seed{seed}</b>" in explorer.readout.value and f"seed {seed}" in explorer.captions.candidate.value
+    where = {schema.MODEL: f"random@0.30/seed{seed}", schema.LAYER: "features.3", schema.CAM: "gradcam++",
+             schema.IMAGE: int(c.image.value)}
+    shown = readout_numbers(explorer)
+    for name in ("ssim", "iou", "conf", "pe"):
+        assert shown[name] == pytest.approx(float(seeded[name].sel(where)), abs=5e-5), name
+    threshold = pescore_nb.PEConfig.from_attrs(seeded.attrs).iou_threshold
+    both = ((seeded.heatmap.sel({**where, schema.MODEL: schema.REFERENCE}).values >= threshold)
+            & (seeded.heatmap.sel(where).values >= threshold))
+    assert np.array_equal(np.all(pixels(explorer.panels.masks.value) == 255, axis=-1), both)
+    c.seed.value = "mean"  # and back: the group's verdict again
+    assert "· random filter @ 0.30 · mean of 3 seeds" in explorer.verdict.value
+
+
+def test_the_verdict_box_names_not_assessable_and_why():
+    ds = seeded_results_dataset(seeds=SEEDS, ratios=(0.02, 0.6), n_images=30, size=16)
+    ds = ds.drop_sel(model=["l2@0.02/seed2", "l2@0.60/seed2", f"{schema.CONTROL_FINETUNE}/seed2"])
+    explorer = explore(ds, max_accuracy_drop=1.0)  # only PE decides here
+    c = explorer.controls
+    assert "✔ trusted</b> · L2-norm filter @ 0.02 · mean of 2 seeds" in explorer.verdict.value
+    c.pruner.value = "random"  # seed 2 has no control of its own
+    verdict = explorer.verdict.value
+    assert "? not assessable</b> · random filter @ 0.02 · mean of 3 seeds" in verdict
+    assert "no control of seed 2" in verdict and wording.STATE_COLOURS["not assessable"] in verdict

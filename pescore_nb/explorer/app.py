@@ -1,31 +1,34 @@
 """The explorer app: ipywidgets controls over a results Dataset, panels redrawn as JPEG or PNG images.
 
 Every control change calls :meth:`Explorer.redraw`, which recomputes only the panels whose
-inputs changed (each panel remembers the key it was drawn for). The layout fits a 1440x900
+inputs changed (each panel remembers the key it was drawn for). With several fine-tuning seeds a seed
+picker chooses between each group's mean over its seeds and one seed alone. The layout fits a 1440x900
 browser window with JupyterLab's side bar closed (controls, the five map panels with their colour
 bars, the trust verdict, the readout, the side-by-side view and the summary, about 1200 x 640 px)
 and wraps, row by row, in a narrower one.
 """
 from __future__ import annotations
 
+import html
 from types import SimpleNamespace
 
 import ipywidgets as widgets
 import numpy as np
 import xarray as xr
 
-from .. import schema
-from ..plot import CAM_COLORMAP, CONTROL_NAMES, DIFFERENCE_COLORMAP, cam_name, difference_limit, pruner_name
-from .catalog import Catalog
+from .. import schema, wording
+from ..plot import CAM_COLORMAP, DIFFERENCE_COLORMAP, cam_name, control_name, difference_limit, pruner_name
+from .catalog import Catalog, Results
 from .render import colorbar, difference, encode, masks, overlay
 from .summary import SummaryFigure
 
 ALL = "all"
+MEAN = "mean"  # the seed picker's choice: each group's mean over its seeds
 PANELS = ("picture", "reference", "candidate", "difference", "masks", "side_a", "side_b", "side_difference")
 PANEL_FORMATS = {"masks": "png"}  # the others are photo-like: JPEG encodes ten times faster
 NO_MODEL_GREY = 200
 PIXELS_PER_STOP = 48  # the ratio slider gives each stop this many pixels: easy to hit with a mouse
-PASS, FAIL = "#007a4d", "#c0392b"
+PASS, FAIL = wording.STATE_COLOURS[wording.TRUSTED], wording.STATE_COLOURS[wording.NOT_TRUSTED]
 
 
 class Explorer(widgets.VBox):
@@ -34,20 +37,26 @@ class Explorer(widgets.VBox):
     ``controls``: ``pruner``, ``ratio`` (a slider, one stop per ratio of the pruner), ``compare``
     (the other pruner of the side-by-side view; never the selected one, hidden when there is only
     one), ``layer``, ``cam``, ``label`` (a class, or ``"all"``) and ``image`` (positions, lowest PE
-    first). When the candidates have no ratios (models scored with ``evaluate``, outside a sweep)
+    first), ``seed`` (``"mean"``: each group's mean over its fine-tuning seeds, with one seed's maps,
+    the image list and the readout; or one seed: everything as that seed alone gives; hidden when
+    each group is one model). When the candidates have no ratios (models scored with ``evaluate``, outside a sweep)
     ``pruner`` and ``ratio`` give way to ``model``, a picker of the candidates and controls, and
     ``compare`` picks another model. ``worst`` selects the lowest-PE image of the list.
     ``panels``: Image widgets ``picture``, ``reference``, ``candidate``, ``difference``, ``masks``,
     the side-by-side ``side_a`` (selected), ``side_b`` (compared), ``side_difference`` (B - A), and
     ``summary``; ``colorbars``: ``cam``, ``difference``, ``side_difference``; ``readout``: the
-    image's numbers; ``verdict``: the trust rule on the selected model and the pruner's trusted ratio.
+    image's numbers; ``verdict``: the trust rule on the selected group in one of three states, what
+    its bound covers, the twin's PE as a scale, and the pruner's trusted ratio. ``catalog``: the
+    :class:`Catalog` of the chosen seed (each made once, when first chosen).
     It opens on the first pruner's lowest ratio and the image nearest the median PE.
     Reads only the Dataset; works on one opened lazily from disk. ``rule`` keywords go to
     :func:`pescore_nb.trust.assess`.
     """
 
     def __init__(self, ds: xr.Dataset, panel_width: int = 150, side_width: int = 112, **rule):
-        self.catalog = catalog = Catalog(ds, **rule)
+        self._results, self._rule = Results(ds), rule
+        self._catalogs = {MEAN: Catalog(self._results, **rule)}
+        self.catalog = catalog = self._catalogs[MEAN]
         self.panel_width, self.side_width = panel_width, side_width
         self.by_ratio = catalog.has_ratios
         label = widgets.Dropdown(options=[("all classes", ALL)] + [(catalog.class_names[k], int(k))
@@ -59,7 +68,9 @@ class Explorer(widgets.VBox):
             cam=widgets.Dropdown(options=[(cam_name(name), k) for k, name in enumerate(catalog.cams)],
                                  description="CAM", layout={"width": "180px"}),
             label=label,
-            image=widgets.Dropdown(options=[], description="image", layout={"width": "330px"}))
+            image=widgets.Dropdown(options=[], description="image", layout={"width": "330px"}),
+            seed=widgets.Dropdown(options=_seed_options(self._results.seeds), value=MEAN, description="seeds",
+                                  layout={"width": "170px"}))
         if self.by_ratio:
             first = catalog.pruners[0]
             ratios = catalog.ratios[first]
@@ -124,6 +135,8 @@ class Explorer(widgets.VBox):
              widgets.HBox([self._panel(name) for name in PANELS[5:]] + [self.colorbars.side_difference],
                           layout={"align_items": "flex-end"})],
             layout={"flex": "0 0 auto", "margin": "0 12px 0 0"})
+        if not self._results.seeds:  # each group is one model: no seed to pick
+            self.controls.seed.layout.display = "none"
         if len(self.controls.compare.options) == 0:  # one pruner (or one model): nothing to compare with
             self.controls.compare.layout.display = "none"
             self._side_by_side.layout.display = "none"
@@ -152,15 +165,16 @@ class Explorer(widgets.VBox):
         model, compared, reference = self.selected_model(), self.compared_model(), catalog.reference
         maps, picture = catalog.heatmaps(layer, cam, image), catalog.picture(image)
         threshold = catalog.config.iou_threshold
-        shown = self._model_label(model)
+        member = catalog.members[model]  # the model whose maps are drawn: panels keep them across seed choices
         self._draw("picture", (image,), lambda: picture, "input")
         self._draw("reference", (layer, cam, image), lambda: overlay(picture, maps[reference]), "reference")
-        self._draw("candidate", (model, layer, cam, image), lambda: overlay(picture, maps[model]), shown)
+        self._draw("candidate", (member, layer, cam, image), lambda: overlay(picture, maps[model]),
+                   self._maps_label(model))
         limit = difference_limit(maps[model] - maps[reference])
-        self._draw("difference", (model, layer, cam, image), lambda: difference(maps[reference], maps[model], limit),
+        self._draw("difference", (member, layer, cam, image), lambda: difference(maps[reference], maps[model], limit),
                    "candidate − reference")
         self._colorbar("difference", limit)
-        self._draw("masks", (model, layer, cam, image, threshold),
+        self._draw("masks", (member, layer, cam, image, threshold),
                    lambda: masks(maps[reference], maps[model], threshold),
                    f"≥ {threshold:g}: <span style='color:#e63c3c'>ref</span>, "
                    "<span style='color:#3c78f0'>cand</span>, both")
@@ -170,14 +184,15 @@ class Explorer(widgets.VBox):
         if compared is None:
             blank = np.full_like(picture, NO_MODEL_GREY)
             missing = f"no {pruner_name(c.compare.value)} model here" if c.compare.value is not None else ""
-            self._draw("side_b", (None, model), lambda: blank, missing)
-            self._draw("side_difference", (None, model), lambda: blank, "")
+            self._draw("side_b", (None, member), lambda: blank, missing)
+            self._draw("side_difference", (None, member), lambda: blank, "")
         else:
             compared_pe = catalog.readout(compared, layer, cam, image)[schema.PE]
-            self._draw("side_b", (compared, layer, cam, image), lambda: overlay(picture, maps[compared]),
+            compared_member = catalog.members[compared]
+            self._draw("side_b", (compared_member, layer, cam, image), lambda: overlay(picture, maps[compared]),
                        f"B · PE {compared_pe:.3f}")
             side_limit = difference_limit(maps[compared] - maps[model])
-            self._draw("side_difference", (model, compared, layer, cam, image),
+            self._draw("side_difference", (member, compared_member, layer, cam, image),
                        lambda: difference(maps[model], maps[compared], side_limit), "B − A")
             self._colorbar("side_difference", side_limit)
         self.readout.value = self._readout_html(model, image, values)
@@ -188,12 +203,20 @@ class Explorer(widgets.VBox):
     def _changed(self, control: str) -> None:
         if self._quiet:
             return
+        if control == "seed":
+            self.catalog = self._catalog(self.controls.seed.value)
         if control == "pruner":
             self._sync_ratio()
         if control in ("pruner", "model"):
             self._sync_compare()
         self._sync_picker()
         self.redraw()
+
+    def _catalog(self, choice) -> Catalog:
+        """The catalog of a seed picker's ``choice`` (:data:`MEAN` or a seed), made when first chosen."""
+        if choice not in self._catalogs:
+            self._catalogs[choice] = Catalog(self._results, seed=int(choice), **self._rule)
+        return self._catalogs[choice]
 
     def _sync_ratio(self) -> None:
         """Offer the selected pruner's ratios; keep the ratio nearest to the current one."""
@@ -223,7 +246,7 @@ class Explorer(widgets.VBox):
         catalog, c = self.catalog, self.controls
         model = self.selected_model()
         label = None if c.label.value == ALL else c.label.value
-        key = (model, c.layer.value, c.cam.value, label)
+        key = (catalog.members[model], c.layer.value, c.cam.value, label)
         if self._drawn.get("picker") == key:
             return
         self._drawn["picker"] = key
@@ -265,7 +288,7 @@ class Explorer(widgets.VBox):
     def _draw_summary(self, model: int, compared: int | None, layer: int, cam: int) -> None:
         catalog, c, summary = self.catalog, self.controls, self.summary
         label = c.label.value
-        key = (model, compared, layer, cam, label)
+        key = (catalog.seed, model, compared, layer, cam, label)
         if self._drawn.get("summary") == key:
             return
         self._drawn["summary"] = key
@@ -306,66 +329,83 @@ class Explorer(widgets.VBox):
         catalog = self.catalog
         name = catalog.name(model)
         if catalog.role(model) == schema.CONTROL:
-            return CONTROL_NAMES.get(name, name)
+            return control_name(name)
         if self.by_ratio and catalog.role(model) == schema.CANDIDATE:
             ratio = float(catalog.small[schema.RATIO].values[model])
             return f"{pruner_name(catalog.pruner(model))} @ {ratio:.2f}"
         return name
+
+    def _maps_label(self, model: int) -> str:
+        """The group whose maps are drawn, and their seed when it has several: ``"L2-norm filter @ 0.30 · seed 0"``."""
+        seed = self.catalog.member_seed(model)
+        return self._model_label(model) + ("" if seed is None else f" · seed {seed}")
 
     def _readout_html(self, model: int, image: int, values: dict) -> str:
         catalog = self.catalog
         names = catalog.class_names
         warning = (" · <b style='color:#c00'>degenerate map (constant CAM): SSIM and IoU say nothing</b>"
                    if values["degenerate"] else "")
-        return (f"<b>{catalog.name(model)}</b> · image {catalog.small[schema.IMAGE].values[image]} "
+        seed = catalog.member_seed(model)
+        averaged = ("" if seed is None or catalog.seed is not None else
+                    f" · <i>maps and numbers of seed {seed}; verdict and summary: the mean of "
+                    f"{catalog.n_seeds[model]} seeds</i>")
+        return (f"<b>{catalog.member_names[model]}</b> · image {catalog.small[schema.IMAGE].values[image]} "
                 f"({names[values['label']]}): "
                 f"SSIM <b>{values[schema.SSIM]:.4f}</b> · IoU <b>{values[schema.IOU]:.4f}</b> · "
                 f"Conf <b>{values[schema.CONF]:.4f}</b> · PE <b>{values[schema.PE]:.4f}</b> · "
                 f"p(target): reference {values['ref_prob']:.3f}, candidate {values['cand_prob']:.3f} · "
                 f"predicted: reference {names.get(values['ref_pred'], values['ref_pred'])}, "
-                f"candidate {names.get(values['cand_pred'], values['cand_pred'])}{warning}")
+                f"candidate {names.get(values['cand_pred'], values['cand_pred'])}{warning}{averaged}")
 
     def _verdict_html(self, model: int, layer: int, cam: int) -> str:
-        """The trust rule on the selected model (pass or fail, and why), the control's PE, and the
-        pruner's trusted ratio, at the selected layer and CAM method."""
+        """The trust rule on the selected group at the selected layer and CAM method: its state
+        (:mod:`pescore_nb.wording`) and why, what the bound covers, the control's PE, the twin's PE as a
+        scale, and the pruner's trusted ratio."""
         catalog = self.catalog
         verdict = catalog.verdict(model, layer, cam)
         if verdict is None:
-            return f"<div style='line-height:1.35'><b>trust rule</b>: {catalog.trust_error}</div>"
+            return f"<div style='line-height:1.35'><b>trust rule</b>: {html.escape(catalog.trust_error)}</div>"
+        state, label = verdict["verdict"], self._model_label(model)
+        seeds = "" if catalog.n_seeds[model] < 2 else (
+            f" · mean of {catalog.n_seeds[model]} seeds" if catalog.seed is None else f" · seed {catalog.seed}")
         lines = []
-        if catalog.role(model) == schema.CONTROL:
-            lines.append(f"<b>{self._model_label(model)}</b>: a control, not judged "
-                         f"(PE {verdict['pe']:.3f})")
+        if state == wording.NOT_JUDGED:
+            pe = wording.mean_and_range(verdict["pe"], verdict["pe_min"], verdict["pe_max"], verdict["n_seeds"])
+            lines.append(f"<b>{label}</b>{seeds}: a {verdict['role']}, not judged (PE {pe})")
         else:
-            ok = verdict["trustworthy"]
-            colour, mark = (PASS, "✔ trustworthy") if ok else (FAIL, "✘ not trustworthy")
-            lines.append(f"<b style='color:{colour};font-size:1.1em'>{mark}</b> · {self._model_label(model)}")
-            lines.append(" · ".join(_reasons(verdict)))
+            lines.append(f"<b style='color:{wording.STATE_COLOURS[state]};font-size:1.1em'>"
+                         f"{wording.STATE_MARKS[state]} {state}</b> · {label}{seeds}")
+            lines.append(html.escape(verdict["reason"]) if state == wording.NOT_ASSESSABLE
+                         else " · ".join(_reasons(verdict)))
+            lines.append(wording.covers_sentence(verdict["n_seeds"], verdict["rule"],
+                                                 catalog.seed if catalog.n_seeds[model] > 1 else None))
         flag = catalog.layer_flag(layer, cam)
         if flag:
-            lines.append(f"<b style='color:{FAIL}'>⚠ layer flagged</b>: {flag}")
+            lines.append(f"<b style='color:{FAIL}'>⚠ layer flagged</b>: {html.escape(flag)}")
         if verdict["rule"] == "control":
-            twin = "" if np.isnan(verdict["twin_pe"]) else f" · twin {verdict['twin_pe']:.3f}"
-            lines.append(f"control PE (fine-tune only) <b>{verdict['control_pe']:.3f}</b>{twin}")
+            lines.append(f"control PE (fine-tune only) <b>{verdict['control_pe']:.3f}</b>")
         else:
             lines.append(f"no control: absolute threshold PE ≥ {verdict['pe_threshold']:g}")
+        twin = wording.twin_scale(verdict["twin_pe"], catalog.layers[layer])
+        if verdict["below_twin"] and state != wording.NOT_JUDGED:
+            twin = f"{twin}; {wording.drifted_clause([label])}"
+        lines.append(html.escape(twin if twin.endswith(".") else f"{twin}."))
         if self.by_ratio:
             pruner = self.controls.pruner.value
             trusted = catalog.trusted(pruner, layer, cam)
             if trusted is None:
-                lines.append(f"{pruner_name(pruner)}: {catalog.trust_error or 'no trusted ratio'}")
+                lines.append(f"{pruner_name(pruner)}: {html.escape(catalog.trust_error or 'no trusted ratio')}")
             elif trusted["model"] is None:
-                lines.append(f"{pruner_name(pruner)}: <b style='color:{FAIL}'>none trusted</b> "
+                lines.append(f"{pruner_name(pruner)}: <b style='color:{FAIL}'>{wording.NONE_TRUSTED}</b> "
                              f"(fails at {trusted['first_failure']:.2f} on {trusted['fails_on']})")
             else:
                 failure = ("" if not trusted["fails_on"] else
                            f"; fails at {trusted['first_failure']:.2f} on {trusted['fails_on']}")
                 lines.append(f"{pruner_name(pruner)}: trusted up to ratio "
                              f"<b style='color:{PASS}'>{trusted['ratio']:.2f}</b>{failure}")
-        lines.append(f"<span style='color:#555;font-size:0.85em'>rule: {verdict['rule_text']}</span>")
-        border = PASS if verdict["trustworthy"] and catalog.role(model) != schema.CONTROL else "#999"
-        return (f"<div style='border-left:4px solid {border};padding-left:6px;line-height:1.35;font-size:13px'>"
-                + "<br>".join(lines) + "</div>")
+        lines.append(f"<span style='color:#555;font-size:0.85em'>rule: {html.escape(verdict['rule_text'])}</span>")
+        return (f"<div style='border-left:4px solid {wording.STATE_COLOURS[state]};padding-left:6px;"
+                "line-height:1.35;font-size:13px'>" + "<br>".join(lines) + "</div>")
 
     # -- layout ----------------------------------------------------------------------------------------
     def _panel(self, name: str) -> widgets.VBox:
@@ -377,7 +417,7 @@ class Explorer(widgets.VBox):
     def _layout(self) -> list:
         c, p = self.controls, self.panels
         wrap = {"flex_flow": "row wrap", "align_items": "flex-end"}
-        first_row = [c.pruner, c.ratio, c.compare] if self.by_ratio else [c.model, c.compare]
+        first_row = [c.pruner, c.ratio, c.compare, c.seed] if self.by_ratio else [c.model, c.compare, c.seed]
         maps = widgets.HBox([self._panel("picture"), self._panel("reference"), self._panel("candidate"),
                              self.colorbars.cam, self._panel("difference"), self.colorbars.difference,
                              self._panel("masks")], layout={"align_items": "flex-end", "flex": "0 0 auto",
@@ -391,15 +431,24 @@ class Explorer(widgets.VBox):
 
 
 def _reasons(verdict: dict) -> list[str]:
-    """Why a verdict is what it is, one short clause per criterion."""
+    """Why a verdict is what it is, one short clause per criterion; with several seeds the PE is their
+    mean and range."""
+    pe = wording.mean_and_range(verdict["pe"], verdict["pe_min"], verdict["pe_max"], verdict["n_seeds"])
     if verdict["rule"] == "control":
-        pe = (f"PE {verdict['pe']:.3f}: bound of the gap to the control {verdict['bound']:.3f} "
+        pe = (f"PE {pe}: bound of the gap to the control {verdict['bound']:.3f} "
               f"{'≤' if verdict['pe_ok'] else '>'} margin {verdict['margin']:g}")
     else:
-        pe = f"PE {verdict['pe']:.3f} {'≥' if verdict['pe_ok'] else '<'} {verdict['pe_threshold']:g}"
+        pe = f"PE {pe} {'≥' if verdict['pe_ok'] else '<'} {verdict['pe_threshold']:g}"
     accuracy = (f"accuracy drop {verdict['accuracy_drop'] * 100:.1f} points "
                 f"{'≤' if verdict['accuracy_ok'] else '>'} {verdict['max_accuracy_drop'] * 100:g}")
     return [("" if verdict["pe_ok"] else "<b>✘</b> ") + pe, ("" if verdict["accuracy_ok"] else "<b>✘</b> ") + accuracy]
+
+
+def _seed_options(seeds: list[int]) -> list:
+    """The seed picker's choices: the mean over ``seeds``, then each seed; one choice when there are none."""
+    if not seeds:
+        return [("one seed", MEAN)]
+    return [(f"mean of {len(seeds)} seeds", MEAN)] + [(f"seed {seed}", seed) for seed in seeds]
 
 
 def _square(size: int) -> dict:
