@@ -11,6 +11,8 @@ products: no Python loop over resamples (see ``benchmarks/stats.py``).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import xarray as xr
 
@@ -32,6 +34,7 @@ def bootstrap(ds: xr.Dataset, variable: str = schema.PE, *, per_class: bool = Fa
     """
     values, labels, other_dims = _per_image(ds, variable)
     rule = structure.class_weight_rule(ds, class_weights)
+    _warn_if_few(labels)
     resampled = _class_means(values, labels, n_resamples, np.random.default_rng(seed))  # (B, K, M)
     if per_class:
         estimate = by_class(ds, variable).transpose(*other_dims, schema.LABEL)
@@ -64,6 +67,7 @@ def compare(ds: xr.Dataset, model_a: str, model_b: str, variable: str = schema.P
     rule = structure.class_weight_rule(ds, class_weights)
     difference = ds[variable].sel({schema.MODEL: model_a}) - ds[variable].sel({schema.MODEL: model_b})
     values, labels, other_dims = _per_image(ds.assign({variable: difference}), variable)
+    _warn_if_few(labels)
     rng = np.random.default_rng(seed)
     weights = structure.weights_by_class(labels, rule)
     resampled = np.einsum("bkm,k->bm", _class_means(values, labels, n_resamples, rng), weights.values)
@@ -114,6 +118,22 @@ def _per_image(ds: xr.Dataset, variable: str) -> tuple[np.ndarray, np.ndarray, t
     return values, ds[schema.LABEL].values, other_dims
 
 
+class FewImagesWarning(UserWarning):
+    """A class has fewer images than a stratified bootstrap needs for its interval to mean much."""
+
+
+MIN_IMAGES_PER_CLASS = 10  # below this a class's resampled mean takes too few distinct values
+
+
+def _warn_if_few(labels: np.ndarray) -> None:
+    classes, counts = np.unique(labels, return_counts=True)
+    few = {int(k): int(n) for k, n in zip(classes, counts) if n < MIN_IMAGES_PER_CLASS}
+    if few:
+        warnings.warn(f"Classes {few} (label: images) have fewer than {MIN_IMAGES_PER_CLASS} images: their resampled "
+                      "means take few distinct values, so the interval is too narrow (zero wide with one image). "
+                      "Evaluate more images per class.", FewImagesWarning, stacklevel=3)
+
+
 def _class_sizes(labels: np.ndarray) -> np.ndarray:
     """N_k of each image's class ``(N,)``."""
     _, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
@@ -135,6 +155,8 @@ def _class_means(values: np.ndarray, labels: np.ndarray, n_resamples: int,
     Each resample is stored as counts ``(rows, N_k)``: how often it drew each image of class k;
     the class means of all resamples are then one matrix product per class and chunk.
     """
+    if isinstance(n_resamples, bool) or not isinstance(n_resamples, (int, np.integer)) or n_resamples < 1:
+        raise ValueError(f"n_resamples must be an integer >= 1 (bootstrap resamples), such as 1000; got {n_resamples!r}.")
     classes = np.unique(labels)
     means = np.empty((n_resamples, len(classes), len(values)))
     for k, label in enumerate(classes):

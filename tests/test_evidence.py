@@ -260,3 +260,13 @@ def test_a_lazy_view_of_a_replaced_store_fails_loudly_and_a_netcdf_view_keeps_it
         else:
             assert float(abs(view.pe - first.pe).max()) == 0.0
         assert float(abs(pe.load(tmp_path / name).pe - second.pe).max()) == 0.0
+
+
+def test_a_bootstrap_on_too_few_images_per_class_warns_and_negative_resamples_are_refused():
+    from pescore_nb import stats
+
+    ds = results_dataset(n_images=12)  # 4 images per class
+    with pytest.warns(stats.FewImagesWarning, match="fewer than 10 images"):
+        stats.bootstrap(ds, n_resamples=10)
+    with pytest.raises(ValueError, match="n_resamples must be an integer >= 1 \\(bootstrap resamples\\)"):
+        stats.compare(results_dataset(n_images=30), "l2@0.30", "l2@0.60", n_resamples=-5)
