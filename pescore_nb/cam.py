@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import layouts
+
 EPS = 1e-7  # pytorch-grad-cam's min-max eps; a map whose range is below it is degenerate
 
 
@@ -158,10 +160,17 @@ class CamEngine:
     parameters' ``.grad`` are never filled, no graph outlives a call, and the model's hooks,
     train/eval modes, ``requires_grad`` flags and device are restored even when a call raises.
     Use ``with engine:`` to keep the model prepared (on the engine's device) across many calls.
+
+    ``reshape_transform`` brings a layer's output to ``(N, C, h, w)`` (:mod:`pescore_nb.layouts`):
+    ``None`` chooses it for torchvision's ``VisionTransformer`` (tokens) and ``SwinTransformer``
+    (channels-last) and uses other outputs as they are; ``"vit"``, ``"swin"``, a callable with
+    pytorch-grad-cam's contract (e.g. ``layouts.TokenGrid(prefix_tokens=2)`` for DeiT), or a dict
+    of those by layer. Token outputs, and 4-D outputs that are channels-last by their kind, are
+    refused without one: a layout is never guessed.
     """
 
     def __init__(self, model: nn.Module, layers: Sequence[str] | str, cams: Sequence[str] | str = ("gradcam++",),
-                 device: str | torch.device | None = None):
+                 device: str | torch.device | None = None, reshape_transform=None):
         if isinstance(layers, str):
             layers = [layers]
         if isinstance(cams, str):
@@ -178,6 +187,9 @@ class CamEngine:
             raise ValueError(f"{repeated} listed more than once; give each layer and CAM method once.")
         self.device = torch.device(device) if device is not None else _model_device(model)
         self.modules = {name: _find_layer(model, name) for name in self.layers}
+        self.transforms = layouts.resolve(model, self.modules, reshape_transform)
+        self._channels_last = {name for name, module in self.modules.items()
+                               if self.transforms[name] is None and layouts.channels_last_suspect(model, name, module)}
         unknown = [method for method in self.cams if method not in CAMS]
         if unknown:
             raise ValueError(f"Unknown CAM method(s) {unknown}; choose from {list(CAMS)}.")
@@ -227,13 +239,28 @@ class CamEngine:
         def hook(module, inputs, output):
             if not self._handles:  # a backend method is running the model
                 return None
-            if not isinstance(output, torch.Tensor) or output.ndim != 4:
-                shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
-                raise ValueError(f"Layer '{name}' gives {shape}, but CAMs need an (N, C, h, w) tensor: "
-                                 "choose a convolutional layer or block output.")
+            self._check_layout(name, output)
             self._captured[name] = (output, output._version)
             return output.clone() if name in self._clone_outputs else None
         return hook
+
+    def _check_layout(self, name: str, output) -> None:
+        """Refuse an output that is not ``(N, C, h, w)`` and has no transform, naming the fix."""
+        if self.transforms[name] is not None:
+            return
+        shape = tuple(output.shape) if isinstance(output, torch.Tensor) else type(output).__name__
+        if isinstance(output, torch.Tensor) and output.ndim == 3:
+            raise ValueError(f"Layer '{name}' gives tokens {shape}, but CAMs need (N, C, h, w): pass "
+                             "reshape_transform='vit' (a class token, then a square patch grid), "
+                             "layouts.TokenGrid(prefix_tokens=2) for DeiT, or your own callable.")
+        if not isinstance(output, torch.Tensor) or output.ndim != 4:
+            raise ValueError(f"Layer '{name}' gives {shape}, but CAMs need an (N, C, h, w) tensor: "
+                             "choose a convolutional layer or block output.")
+        if name in self._channels_last:
+            raise ValueError(f"Layer '{name}' ({type(self.modules[name]).__name__}) gives {shape}, which is "
+                             "channels-last (N, H, W, C) for a layer of its kind; pass reshape_transform='swin' "
+                             "to permute it, or choose a layer whose output is (N, C, h, w) (e.g. the block's "
+                             "output).")
 
     # --- computing maps ----------------------------------------------------------------------
     def __call__(self, images: torch.Tensor, targets: torch.Tensor | None = None) -> torch.Tensor:
@@ -256,7 +283,9 @@ class CamEngine:
                                      f"model's {logits.shape[1]} outputs, got max {int(targets.max())}.")
                 targets = targets.to(self.device, non_blocking=True)
             gradients = self._gradients(logits, targets, activations)
-            activations = [activation.detach() for activation in activations]
+            activations = [self._laid_out(name, activation.detach()) for name, activation in zip(self.layers, activations)]
+            gradients = [None if gradient is None else self._laid_out(name, gradient)
+                         for name, gradient in zip(self.layers, gradients)]
             size = tuple(images.shape[-2:])
             per_method = {method: [normalise_maps(NATIVE_CAMS[method](activations[i], gradients[i]), size)
                                    for i in range(len(self.layers))]
@@ -271,7 +300,7 @@ class CamEngine:
             return CamOutput(heatmaps, logits.detach(), targets, degenerate)
 
     def _forward(self, images: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """Logits ``(N, classes)`` and each layer's output ``(N, C, h, w)``, in-place safe."""
+        """Logits ``(N, classes)`` and each layer's raw output (before its layout transform), in-place safe."""
         for _ in range(2):
             self._captured = {}
             with torch.set_grad_enabled(self._needs_gradients):
@@ -294,6 +323,17 @@ class CamEngine:
         self._captured = {}
         return logits, activations
 
+    def _laid_out(self, name: str, output: torch.Tensor) -> torch.Tensor:
+        """A layer's output (or its gradient) as ``(N, C, h, w)`` through its transform."""
+        transform = self.transforms[name]
+        if transform is None:
+            return output
+        laid_out = transform(output)
+        if not isinstance(laid_out, torch.Tensor) or laid_out.ndim != 4:
+            shape = tuple(laid_out.shape) if isinstance(laid_out, torch.Tensor) else type(laid_out).__name__
+            raise ValueError(f"reshape_transform {transform!r} of layer '{name}' gave {shape}, not (N, C, h, w).")
+        return laid_out
+
     def _gradients(self, logits, targets, activations) -> list[torch.Tensor | None]:
         """d(sum of target logits)/d(layer output) for each layer: one ``autograd.grad`` call."""
         if not self._needs_gradients:
@@ -311,7 +351,8 @@ class CamEngine:
         handles, self._handles = self._handles, []  # our capture hooks stand aside
         with contextlib.redirect_stdout(io.StringIO()):  # FullGrad prints on every call; we warned once
             cam = getattr(pytorch_grad_cam, BACKEND_CAMS[method])(model=self.model,
-                                                                  target_layers=[self.modules[layer]])
+                                                                  target_layers=[self.modules[layer]],
+                                                                  reshape_transform=self.transforms[layer])
         try:
             maps = cam(input_tensor=images.detach().requires_grad_(True),
                        targets=[ClassifierOutputTarget(int(t)) for t in targets.tolist()])
