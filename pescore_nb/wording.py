@@ -41,7 +41,8 @@ def verdict_text(verdict: Mapping, short: bool = False) -> str:
     if state == TRUSTED:
         return TRUSTED
     if state == NOT_TRUSTED and short:
-        failed = [name for name, key in (("PE", "pe_ok"), ("accuracy", "accuracy_ok")) if not bool(_value(verdict[key]))]
+        failed = [name for name, key in (("PE", "pe_ok"), ("accuracy", "accuracy_ok"))
+                  if not bool(_value(verdict[key]))]
         return f"{NOT_TRUSTED}: {'+'.join(failed)}"
     return f"{state}: {_value(verdict['reason'])}"
 

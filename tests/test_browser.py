@@ -222,8 +222,8 @@ def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, t
             assert outside_the_window(page) == [], "parts of the explorer lie outside the 1440x900 window"
             page.screenshot(path=str(ARTIFACTS / "explorer.png"))
             before_verdict = page.inner_text(VERDICT)
-            assert re.search(r"(✔ trusted|✘ not trusted|\? not assessable)", before_verdict)  # one of the three states
-            assert "control PE" in before_verdict and "control:twin" in before_verdict  # the twin, or that there is none
+            assert re.search(r"(✔ trusted|✘ not trusted|\? not assessable)", before_verdict)  # one of three states
+            assert "control PE" in before_verdict and "control:twin" in before_verdict  # the twin, or its absence
 
             page.focus(RATIO_HANDLE)
             page.keyboard.press("ArrowRight")

@@ -285,10 +285,11 @@ def test_a_layer_whose_maps_ignore_the_weights_is_flagged_and_the_twin_is_a_scal
     far_twin = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6),
                                controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.9, randomised: 3.0})
     pe = pescore_nb.score(far_twin).sel(layer="features.3", cam="gradcam++")
-    assert pe.sel(model=schema.CONTROL_TWIN) < 0.5 and pe.sel(model=schema.CONTROL_TWIN) - pe.sel(model=randomised) > 0.1
+    twin = pe.sel(model=schema.CONTROL_TWIN)
+    assert twin < 0.5 and twin - pe.sel(model=randomised) > 0.1  # under the old floor of 0.5, above the randomised copy
     shown = explore(far_twin).verdict.value
     assert "layer flagged" not in shown  # a twin far away is a scale: retraining moves these maps that far
-    assert f"(control:twin) scores {float(pe.sel(model=schema.CONTROL_TWIN)):.2f} at features.3" in shown
+    assert f"(control:twin) scores {float(twin):.2f} at features.3" in shown
 
 
 SEEDS = (0, 1, 2)
@@ -334,7 +335,7 @@ def test_with_the_mean_the_verdict_is_the_groups_and_the_maps_one_seeds(seeded):
     twin = class_weighted(seeded, [schema.CONTROL_TWIN])[0]
     assert f"(control:twin) scores {twin:.2f} at features.3" in verdict
     if pe.mean() < twin:
-        assert "L2-norm filter @ 0.60 scores below it: it has drifted as far as retraining from scratch would" in verdict
+        assert "L2-norm filter @ 0.60 scores below it: it has drifted as far as retraining" in verdict
     assert "seed 0" in explorer.captions.candidate.value and "<b>l2@0.60/seed0</b>" in explorer.readout.value
     where = {schema.MODEL: "l2@0.60/seed0", schema.LAYER: "features.3", schema.CAM: "gradcam++",
              schema.IMAGE: int(c.image.value)}
@@ -344,8 +345,8 @@ def test_with_the_mean_the_verdict_is_the_groups_and_the_maps_one_seeds(seeded):
     candidate = seeded.heatmap.sel(where).values >= threshold
     assert np.array_equal(np.all(pixels(explorer.panels.masks.value) == 255, axis=-1), reference & candidate)
     summary = pescore_nb.score(seeded).sel(layer="features.3", cam="gradcam++")
-    np.testing.assert_allclose(explorer.summary.pe_line.get_ydata()[1:],
-                               [class_weighted(seeded, [f"l2@{r:.2f}/seed{s}" for s in SEEDS]).mean() for r in (0.3, 0.6)])
+    means = [class_weighted(seeded, [f"l2@{r:.2f}/seed{s}" for s in SEEDS]).mean() for r in (0.3, 0.6)]
+    np.testing.assert_allclose(explorer.summary.pe_line.get_ydata()[1:], means)
     assert summary.sel(model="reference") == pytest.approx(explorer.summary.pe_line.get_ydata()[0])
 
 
@@ -364,7 +365,8 @@ def test_picking_a_seed_shows_that_seeds_verdict_maps_and_numbers(seeded, seed):
     assert f"it is what fine-tuning seed {seed} alone gives" in verdict
     control = class_weighted(seeded, [f"{schema.CONTROL_FINETUNE}/seed{seed}"])[0]
     assert f"control PE (fine-tune only) <b>{control:.3f}</b>" in verdict
-    assert f"<b>random@0.30/seed{seed}</b>" in explorer.readout.value and f"seed {seed}" in explorer.captions.candidate.value
+    assert f"<b>random@0.30/seed{seed}</b>" in explorer.readout.value
+    assert f"seed {seed}" in explorer.captions.candidate.value
     where = {schema.MODEL: f"random@0.30/seed{seed}", schema.LAYER: "features.3", schema.CAM: "gradcam++",
              schema.IMAGE: int(c.image.value)}
     shown = readout_numbers(explorer)

@@ -154,7 +154,7 @@ def test_the_three_verdict_states_are_named_and_coloured(tmp_path):
     written = html_report.report(ds, tmp_path / "report.html", n_resamples=20, heatmap_images=1,
                                  max_accuracy_drop=1.0).read_text(encoding="utf-8")  # only PE decides
     models = section(written, "models")
-    assert re.search(r"<td>l2@0.02</td>.*?<td class='trusted'>trusted</td>", models, re.S)  # drifts less than the control
+    assert re.search(r"<td>l2@0.02</td>.*?<td class='trusted'>trusted</td>", models, re.S)  # drifts less than control
     assert re.search(r"<td>l2@0.60</td>.*?<td class='not-trusted'>not trusted: PE</td>", models, re.S)
     assert re.search(r"<td>random@0.02</td>.*?<td class='not-assessable'>not assessable: no control of seed 2",
                      models, re.S)  # seed 2 has no control of its own

@@ -39,8 +39,8 @@ class Explorer(widgets.VBox):
     one), ``layer``, ``cam``, ``label`` (a class, or ``"all"``) and ``image`` (positions, lowest PE
     first), ``seed`` (``"mean"``: each group's mean over its fine-tuning seeds, with one seed's maps,
     the image list and the readout; or one seed: everything as that seed alone gives; hidden when
-    each group is one model). When the candidates have no ratios (models scored with ``evaluate``, outside a sweep)
-    ``pruner`` and ``ratio`` give way to ``model``, a picker of the candidates and controls, and
+    each group is one model). When the candidates have no ratios (models scored with ``evaluate``,
+    outside a sweep) ``pruner`` and ``ratio`` give way to ``model``, a picker of the candidates and controls, and
     ``compare`` picks another model. ``worst`` selects the lowest-PE image of the list.
     ``panels``: Image widgets ``picture``, ``reference``, ``candidate``, ``difference``, ``masks``,
     the side-by-side ``side_a`` (selected), ``side_b`` (compared), ``side_difference`` (B - A), and
@@ -441,7 +441,8 @@ def _reasons(verdict: dict) -> list[str]:
         pe = f"PE {pe} {'≥' if verdict['pe_ok'] else '<'} {verdict['pe_threshold']:g}"
     accuracy = (f"accuracy drop {verdict['accuracy_drop'] * 100:.1f} points "
                 f"{'≤' if verdict['accuracy_ok'] else '>'} {verdict['max_accuracy_drop'] * 100:g}")
-    return [("" if verdict["pe_ok"] else "<b>✘</b> ") + pe, ("" if verdict["accuracy_ok"] else "<b>✘</b> ") + accuracy]
+    return [("" if verdict["pe_ok"] else "<b>✘</b> ") + pe,
+            ("" if verdict["accuracy_ok"] else "<b>✘</b> ") + accuracy]
 
 
 def _seed_options(seeds: list[int]) -> list:

@@ -67,8 +67,9 @@ class Catalog:
     controls. ``pe_by_class``, ``pe_overall``, ``accuracy_by_class`` and ``accuracy`` score the
     groups; the maps (``heatmaps``), the image list and the ``readout`` are those of one member per
     group, ``member_names``: the model of ``shown_seed`` (``seed``, or the smallest seed), or the
-    group's only model (``n_seeds``: the models of each group). ``verdicts`` is :func:`trust.assess` ``(model, layer, cam)`` of those
-    groups and ``recommendation`` :func:`trust.recommend`, or None with the reason in ``trust_error``.
+    group's only model (``n_seeds``: the models of each group). ``verdicts`` is :func:`trust.assess`
+    ``(model, layer, cam)`` of those groups and ``recommendation`` :func:`trust.recommend`, or None
+    with the reason in ``trust_error``.
     ``results`` (a :class:`Results`) may be shared by the catalogs of every seed choice.
     """
 
@@ -179,12 +180,14 @@ class Catalog:
         if self.verdicts is None:
             return None
         at = self.verdicts.sel({schema.MODEL: self.names[model]}).isel({schema.LAYER: layer, schema.CAM: cam})
-        found = {**{name: bool(at[name]) for name in VERDICT_FLAGS}, **{name: float(at[name]) for name in VERDICT_NUMBERS},
+        found = {**{name: bool(at[name]) for name in VERDICT_FLAGS},
+                 **{name: float(at[name]) for name in VERDICT_NUMBERS},
                  **{name: str(at[name].item()) for name in VERDICT_TEXTS}}
         attrs = self.verdicts.attrs
         found.update(role=str(at[schema.ROLE].values), n_seeds=int(at["n_seeds"]), rule=str(attrs.get("rule", "")),
                      rule_text=str(attrs.get("rule_text", attrs.get("rule", ""))),
-                     **{name: float(attrs.get(name, np.nan)) for name in ("margin", "pe_threshold", "max_accuracy_drop")})
+                     **{name: float(attrs.get(name, np.nan))
+                        for name in ("margin", "pe_threshold", "max_accuracy_drop")})
         return found
 
     def layer_flag(self, layer: int, cam: int) -> str:
