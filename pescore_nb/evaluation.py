@@ -40,7 +40,7 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
              device: str | torch.device | None = None, config: PEConfig = PEConfig(),
              class_names: Sequence[str] | None = None, sp2ps_config: Sp2PSConfig | None = None,
              heatmap_size: tuple[int, int] | None = None, heatmap_dtype: str = "float32", outputs: str = "auto",
-             allow_overlap: bool = False, store: str | None = None, client=None,
+             allow_overlap: bool = False, reshape_transform=None, store: str | None = None, client=None,
              progress: bool = True) -> xr.Dataset:
     """PE-score of each candidate against the reference, for every layer, CAM method and image.
 
@@ -75,6 +75,10 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
     paired image by image with these. A warning gives the count of degenerate maps (constant, no
     CAM signal) of each model that has any.
 
+    reshape_transform: how each layer's output becomes ``(N, C, h, w)``, for every model (see
+    :class:`~pescore_nb.cam.CamEngine` and :mod:`pescore_nb.layouts`): ``None`` is automatic for
+    torchvision's ViT and Swin; ``"vit"``, ``"swin"``, a callable, or a dict of those by layer.
+
     store: a ``.zarr`` path written batch by batch; the returned Dataset is opened lazily from it.
     Started again with the same arguments and data, a killed run continues where it stopped; a
     store written with other arguments or other data is refused, naming what differs.
@@ -100,7 +104,7 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
     dataset, batch_size, collate_fn = _source(data, batch_size)
     names = list(class_names or _dataset_attribute(dataset, "classes") or []) or None
     job = _Job(models, dataset, collate_fn, layers, cams, device, config, sp2ps_config, heatmap_size, heatmap_dtype,
-               names, outputs)
+               names, outputs, reshape_transform)
     built = _built(models)
     _check_restorable(built)
     engines = job.engines(built)
@@ -173,10 +177,13 @@ def _warn_degenerate(ds: xr.Dataset) -> xr.Dataset:
     if counts.any():
         listed = ", ".join(f"{name} {int(count)} of {total}" for name, count
                            in zip(ds[schema.MODEL].values.tolist(), counts) if count)
+        every = " Every map of the reference is degenerate: its classifier gives no gradient (torchvision's " \
+            "VisionTransformer zero-initialises its head, so an untrained one has none); train it first." \
+            if counts[0] == total else ""
         warnings.warn(f"Degenerate maps (constant, no CAM signal) per model: {listed}. SSIM and IoU say nothing "
                       "about them; a verdict where more than 10 % of a candidate's paired maps are degenerate is "
                       "'not assessable'. Choose another layer or CAM method, or check that the model's "
-                      "classifier has gradients (an untrained or zero-initialised head gives none).",
+                      f"classifier has gradients (an untrained or zero-initialised head gives none).{every}",
                       DegenerateMapWarning, stacklevel=3)
     return ds
 
@@ -304,10 +311,12 @@ class _Job:
     heatmap_dtype: str
     class_names: list[str] | None
     outputs: str = "auto"
+    reshape_transform: object = None
     image_shape: tuple[int, ...] | None = None  # (C, H, W) of the first image, which every image must share
 
     def engines(self, models: list[nn.Module]) -> list[CamEngine]:
-        return [CamEngine(model, self.layers, self.cams, device=self.device) for model in models]
+        return [CamEngine(model, self.layers, self.cams, device=self.device, reshape_transform=self.reshape_transform)
+                for model in models]
 
     def batches(self, ranges: Sequence[tuple[int, int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(images (B, C, H, W), labels (B,))`` for each range of dataset positions, in order, checked."""
@@ -660,7 +669,9 @@ def _run_arguments(job: _Job, engines: list[CamEngine], batch_size: int, seen: _
             job.sp2ps_config.to_json(), "batch_size": str(batch_size), "images": str(len(job.dataset)),
             "image_digest": seen.images_digest, "label_digest": seen.labels_digest,
             "class_names": json.dumps(job.class_names), "heatmap_size": json.dumps(job.heatmap_size),
-            "heatmap_dtype": job.heatmap_dtype, "outputs": job.outputs}
+            "heatmap_dtype": job.heatmap_dtype, "outputs": job.outputs,
+            "reshape_transforms": json.dumps([repr(engine.transforms[layer]) for engine in engines[:1]
+                                              for layer in job.layers])}
 
 
 _WORKER_ENGINES: dict[int, list[CamEngine]] = {}

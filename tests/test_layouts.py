@@ -136,3 +136,21 @@ def test_prefix_tokens_and_bad_transforms_name_the_fix():
         CamEngine(small_vit(), VIT_LAYERS[-1], "gradcam", reshape_transform="deit")
     with pytest.raises(ValueError, match="cannot be imported"):
         CamEngine(small_vit(), VIT_LAYERS[-1], "gradcam", reshape_transform="no_such_module:transform")
+
+
+def test_evaluate_scores_a_vit_and_an_untrained_one_is_called_out(vit_batch):
+    import pescore_nb as pe
+    from pescore_nb.scores import DegenerateMapWarning
+    from torch.utils.data import TensorDataset
+
+    images, targets = vit_batch
+    data = TensorDataset(images, targets)
+    ds = pe.evaluate(small_vit(0), {"other": small_vit(1)}, data, layers=VIT_LAYERS[-1], cams="gradcam++",
+                     progress=False)
+    assert float(ds.pe.sel(model="reference").min()) == 1.0 and float(ds.pe.sel(model="other").max()) < 1.0
+    torch.manual_seed(0)
+    untrained = VisionTransformer(image_size=32, patch_size=8, num_layers=3, num_heads=2, hidden_dim=32,
+                                  mlp_dim=64, num_classes=6)  # torchvision zeroes the head: no gradient
+    with pytest.warns(DegenerateMapWarning, match="Every map of the reference is degenerate.*VisionTransformer "
+                                                  "zero-initialises its head"):
+        pe.evaluate(untrained, {}, data, layers=VIT_LAYERS[-1], cams="gradcam++", progress=False)
