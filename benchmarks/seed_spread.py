@@ -73,7 +73,8 @@ def make(args: argparse.Namespace) -> xr.Dataset:
           f"{torch.get_num_threads()}; {load_text()}", flush=True)
     start = time.perf_counter()
     candidates = prune.sweep(reference, train[0][0][None], ratios, pruner=list(PRUNERS), seeds=seeds,
-                             finetune=finetune, data=train, workers=args.workers, progress=True)
+                             finetune=finetune, data=train, workers=args.workers, progress=True,
+                             controls=not args.no_control)
     swept = time.perf_counter() - start
     print(f"pruned and fine-tuned {len(candidates)} models in {swept:.0f} s ({load_text()})", flush=True)
     candidates[schema.RANDOMISED_PREFIX + LAYER] = randomised(reference, LAYER)
@@ -257,6 +258,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads of the evaluation (1: two threads on a shared machine mostly wait)")
+    parser.add_argument("--no-control", action="store_true",
+                        help="leave control:finetune out (another saved run of the same seeds has it; see --combine)")
     parser.add_argument("--save", help="keep the Dataset here (.nc) for --combine")
     parser.add_argument("--json", help="write the per-seed numbers and spreads here")
     parser.add_argument("--combine", help="Datasets saved with --save (comma-separated, one recipe): recombine "
@@ -274,6 +277,9 @@ def main() -> None:
         from pescore_nb import save
 
         save(ds, args.save, overwrite=True)
+    if args.no_control:
+        print("no control:finetune in this run: combine it with a run that has it (--combine) for the gaps")
+        return
     summary = report(per_seed(ds))
     elapsed = time.perf_counter() - start
     print(f"\nelapsed {elapsed:.0f} s ({load_text()})")
