@@ -60,8 +60,8 @@ class Job:
 
 def make_model(inputs: SweepInputs, job: Job) -> nn.Module:
     """A copy of ``inputs.model`` pruned, fine-tuned and counted as ``job`` says, in eval mode, carrying
-    ``pescore_pruning``; on the CPU it runs with one torch thread, so its weights do not depend on how
-    many jobs run at once."""
+    ``pescore_pruning``. torch's CPU operations run on one thread meanwhile, so the weights do not
+    depend on how many jobs run at once."""
     with _one_torch_thread():
         model = copy.deepcopy(inputs.model).eval()
         ignored = [model.get_submodule(name) for name in inputs.ignored]
