@@ -417,7 +417,8 @@ class Explorer(widgets.VBox):
     def _layout(self) -> list:
         c, p = self.controls, self.panels
         wrap = {"flex_flow": "row wrap", "align_items": "flex-end"}
-        first_row = [c.pruner, c.ratio, c.compare, c.seed] if self.by_ratio else [c.model, c.compare, c.seed]
+        seed = [c.seed] if self._results.seeds else []  # one seed: the (hidden) picker stays out of the page
+        first_row = ([c.pruner, c.ratio, c.compare] if self.by_ratio else [c.model, c.compare]) + seed
         maps = widgets.HBox([self._panel("picture"), self._panel("reference"), self._panel("candidate"),
                              self.colorbars.cam, self._panel("difference"), self.colorbars.difference,
                              self._panel("masks")], layout={"align_items": "flex-end", "flex": "0 0 auto",
