@@ -205,6 +205,20 @@ def assert_rule_trusts_no_more_than_accuracy_alone(rows: list[dict]):
         assert row["ratio"] <= row["accuracy_only_ratio"] + TOLERANCE, row
 
 
+GAP_DEFAULTS = inspect.signature(trust.attention_gaps).parameters
+
+
+def assert_gaps_are_true(facts: dict):
+    """"pairs of pruned models whose accuracies are within 1 point of each other but whose PE differs
+    by 0.1 or more", from the accuracies and PEs the notebook printed."""
+    accuracy_points, pe_gap = GAP_DEFAULTS["accuracy_points"].default, GAP_DEFAULTS["pe_gap"].default
+    for gap in facts["gaps"]:
+        a, b, pe = gap["model_a"], gap["model_b"], facts["pe"][gap["layer"]]
+        assert facts["role"][a] == facts["role"][b] == "candidate", gap
+        assert abs(facts["accuracy"][a] - facts["accuracy"][b]) <= accuracy_points + TOLERANCE, gap
+        assert pe[a] - pe[b] >= pe_gap - TOLERANCE, (gap, pe[a], pe[b])
+
+
 @pytest.mark.slow
 def test_quickstart_tells_the_truth(executed):
     facts = executed("01_quickstart").facts
@@ -233,6 +247,7 @@ def test_quickstart_tells_the_truth(executed):
         assert row["n_seeds"] == len(facts["seeds"]) and row["covers"] == trust.COVERS_SEEDS, row
     # "the rule never trusts more [than accuracy alone]"
     assert_rule_trusts_no_more_than_accuracy_alone(facts["recommend"])
+    assert_gaps_are_true(facts)
     # "The file gives the same scores (up to the rounding of sums computed in another order)."
     assert facts["reload_difference"] < 1e-6
 
@@ -253,6 +268,7 @@ def test_workshop_tells_the_truth(executed):
         assert pe["control:finetune"] < 1.0 and pe["control:twin"] < 1.0
     # "the rule never trusts more than accuracy alone" (it asks for the accuracy budget too)
     assert_rule_trusts_no_more_than_accuracy_alone(facts["recommend"])
+    assert_gaps_are_true(facts)
     # "with one fine-tuning seed, as here, it ... covers the test images only"
     for row in facts["recommend"]:
         assert row["n_seeds"] == 1 and row["covers"] == trust.COVERS_IMAGES, row
