@@ -4,8 +4,8 @@ A group is a candidate (or control) made with one or several fine-tuning seeds
 (:func:`pescore_nb.structure.seed_groups`: ``"l2@0.30/seed0"``, ``"l2@0.30/seed1"``, ... form the
 group ``"l2@0.30"``). Views draw and list groups, named as :func:`pescore_nb.trust.assess` names
 them: :func:`seed_view` turns a Dataset into one whose ``model`` dimension holds the group names,
-either averaged over the seeds or restricted to one seed; :func:`seed_range` gives the spread
-over the seeds.
+either averaged over the seeds or restricted to one seed (the spread over the seeds is
+:func:`pescore_nb.structure.by_group` with ``"min"`` and ``"max"``).
 """
 from __future__ import annotations
 
@@ -77,16 +77,6 @@ def _reduced(members: xr.Dataset) -> xr.Dataset:
     """The mean over ``model`` of each variable; booleans (``degenerate``): any."""
     return xr.Dataset({name: values.any(schema.MODEL) if values.dtype == bool else values.mean(schema.MODEL)
                        for name, values in members.data_vars.items()})
-
-
-def seed_range(values: xr.DataArray, ds: xr.Dataset) -> tuple[xr.DataArray, xr.DataArray]:
-    """The lowest and highest of ``values (model, ...)`` over each group's seeds: two ``(model=group, ...)``
-    arrays (equal for groups of one)."""
-    groups = structure.seed_groups(ds)
-    low, high = ([getattr(values.sel({schema.MODEL: members}), how)(schema.MODEL) for members in groups.values()]
-                 for how in ("min", "max"))
-    return tuple(xr.concat(extremes, dim=schema.MODEL).assign_coords({schema.MODEL: list(groups)})
-                 for extremes in (low, high))
 
 
 def shown_seed(ds: xr.Dataset, seed: int | None = None) -> int | None:

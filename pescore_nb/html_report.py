@@ -182,7 +182,7 @@ def _layer_checks(checks: xr.Dataset) -> str:
                          f"{schema.CONTROL_FINETUNE} PE": _number(float(check["control_pe"]), 3),
                          "energy in objects": _number(float(check["energy_in_mask"]), 3),
                          "usable": "yes" if bool(check["usable"]) else f"flagged: {check['why'].item()}",
-                         "not checked without": wording.not_checked_text(check)})
+                         "not checked without": str(check["not_checked"].item())})
     table = pd.DataFrame(rows).to_html(index=False, classes="trust", escape=True, border=0)
     return f"<h3>Layer checks</h3><p>{html.escape(wording.layer_rule_sentence(checks.attrs))}</p>{table}"
 

@@ -163,11 +163,11 @@ def where_seeds_text(layer: str, cam: str, ds: xr.Dataset, seed: int | None = No
 
 
 def _spread(ds: xr.Dataset, values: xr.DataArray, seed: int | None) -> tuple[xr.DataArray, xr.DataArray] | None:
-    """The lowest and highest of ``values (model, ...)`` over each group's seeds (:func:`grouping.seed_range`);
+    """The lowest and highest of ``values (model, ...)`` over each group's seeds (:func:`structure.by_group`);
     None when one seed is drawn or no group has several."""
     if seed is not None or not grouping.several_seeds(ds):
         return None
-    return grouping.seed_range(values, ds)
+    return structure.by_group(values, ds, "min"), structure.by_group(values, ds, "max")
 
 
 def _error_bars(ax, x, y, colour: str, y_range=None, x_range=None) -> None:
@@ -432,7 +432,7 @@ def drop_scatter(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = 
     score_spread = _spread(ds, score(ds, variable), seed)
     drop_ranges = None
     if score_spread is not None:  # a drop's lowest seed is the score's highest
-        accuracy_low, accuracy_high = grouping.seed_range(ds[schema.ACCURACY], ds)
+        accuracy_low, accuracy_high = (structure.by_group(ds[schema.ACCURACY], ds, how) for how in ("min", "max"))
         reference_accuracy = float(view[schema.ACCURACY].sel(model=reference))
         drop_ranges = {"x": (reference_accuracy - accuracy_high, reference_accuracy - accuracy_low),
                        "y": (float(scores.sel(model=reference)) - score_spread[1],

@@ -105,9 +105,6 @@ def control(ds: xr.Dataset, name: str = schema.CONTROL_FINETUNE) -> str | None:
     return name if name in {group_name(model) for model in controls(ds)} else None
 
 
-RANDOMISED_NAME = schema.RANDOMISED_PREFIX + "<layer>"
-
-
 def randomised(ds: xr.Dataset, layer: str) -> str | None:
     """The randomisation control of ``layer`` (``control:randomised@<layer>``) when the Dataset holds it."""
     return control(ds, schema.RANDOMISED_PREFIX + str(layer))
@@ -159,10 +156,25 @@ def one_seed(ds: xr.Dataset, seed: int) -> xr.Dataset:
     fine-tuning seed alone would have given (models without seed, and groups of one, are kept)."""
     groups = seed_groups(ds)
     model_seeds = dict(zip(ds[schema.MODEL].values.astype(str).tolist(), seeds(ds).tolist()))
-    if not any(len(members) > 1 and model_seeds[m] == seed for members in groups.values() for m in members):
+    if seed not in model_seeds.values() or seed == schema.NO_SEED:
         raise ValueError(f"No group of models has seed {seed}; the seeds are {all_seeds(ds)}.")
     kept = [m for members in groups.values() for m in members if len(members) == 1 or model_seeds[m] == seed]
     return ds.sel({schema.MODEL: [m for m in ds[schema.MODEL].values.astype(str) if m in kept]})
+
+
+def by_group(values: xr.DataArray, ds: xr.Dataset, how: str = "mean") -> xr.DataArray:
+    """``values (model, ...)`` reduced over each group's models (``how``: ``"mean"``, ``"min"`` or ``"max"``):
+    ``(model, ...)`` with the group names of :func:`seed_groups`, and each group's ``role``, ``pruner`` and
+    ``ratio``."""
+    groups = seed_groups(ds)
+    reduced = xr.concat([getattr(values.sel({schema.MODEL: members}), how)(schema.MODEL)
+                         for members in groups.values()], dim=schema.MODEL)
+    firsts = values[schema.MODEL].sel({schema.MODEL: [members[0] for members in groups.values()]})
+    kept = {name: (schema.MODEL, firsts[name].values) for name in (schema.ROLE, schema.PRUNER, schema.RATIO)
+            if name in firsts.coords}
+    reduced = reduced.drop_vars([name for name in reduced.coords if schema.MODEL in reduced[name].dims
+                                 or name in values[schema.MODEL].coords], errors="ignore")
+    return reduced.assign_coords({schema.MODEL: list(groups), **kept})
 
 
 def all_seeds(ds: xr.Dataset) -> list[int]:

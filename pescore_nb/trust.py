@@ -25,8 +25,10 @@ one or several fine-tuning seeds (``"l2@0.10/seed0"``, ``"l2@0.10/seed1"``, ...:
      every output says so): the ``level`` quantile of the stratified, class-weighted bootstrap
      distribution of the mean paired gap.
 
-   A candidate seed without the control of the same seed, or a class with fewer than two images
-   (no spread to estimate), is *not assessable*.
+   A candidate seed without the control of the same seed, a class with fewer than
+   ``min_images_per_class`` images (default 10: fewer give a bound too narrow to mean 95 %), or more
+   than ``max_degenerate`` (10 %) of a seed's paired maps degenerate (constant, so SSIM and IoU say
+   nothing) make a group *not assessable*: never a "yes" without evidence.
 3. **PE, absolute** (``rule="absolute"``, and the fallback without a control, which the output
    says): the group's class-weighted PE, averaged over its seeds, must be at least
    ``pe_threshold`` (default 0.8).
@@ -54,7 +56,7 @@ from scipy import stats as scipy_stats
 
 from . import schema, structure
 from .scores import by_class, score
-from .stats import stratified_upper_bound
+from .stats import MIN_IMAGES_PER_CLASS, stratified_upper_bound
 
 TOLERANCE = 1e-9  # floating-point slack in every comparison
 RULES = ("control", "absolute")
@@ -84,6 +86,7 @@ class TrustRule:
     n_resamples: int = 2000
     seed: int = 0
     max_degenerate: float = 0.1
+    min_images_per_class: int = MIN_IMAGES_PER_CLASS
 
     def __post_init__(self):
         if self.rule is not None and self.rule not in RULES:
@@ -94,6 +97,10 @@ class TrustRule:
                 raise ValueError(f"{name} must be in [0, 1] (a share: 0.02 = two points), got {value!r}.")
         if not 0 < self.level < 1:
             raise ValueError(f"level must be in (0, 1), e.g. 0.95, got {self.level!r}.")
+        for name, least in (("n_resamples", 1), ("min_images_per_class", 2)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"{name} must be an integer >= {least}, got {value!r}.")
 
     def resolved(self, ds: xr.Dataset) -> str:
         """The rule applied to ``ds``: ``"control"`` needs the control model in it."""
@@ -165,7 +172,7 @@ def assess(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | No
     ``model`` holds the group names (:func:`pescore_nb.structure.seed_groups`; with one seed, the
     model names), with the coordinates ``role``, ``pruner``, ``ratio``, ``n_seeds``. Variables:
     ``pe`` (class-weighted, averaged over the seeds), ``pe_min`` / ``pe_max`` (its range over the
-    seeds), ``accuracy`` (mean over the seeds), ``accuracy_drop``, ``bound`` (:func:`seed_bound` of
+    seeds), ``accuracy`` (mean over the seeds; ``accuracy_min`` / ``accuracy_max`` its range), ``accuracy_drop``, ``bound`` (:func:`seed_bound` of
     PE(control) - PE(group); NaN under the absolute rule and for non-candidates), ``covers`` (what
     that bound covers), ``pe_ok``, ``accuracy_ok``, ``verdict`` (one of :data:`VERDICTS` for
     candidates, ``""`` for the reference and controls), ``reason`` (why, in words),
@@ -179,9 +186,9 @@ def assess(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | No
     groups = structure.seed_groups(ds)
     structure.check_same_images(ds)
     model_pe = score(ds, variable, class_weights).compute()
-    pe = _by_group(model_pe, groups, "mean")
-    accuracy_drop = _by_group(structure.accuracy_drop(ds), groups, "mean")
-    accuracy = _by_group(structure.accuracies(ds), groups, "mean")
+    pe = structure.by_group(model_pe, ds)
+    accuracy_drop = structure.by_group(structure.accuracy_drop(ds), ds)
+    accuracy = structure.by_group(structure.accuracies(ds), ds)
     candidates = [group for group in groups if _group_role(ds, groups[group]) == schema.CANDIDATE]
     control_by_seed = _members_by_seed(ds, groups[trust_rule.control]) if applied == "control" else None
     pairs = {group: _pairs(_members_by_seed(ds, groups[group]), control_by_seed) for group in candidates}
@@ -199,8 +206,11 @@ def assess(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | No
                                 applied)
     n_seeds = [len(groups[group]) for group in groups]
     return xr.Dataset(
-        {"pe": pe, "pe_min": _by_group(model_pe, groups, "min"), "pe_max": _by_group(model_pe, groups, "max"),
-         "accuracy": accuracy, "accuracy_drop": accuracy_drop, "bound": bound,
+        {"pe": pe, "pe_min": structure.by_group(model_pe, ds, "min"),
+         "pe_max": structure.by_group(model_pe, ds, "max"),
+         "accuracy": accuracy, "accuracy_min": structure.by_group(structure.accuracies(ds), ds, "min"),
+         "accuracy_max": structure.by_group(structure.accuracies(ds), ds, "max"), "accuracy_drop": accuracy_drop,
+         "bound": bound,
          "covers": (schema.MODEL, [covers(n) if group in candidates else "" for group, n in zip(groups, n_seeds)]),
          "pe_ok": pe_ok, "accuracy_ok": accuracy_ok, "verdict": verdict, "reason": reason,
          "trustworthy": verdict == TRUSTED, "below_twin": pe < twin_pe - TOLERANCE,
@@ -208,19 +218,6 @@ def assess(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | No
         coords={"n_seeds": (schema.MODEL, n_seeds)},
         attrs={**dataclasses.asdict(trust_rule), "rule": applied, "rule_text": trust_rule.describe(ds),
                "variable": variable, "control": trust_rule.control if applied == "control" else ""})
-
-
-def _by_group(values: xr.DataArray, groups: dict[str, list[str]], how: str) -> xr.DataArray:
-    """``values (model, ...)`` reduced over each group's models (``how``: mean, min or max) -> ``(model, ...)``
-    with the group names, and the role, pruner and ratio of each group's first model."""
-    reduced = xr.concat([getattr(values.sel({schema.MODEL: members}), how)(schema.MODEL)
-                         for members in groups.values()], dim=schema.MODEL)
-    firsts = values[schema.MODEL].sel({schema.MODEL: [members[0] for members in groups.values()]})
-    kept = {name: (schema.MODEL, firsts[name].values) for name in (schema.ROLE, schema.PRUNER, schema.RATIO)
-            if name in firsts.coords}
-    reduced = reduced.drop_vars([name for name in reduced.coords if schema.MODEL in reduced[name].dims
-                                 or name in values[schema.MODEL].coords], errors="ignore")
-    return reduced.assign_coords({schema.MODEL: list(groups), **kept})
 
 
 def _group_role(ds: xr.Dataset, members: list[str]) -> str:
@@ -270,17 +267,24 @@ def _not_assessable(ds: xr.Dataset, pe: xr.DataArray, pairs: dict[str, list | st
                     trust_rule: TrustRule) -> xr.DataArray:
     """Why each candidate group cannot be judged at each layer and CAM method ``(model, layer, cam)``; ""
     where it can. A group is not assessable when any of its seeds is: no control of its seed, fewer than
-    two images in a class, or more than ``max_degenerate`` of its paired maps degenerate in either model."""
+    ``min_images_per_class`` images in a class (the control rule's bound), or more than ``max_degenerate``
+    of its paired maps degenerate in either model."""
     why = xr.full_like(pe, "", dtype=object)
-    _, counts = np.unique(ds[schema.LABEL].values, return_counts=True)
+    labels, counts = np.unique(ds[schema.LABEL].values, return_counts=True)
+    names = dict(zip(ds[schema.LABEL].values.tolist(), ds[schema.CLASS_NAME].values.tolist())) \
+        if schema.CLASS_NAME in ds.coords else {}
     degenerate = ds[schema.DEGENERATE].transpose(schema.MODEL, schema.LAYER, schema.CAM, schema.IMAGE) \
         if schema.DEGENERATE in ds else None
     for group, paired in pairs.items():
         if isinstance(paired, str):
             why.loc[{schema.MODEL: group}] = paired
             continue
-        if counts.min() < 2:
-            why.loc[{schema.MODEL: group}] = "a class has a single image: no spread to bound"
+        controlled = any(control is not None for control, _ in paired)
+        if controlled and counts.min() < trust_rule.min_images_per_class:
+            few = labels[np.argmin(counts)].item()
+            why.loc[{schema.MODEL: group}] = (
+                f"class {names.get(few, few)} has {counts.min()} images: the bound needs at least "
+                f"{trust_rule.min_images_per_class} in every class (evaluate more images)")
             continue
         if degenerate is None:
             continue
@@ -360,7 +364,7 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
                 if n_trusted < len(groups):
                     failed = at.isel({schema.MODEL: n_trusted})
                     if class_pe is None:
-                        class_pe = _by_group(by_class(ds, variable).compute(), structure.seed_groups(ds), "mean")
+                        class_pe = structure.by_group(by_class(ds, variable).compute(), ds)
                         floors = _class_floors(class_pe, verdicts)
                     row.update(first_failure=float(failed[schema.RATIO]), fails_on=_what_failed(failed),
                                failing_classes=_classes_below(class_pe.sel({schema.MODEL: groups[n_trusted], **where}),
@@ -379,11 +383,10 @@ def attention_gaps(ds: xr.Dataset, accuracy_points: float = 0.01, pe_gap: float 
     attention drifts. Columns :data:`GAP_COLUMNS`, ``pe_a >= pe_b``, largest PE gap first; empty
     when there is no such pair.
     """
-    groups = {group: members for group, members in structure.seed_groups(ds).items()
-              if _group_role(ds, members) == schema.CANDIDATE}
-    pe = _by_group(score(ds, variable, class_weights).compute(), groups, "mean")
-    accuracy = _by_group(structure.accuracies(ds), groups, "mean").values
-    candidates = list(groups)
+    candidates = [group for group, members in structure.seed_groups(ds).items()
+                  if _group_role(ds, members) == schema.CANDIDATE]
+    pe = structure.by_group(score(ds, variable, class_weights).compute(), ds).sel({schema.MODEL: candidates})
+    accuracy = structure.by_group(structure.accuracies(ds), ds).sel({schema.MODEL: candidates}).values
     rows = []
     for i, a in enumerate(candidates):
         for j, b in enumerate(candidates[i + 1:], start=i + 1):
@@ -423,7 +426,7 @@ def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: st
     checks), ``not_checked``.
     """
     groups = structure.seed_groups(ds)
-    pe = _by_group(score(ds, variable, class_weights).compute(), groups, "mean")
+    pe = structure.by_group(score(ds, variable, class_weights).compute(), ds)
     twin = _group_score(pe, structure.control(ds, schema.CONTROL_TWIN))
     control = _group_score(pe, structure.control(ds, schema.CONTROL_FINETUNE))
     randomised = xr.concat([_group_score(pe.sel({schema.LAYER: [layer]}), structure.randomised(ds, layer))
@@ -445,9 +448,10 @@ def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: st
               (control - randomised < min_above_randomised - TOLERANCE,
                f"{schema.CONTROL_FINETUNE} PE less than {min_above_randomised:g} above the randomised copy's: "
                "fine-tuning alone moves the maps as far as randomisation")]
-    missing = [(values.isnull(), name) for name, values in ((structure.RANDOMISED_NAME, randomised),
-                                                             (schema.CONTROL_TWIN, twin),
-                                                             (schema.CONTROL_FINETUNE, control))]
+    randomised_names = xr.DataArray([schema.RANDOMISED_PREFIX + str(layer) for layer in twin[schema.LAYER].values],
+                                    dims=schema.LAYER, coords={schema.LAYER: twin[schema.LAYER]})
+    missing = [(randomised.isnull(), randomised_names), (twin.isnull(), schema.CONTROL_TWIN),
+               (control.isnull(), schema.CONTROL_FINETUNE)]
     why, not_checked = _joined(checks, twin, "; "), _joined(missing, twin, ", ")
     return xr.Dataset({"twin_pe": twin, "control_pe": control, "randomised_pe": randomised,
                        "energy_in_mask": energy, "degenerate_share": degenerate.transpose(*twin.dims), "usable": why == "", "why": why, "not_checked": not_checked},
@@ -455,12 +459,17 @@ def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: st
                              "max_degenerate": max_degenerate})
 
 
-def _joined(parts: list[tuple[xr.DataArray, str]], template: xr.DataArray, separator: str) -> xr.DataArray:
-    """For each cell of ``template (layer, cam)``: the texts of ``parts`` whose condition holds there, joined."""
-    conditions = [(condition.transpose(*template.dims).values, text) for condition, text in parts]
+def _joined(parts: list[tuple[xr.DataArray, str | xr.DataArray]], template: xr.DataArray,
+            separator: str) -> xr.DataArray:
+    """For each cell of ``template (layer, cam)``: the texts of ``parts`` (one text, or one per cell) whose
+    condition holds there, joined."""
+    conditions = [(condition.transpose(*template.dims).values,
+                   text.broadcast_like(template).transpose(*template.dims).values
+                   if isinstance(text, xr.DataArray) else np.full(template.shape, text, dtype=object))
+                  for condition, text in parts]
     values = np.empty(template.shape, dtype=object)
     for index in np.ndindex(template.shape):
-        values[index] = separator.join(text for condition, text in conditions if condition[index])
+        values[index] = separator.join(text[index] for condition, text in conditions if condition[index])
     return template.copy(data=values.astype(str))
 
 

@@ -175,7 +175,8 @@ def model_table(ds: xr.Dataset, verdicts: xr.Dataset) -> pd.DataFrame:
     (:func:`group_verdict_text`)."""
     groups = structure.seed_groups(ds)
     show_seeds = any(len(members) > 1 for members in groups.values())
-    accuracy_low, accuracy_high = grouping.seed_range(ds[schema.ACCURACY].astype(float), ds)
+    accuracy_low, accuracy_high = (structure.by_group(ds[schema.ACCURACY].astype(float), ds, how)
+                                   for how in ("min", "max"))
     several_cams = verdicts.sizes[schema.CAM] > 1
     places = [(layer, cam) for layer in verdicts[schema.LAYER].values.tolist()
               for cam in verdicts[schema.CAM].values.tolist()]
@@ -220,15 +221,8 @@ def layer_check_sentence(check: xr.Dataset, where: str) -> str:
     parts = [text.format(float(check[name])) for text, name in values if not np.isnan(float(check[name]))]
     text = f"Layer {where}: {', '.join(parts) or 'no control to check it with'}"
     text += "; no check failed" if bool(check["usable"]) else f"; flagged: {check['why'].item()}"
-    missing = not_checked_text(check)
+    missing = str(check["not_checked"].item())
     return f"{text}{f'; not checked without {missing}' if missing else ''}."
-
-
-def not_checked_text(check: xr.Dataset) -> str:
-    """The controls whose checks were not made at one layer of :func:`pescore_nb.trust.layer_checks`,
-    the randomised copy named by its layer: ``"control:randomised@features.3, control:twin"``."""
-    return str(check["not_checked"].item()).replace(structure.RANDOMISED_NAME,
-                                                    schema.RANDOMISED_PREFIX + str(check[schema.LAYER].item()))
 
 
 def _value(value):

@@ -8,7 +8,7 @@ from pescore_nb import schema
 from pescore_nb.metrics import PEConfig
 
 
-def results_dataset(n_images: int = 12, size: int = 16, pruners=("l2", "random"), ratios=(0.3, 0.6),
+def results_dataset(n_images: int = 30, size: int = 16, pruners=("l2", "random"), ratios=(0.3, 0.6),
                     layers=("features.3", "features.7"), cams=("gradcam++",), n_classes: int = 3,
                     seed: int = 0, distinct_maps: bool = False, controls: dict | None = None) -> xr.Dataset:
     """A Dataset with the names of ``PESCORE.md``: PE falls as the ratio grows, faster for "random".

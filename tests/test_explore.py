@@ -298,7 +298,7 @@ SEEDS = (0, 1, 2)
 @pytest.fixture
 def seeded():
     """Three seeds, each with its own maps (a blob shifted by the seed), so a panel tells which it shows."""
-    ds = seeded_results_dataset(seeds=SEEDS, n_images=12, size=16).copy(deep=True)
+    ds = seeded_results_dataset(seeds=SEEDS, n_images=30, size=16).copy(deep=True)
     for seed in SEEDS[1:]:
         members = [name for name in ds.model.values.tolist() if name.endswith(f"/seed{seed}")]
         ds[schema.HEATMAP].loc[{"model": members}] = np.roll(ds[schema.HEATMAP].sel(model=members).values,

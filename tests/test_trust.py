@@ -131,10 +131,11 @@ def test_thresholds_outside_zero_one_are_refused(bounds):
         recommend(results_dataset(), **bounds)
 
 
-def per_image(models, labels=(0, 0, 1, 1, 2, 2)):
-    """A Dataset with the per-image PEs given: ``[(name, role, pruner, ratio, accuracy, pe (6,))]``."""
-    labels = np.array(labels)
-    pe = np.array([m[5] for m in models], dtype=float)[:, None, None, :]
+def per_image(models, labels=(0, 0, 1, 1, 2, 2), copies=5):
+    """A Dataset with the per-image PEs given, ``[(name, role, pruner, ratio, accuracy, pe (6,))]``, each image
+    ``copies`` times (5: ten images per class, as the control rule needs)."""
+    labels = np.tile(labels, copies)
+    pe = np.tile(np.array([m[5] for m in models], dtype=float), copies)[:, None, None, :]
     return xr.Dataset(
         {schema.PE: (schema.SCORE_DIMS, pe)},
         coords={schema.MODEL: [m[0] for m in models], schema.ROLE: (schema.MODEL, [m[1] for m in models]),
@@ -237,7 +238,7 @@ def test_a_check_whose_control_is_missing_is_not_made_and_says_so():
     models = layer_check_models(twin_pe=0.25, randomised_pe=0.2)
     checks = layer_checks(per_image([models[0], models[2], models[3]])).squeeze()  # no control, no randomised copy
     assert bool(checks["usable"]) and math.isnan(float(checks["randomised_pe"]))
-    assert checks["not_checked"].item() == "control:randomised@<layer>, control:finetune"
+    assert checks["not_checked"].item() == "control:randomised@conv, control:finetune"
 
 
 def test_a_randomised_copy_changes_the_maps_at_its_layer_and_leaves_the_model_alone(snapshot):
