@@ -323,6 +323,9 @@ def _finetune(parent: _Section) -> FinetuneSpec:
     section = _Section(parent.values["finetune"], parent.field("finetune"),
                        ("epochs", "lr", "batch_size", "distill", "temperature", "schedule"))
     default = {field.name: field.default for field in dataclasses.fields(prune.Finetune)}
+    if "temperature" in section.values and not section.values.get("distill"):
+        raise ConfigError(section.field("temperature"), "does nothing without distill: true (it softens the "
+                          "reference's outputs for distillation); add distill: true, or remove temperature.")
     return FinetuneSpec(
         epochs=section.get("epochs", int, "a number of epochs >= 1, e.g. 1", default["epochs"], lambda n: n >= 1),
         lr=float(section.get("lr", numbers.Real, "a positive learning rate, e.g. 5e-4", default["lr"],

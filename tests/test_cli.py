@@ -356,6 +356,9 @@ BAD_CONFIGS = {  # case: (changes to the tiny config, field named, words of the 
                                   "pruner 'senpis' ranks filters on training images"),
     "finetune without prune data": ({"prune": {"pruner": "l2", "ratios": [0.5], "finetune": {}}}, "prune.data",
                                     "missing; prune.finetune trains on it and must never see the evaluation data"),
+    "temperature without distill": ({"prune": {"pruner": "l2", "ratios": [0.5], "data": {"source": "digits"},
+                                               "finetune": {"temperature": 3.0}}}, "prune.finetune.temperature",
+                                    "does nothing without distill: true"),
     "prune data is the evaluation data": ({"prune": {"pruner": "l2", "ratios": [0.5],
                                                      "data": {"source": "digits", "split": "test", "limit": 5}}},
                                           "prune.data", "is the evaluation data (digits, split test); the pruning "

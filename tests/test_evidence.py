@@ -270,3 +270,31 @@ def test_a_bootstrap_on_too_few_images_per_class_warns_and_negative_resamples_ar
         stats.bootstrap(ds, n_resamples=10)
     with pytest.raises(ValueError, match="n_resamples must be an integer >= 1 \\(bootstrap resamples\\)"):
         stats.compare(results_dataset(n_images=30), "l2@0.30", "l2@0.60", n_resamples=-5)
+
+
+def test_a_sweep_remembers_its_training_images_and_evaluate_refuses_them():
+    from pescore_nb import prune
+
+    data = images(30, size=8)
+    train = TensorDataset(data.tensors[0][:20], data.tensors[1][:20])
+    held_out = TensorDataset(data.tensors[0][20:], data.tensors[1][20:])
+    reference = pointwise_net(0)
+    candidates = prune.sweep(reference, data.tensors[0][:1], [0.5], pruner=["l2", "taylor"], data=train,
+                             samples_per_class=2, finetune=prune.Finetune(train, epochs=1, batch_size=8))
+    assert len(getattr(candidates["l2@0.50"], TRAINING_HASHES)) == 20  # fine-tuned on all 20
+    overlapping = TensorDataset(data.tensors[0][15:], data.tensors[1][15:])  # 5 training images, 10 held out
+    with pytest.raises(ValueError, match="l2@0.50: 5 of 15.*taylor@0.50: 5 of 15.*control:finetune: 5 of 15"):
+        pe.evaluate(reference, candidates, overlapping, layers="1", cams="gradcam", config=CONFIG, progress=False)
+    ds = pe.evaluate(reference, candidates, held_out, layers="1", cams="gradcam", config=CONFIG, progress=False)
+    assert json.loads(ds.attrs["training_overlaps"]) == {} and ds.attrs["allow_overlap"] == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"lr": float("inf")}, "lr must be a positive, finite learning rate"),
+    ({"temperature": 4.0}, "temperature=4.0 does nothing without distill=True"),
+])
+def test_fine_tuning_settings_that_would_do_nothing_or_break_are_refused(kwargs, message):
+    from pescore_nb import prune
+
+    with pytest.raises(ValueError, match=message):
+        prune.Finetune(images(6), **kwargs)

@@ -21,6 +21,9 @@ SCHEDULES = {
 }
 
 
+TEMPERATURE = 2.0  # the default softening of distillation
+
+
 @dataclass(frozen=True)
 class Finetune:
     """Fine-tuning applied to every pruned copy: ``epochs`` passes of Adam(``lr``) on cross-entropy,
@@ -46,7 +49,7 @@ class Finetune:
     batch_size: int = 32
     device: torch.device | str | None = None
     distill: bool = False
-    temperature: float = 2.0
+    temperature: float = TEMPERATURE
     schedule: str = "constant"
 
     def __post_init__(self):
@@ -61,14 +64,17 @@ class Finetune:
                 "pass e.g. the training split."
             )
         check_count("Finetune epochs", self.epochs)
-        if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not self.lr > 0:
-            raise ValueError(f"Finetune lr must be a positive learning rate such as 1e-3, got {self.lr!r}.")
+        if isinstance(self.lr, bool) or not isinstance(self.lr, numbers.Real) or not 0 < self.lr < math.inf:
+            raise ValueError(f"Finetune lr must be a positive, finite learning rate such as 1e-3, got {self.lr!r}.")
         check_count("Finetune batch_size", self.batch_size)
         if not isinstance(self.distill, bool):
             raise ValueError(f"Finetune distill must be True or False, got {self.distill!r}.")
         if isinstance(self.temperature, bool) or not isinstance(self.temperature, numbers.Real) \
                 or not 0 < self.temperature < float("inf"):
             raise ValueError(f"Finetune temperature must be a positive number such as 2.0, got {self.temperature!r}.")
+        if not self.distill and self.temperature != TEMPERATURE:
+            raise ValueError(f"Finetune temperature={self.temperature!r} does nothing without distill=True (it softens "
+                             "the reference's outputs for distillation); pass distill=True, or leave temperature out.")
         if not isinstance(self.schedule, str) or self.schedule not in SCHEDULES:
             raise ValueError(f"Finetune schedule must be one of {', '.join(map(repr, SCHEDULES))}, "
                              f"got {self.schedule!r}.")

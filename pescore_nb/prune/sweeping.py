@@ -9,10 +9,13 @@ import pickle
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import Dataset
 from tqdm.auto import tqdm
+
+from pescore_nb.digests import TRAINING_HASHES, image_hashes
 
 from pescore_nb.schema import CANDIDATE, CONTROL, CONTROL_FINETUNE, UNPRUNED, seeded_name
 from pescore_nb.senpis import class_balanced_sample
@@ -100,7 +103,18 @@ def sweep(
                 bar.update()
         else:
             made = _make_in_workers(inputs, jobs, int(workers), bar)
+    _remember_training_images(list(zip(jobs, made)), inputs)
     return {job.name: model for job, model in zip(jobs, made)}
+
+
+def _remember_training_images(made: list[tuple[Job, nn.Module]], inputs: SweepInputs) -> None:
+    """Give each model the 64-bit hashes ``(N,)`` of the images it was pruned (its seed's sample) or fine-tuned
+    on (:data:`pescore_nb.digests.TRAINING_HASHES`), which :func:`pescore_nb.evaluate` refuses to score it on."""
+    tuned = [] if inputs.finetune is None else [_dataset_hashes(inputs.finetune.data)]
+    sampled = {seed: image_hashes(sample.images) for seed, sample in inputs.samples.items()}
+    for job, model in made:
+        seen = tuned + ([sampled[job.seed]] if job.pruner in DATA_PRUNERS else [])
+        setattr(model, TRAINING_HASHES, np.unique(np.concatenate(seen)) if seen else np.zeros(0, dtype=np.uint64))
 
 
 def seed_list(seed: int, seeds: int | Sequence[int] | None) -> list[int]:
@@ -222,6 +236,11 @@ def _pruning_samples(pruners: list[str], data, samples_per_class: int, seeds: li
         images, labels = class_balanced_sample(data, samples_per_class, seed)
         samples[seed] = PruningSample(images.to(device), labels.to(device), _digest(list(zip(images, labels))))
     return samples
+
+
+def _dataset_hashes(data) -> np.ndarray:
+    """The 64-bit hash of every image of ``data`` (a Dataset of ``(image (C, H, W), label, ...)``): ``(N,)``."""
+    return np.array([image_hashes(data[i][0][None])[0] for i in range(len(data))], dtype=np.uint64)
 
 
 def _digest(data) -> str:
