@@ -292,7 +292,7 @@ def test_errors_name_the_problem_and_the_fix(kwargs, message):
     [
         (dict(epochs=0), "Finetune epochs must be an integer >= 1, got 0"),
         (dict(epochs=1.5), "Finetune epochs must be an integer >= 1, got 1.5"),
-        (dict(lr=0.0), "Finetune lr must be a positive learning rate such as 1e-3, got 0.0"),
+        (dict(lr=0.0), "Finetune lr must be a positive, finite learning rate such as 1e-3, got 0.0"),
         (dict(batch_size=0), "Finetune batch_size must be an integer >= 1, got 0"),
         (dict(batch_size=True), "Finetune batch_size must be an integer >= 1, got True"),
         (dict(data=TensorDataset(torch.randn(0, 3, 8, 8), torch.zeros(0))),
