@@ -313,7 +313,7 @@ def test_workshop_answers_tell_the_truth(executed):
     assert setup and all(row["pruner"] == "unstructured" for row in setup)
     assert [row["ratio"] for row in setup] == [row["ratio"] for row in workshop["recommend"]
                                                 if row["pruner"] == "unstructured"]
-    assert len(facts["new_seeds"]) == 3 and 0 not in facts["new_seeds"]
+    assert len(facts["new_seeds"]) == 2 and 0 not in facts["new_seeds"]
     for label, rows in facts["one_seed"].items():
         for row in rows:
             assert row["n_seeds"] == 1 and row["covers"] == trust.COVERS_IMAGES, (label, row)
