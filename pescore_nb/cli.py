@@ -59,6 +59,9 @@ DEMO_FINETUNE_IMAGES, QUICK_FINETUNE_IMAGES = 1500, 300  # the first training im
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
 DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
 DEMO_SEEDS = 3  # fine-tuning seeds of every candidate and of control:finetune: --seed, --seed + 1, ...
+DEMO_CAMS = ("gradcam++",)
+REPORT_FILE = "report.html"
+MAX_FILE_NAME = 255  # bytes: the limit of common file systems
 USER_ERRORS = (ConfigError, ValueError, TypeError, OSError, ImportError)  # bad input: one line, exit 2
 
 
@@ -103,7 +106,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _demo(args: argparse.Namespace) -> None:
     results = Path(args.out).expanduser().resolve() / runconfig.RESULTS_FILE
-    _check_output(results, args.overwrite, "--out")
+    spec = QUICK_PRUNE if args.quick else DEMO_PRUNE
+    _check_outputs(results, spec.pruners, zoo.cam_layers("vgg", "shapes"), DEMO_CAMS, args.overwrite, "--out")
     reference = zoo.load("vgg", "shapes")
     test = data.shapes(QUICK_IMAGES, split="test") if args.quick else data.builtin("shapes", "test")
     train = data.builtin("shapes", "train")
@@ -111,11 +115,10 @@ def _demo(args: argparse.Namespace) -> None:
     if not args.raw:
         images = QUICK_FINETUNE_IMAGES if args.quick else DEMO_FINETUNE_IMAGES
         finetune = DEMO_FINETUNE.build(specs.first_images(train, images))
-    spec = QUICK_PRUNE if args.quick else DEMO_PRUNE
     candidates = prune.sweep(reference, train[0][0][None], spec.ratios, pruner=spec.pruners, seed=args.seed,
                              seeds=DEMO_SEEDS, finetune=finetune, data=train, progress=True, workers=_cores())
     candidates.update(_controls(reference, reference.cam_layers, zoo.load("vgg", "shapes", seed=1)))
-    ds = evaluate(reference, candidates, test, layers=reference.cam_layers, cams=("gradcam++",),
+    ds = evaluate(reference, candidates, test, layers=reference.cam_layers, cams=DEMO_CAMS,
                   sp2ps_config=Sp2PSConfig() if args.sp2ps else None, **DEMO_HEATMAPS)
     _report(ds, results, args.overwrite)
 
@@ -127,9 +130,10 @@ def _cores() -> int:
 
 def _run(args: argparse.Namespace) -> None:
     config = runconfig.read(args.config, trust_pickle=args.trust_pickle)
-    _check_output(config.results, args.overwrite, "output")
     reference = config.reference.build()
     layers = config.layers or _cam_layers(reference)
+    _check_outputs(config.results, config.prune.pruners if config.prune is not None else (), layers, config.cams,
+                   args.overwrite, "output")
     _check_layers({schema.REFERENCE: reference}, layers)
     dataset = config.data.build()
     if config.prune is not None:
@@ -151,20 +155,31 @@ def _run(args: argparse.Namespace) -> None:
             max_accuracy_drop=config.max_accuracy_drop)
 
 
-def _check_output(results: Path, overwrite: bool, field: str) -> None:
-    """Refuse an output that exists (without ``--overwrite``) or cannot be written, before any work."""
-    if results.exists() and not overwrite:
-        raise ConfigError(field, f"{results} already exists and pescore never replaces results silently; "
-                          f"choose another {field}, or pass --overwrite.")
+def _check_outputs(results: Path, pruners: Sequence[str], layers: Sequence[str], cams: Sequence[str],
+                   overwrite: bool, field: str) -> None:
+    """Before any work: every file the job will write (``results``, the report and the figures of
+    :func:`_figure_plan`) must have a usable name, must not exist (without ``--overwrite``), and its
+    folder must be writable."""
+    folder = results.parent
+    names = [results.name, REPORT_FILE] + [name for name, _, _ in _figure_plan(pruners, layers, cams)]
+    too_long = [name for name in names if len(name.encode()) > MAX_FILE_NAME]
+    if too_long:
+        raise ConfigError(field, f"the file name {too_long[0][:60]}... would be {len(too_long[0].encode())} bytes "
+                          f"(at most {MAX_FILE_NAME}); shorten the pruner or layer names it is built from.")
+    existing = [name for name in names if (folder / name).exists()]
+    if existing and not overwrite:
+        raise ConfigError(field, f"{folder} already holds {', '.join(existing[:3])}"
+                          f"{f' and {len(existing) - 3} more' if len(existing) > 3 else ''}; pescore never replaces "
+                          f"results silently: choose another {field}, or pass --overwrite.")
     if results.is_dir():
         raise ConfigError(field, f"{results} is a folder; choose an output folder without a results.nc folder in it.")
     try:
-        results.parent.mkdir(parents=True, exist_ok=True)
-        probe = results.with_name(f".{results.name}.write-test")
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".{results.name}.write-test"
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as error:
-        raise ConfigError(field, f"cannot write in {results.parent} ({error.strerror or error}); choose a "
+        raise ConfigError(field, f"cannot write in {folder} ({error.strerror or error}); choose a "
                           "folder you can write to.") from None
 
 
@@ -217,7 +232,7 @@ def _report(ds: xr.Dataset, results: Path, overwrite: bool, **rule: float) -> No
     figures = _write_figures(ds, results.parent)
     from .html_report import report
 
-    page = report(ds, results.parent / "report.html", **rule)
+    page = report(ds, results.parent / REPORT_FILE, overwrite=overwrite, **rule)
     verdicts = assess(ds, **rule)
     table = recommend(ds, **rule) if structure.has_ratios(ds) else None
     print(_model_table(ds, verdicts))
@@ -238,28 +253,35 @@ def safe_file_name(name: str) -> str:
     return cleaned or "_"
 
 
+def _figure_plan(pruners: Sequence[str], layers: Sequence[str], cams: Sequence[str]) -> list[tuple[str, str, dict]]:
+    """The figures written for these pruners, layers and CAM methods: ``(file name, plot function, keywords)``.
+    For each layer and CAM method: PE/accuracy vs ratio and the drop scatter, and a heatmap grid per pruner."""
+    plan = []
+    for layer in layers:
+        for cam in cams:
+            where = {"layer": layer, "cam": cam}
+            if pruners:
+                plan += [(f"pe_vs_ratio_{layer}_{cam}.png", "pe_vs_ratio", where),
+                         (f"drop_scatter_{layer}_{cam}.png", "drop_scatter", where)]
+            plan += [(f"heatmaps_{pruner}_{layer}_{cam}.png", "heatmap_grid", {**where, "pruner": pruner})
+                     for pruner in pruners]
+    return [(safe_file_name(name), draw, kwargs) for name, draw, kwargs in plan]
+
+
 def _write_figures(ds: xr.Dataset, folder: Path) -> list[Path]:
-    """For each layer and CAM method: PE/accuracy vs ratio, drop scatter, a heatmap grid per pruner."""
+    """The figures of :func:`_figure_plan` for the Dataset's pruners (when they have ratios), layers and CAMs."""
     from tqdm.auto import tqdm
 
     from . import plot
 
     pruners = structure.pruners(ds) if structure.has_ratios(ds) else []
-    jobs = []
-    for layer in ds[schema.LAYER].values.tolist():
-        for cam in ds[schema.CAM].values.tolist():
-            where = {"layer": layer, "cam": cam}
-            if pruners:
-                jobs += [(f"pe_vs_ratio_{layer}_{cam}.png", plot.pe_vs_ratio, where),
-                         (f"drop_scatter_{layer}_{cam}.png", plot.drop_scatter, where)]
-            jobs += [(f"heatmaps_{pruner}_{layer}_{cam}.png", plot.heatmap_grid, {**where, "pruner": pruner})
-                     for pruner in pruners]
+    plan = _figure_plan(pruners, ds[schema.LAYER].values.tolist(), ds[schema.CAM].values.tolist())
     paths = []
-    for name, draw, kwargs in tqdm(jobs, desc="figures", unit="figure"):
-        path = folder / safe_file_name(name)
+    for name, draw, kwargs in tqdm(plan, desc="figures", unit="figure"):
+        path = folder / name
         if path.resolve().parent != folder.resolve():
             raise ValueError(f"Figure name {name!r} would leave {folder}; rename the pruner or layer.")
-        draw(ds, path=path, **kwargs)
+        getattr(plot, draw)(ds, path=path, **kwargs)
         paths.append(path)
     return paths
 

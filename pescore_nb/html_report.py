@@ -89,18 +89,26 @@ def _number(value, digits: int) -> str:
 
 
 def report(ds: xr.Dataset, path: str | Path = "report.html", *, title: str | None = None,
-           n_resamples: int = 1000, heatmap_images: int = 4, **rule) -> Path:
+           n_resamples: int = 1000, heatmap_images: int = 4, overwrite: bool = False, **rule) -> Path:
     """Write the report of ``ds`` to ``path`` (one self-contained HTML file); returns the path.
 
     ``rule`` keywords (``margin``, ``pe_threshold``, ``max_accuracy_drop``, ...) go to
     :func:`pescore_nb.trust.assess`; ``n_resamples`` to the figures' bootstrap bands;
-    ``heatmap_images`` rows in each heatmap grid.
+    ``heatmap_images`` rows in each heatmap grid (none are drawn for a Dataset without heatmaps).
+    An existing file is never replaced unless ``overwrite=True``.
     """
     from . import plot  # matplotlib loads here, only when a report is written
 
     path = Path(path)
     if path.suffix.lower() not in (".html", ".htm"):
         raise ValueError(f"The report is an HTML file; give a path ending in .html, got {path.name!r}.")
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give the report's file path, e.g. {path / 'report.html'}.")
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; pescore_nb never replaces a file silently. Choose another "
+                              "path, or pass overwrite=True to replace it.")
+    if isinstance(heatmap_images, bool) or not isinstance(heatmap_images, int) or heatmap_images < 1:
+        raise ValueError(f"heatmap_images must be an integer >= 1 (rows of each heatmap grid), got {heatmap_images!r}.")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DegenerateMapWarning)  # reported once, in the settings
         small = ds.drop_vars([name for name in (schema.HEATMAP, schema.INPUT) if name in ds]).compute()
@@ -115,8 +123,11 @@ def report(ds: xr.Dataset, path: str | Path = "report.html", *, title: str | Non
                                                      f"{datetime.datetime.now():%Y-%m-%d %H:%M}"))
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.writing-{os.getpid()}")
-    temporary.write_text(document, encoding="utf-8")
-    os.replace(temporary, path)  # a reader sees the old report or the new one, never half of one
+    try:
+        temporary.write_text(document, encoding="utf-8")
+        os.replace(temporary, path)  # a reader sees the old report or the new one, never half of one
+    finally:
+        temporary.unlink(missing_ok=True)
     return path
 
 
@@ -216,10 +227,12 @@ def _figures(ds: xr.Dataset, plot, n_resamples: int, heatmap_images: int) -> str
                                 "PE-score and accuracy vs pruning ratio"))
             parts.append(_embed(plot.pe_vs_cost(ds, **where), "PE-score at equal cost"))
             parts.append(_embed(plot.drop_scatter(ds, **where), "PE drop vs accuracy drop"))
-            for pruner in structure.pruners(ds):
+            for pruner in structure.pruners(ds) if schema.HEATMAP in ds else []:
                 parts.append(_embed(plot.heatmap_grid(ds, pruner=pruner, images=heatmap_images, **where),
                                     f"CAMs of {plot.pruner_name(pruner)}"))
             parts.append("</div>")
+    if schema.HEATMAP not in ds:
+        parts.append("<p>This Dataset holds no heatmaps, so no maps are shown.</p>")
     parts.append("</section>")
     return "".join(parts)
 

@@ -274,6 +274,11 @@ def _recipe(arch: str, dataset: str, cache_dir: str | Path | None,
     return model, train_data, folder / f"{arch}-{dataset}-{key}.pt"
 
 
+def cam_layers(arch: str = "vgg", dataset: str = "shapes") -> tuple[str, ...]:
+    """The ``cam_layers`` of the zoo's ``arch`` for ``dataset``, without training or loading it."""
+    return _recipe(arch, dataset, None)[0].cam_layers
+
+
 def cached_path(arch: str = "vgg", dataset: str = "shapes", *, seed: int = 0,
                 cache_dir: str | Path | None = None) -> Path:
     """The file in which :func:`load` keeps (or will keep) the trained weights of ``arch`` on ``dataset``."""

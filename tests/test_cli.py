@@ -93,6 +93,46 @@ def test_run_scores_a_pruning_sweep_from_a_config(tiny_config, capsys):
     assert len(list((path.parent / "out").glob("*.png"))) == 3
 
 
+def test_run_refuses_before_any_work_when_a_report_or_figure_would_be_replaced(tiny_config, capsys):
+    path = tiny_config()
+    out = path.parent / "out"
+    out.mkdir()
+    (out / "report.html").write_text("an earlier report")
+    (out / "heatmaps_l2_features.6_gradcam++.png").write_bytes(b"an earlier figure")
+    assert cli.main(["run", str(path)]) == 2
+    error = capsys.readouterr().err
+    assert "already holds report.html, heatmaps_l2_features.6_gradcam++.png" in error and "--overwrite" in error
+    assert sorted(p.name for p in out.iterdir()) == ["heatmaps_l2_features.6_gradcam++.png", "report.html"]
+    assert (out / "report.html").read_text() == "an earlier report"
+
+
+def test_a_pruner_name_too_long_for_a_file_is_refused_before_anything_is_saved(tiny_config, capsys, monkeypatch):
+    path = tiny_config()
+    monkeypatch.setattr(cli, "_figure_plan", lambda pruners, layers, cams: [("x" * 300 + ".png", "heatmap_grid", {})])
+    assert cli.main(["run", str(path)]) == 2
+    assert "would be 304 bytes (at most 255); shorten the pruner or layer names" in capsys.readouterr().err
+    assert not (path.parent / "out" / "results.nc").exists()
+
+
+def test_the_report_refuses_to_replace_a_file_or_write_onto_a_folder(tmp_path):
+    from pescore_nb import report
+    from synthetic import results_dataset
+
+    ds = results_dataset()
+    page = tmp_path / "report.html"
+    page.write_text("mine")
+    with pytest.raises(FileExistsError, match="already exists; .* overwrite=True"):
+        report(ds, page)
+    assert page.read_text() == "mine"
+    (tmp_path / "folder.html").mkdir()
+    with pytest.raises(ValueError, match="is a folder; give the report's file path"):
+        report(ds, tmp_path / "folder.html")
+    with pytest.raises(ValueError, match="heatmap_images must be an integer >= 1"):
+        report(ds, tmp_path / "other.html", heatmap_images=0)
+    assert report(ds.drop_vars(schema.HEATMAP), page, overwrite=True) == page
+    assert "holds no heatmaps" in page.read_text() and not list(tmp_path.glob(".report.html*"))
+
+
 def test_run_scores_listed_candidates_including_a_trusted_pickle(tiny_config, tmp_path, capsys):
     torch.manual_seed(1)
     torch.save(zoo.VGG(10, config=[2, "M", 8]).state_dict(), tmp_path / "narrow.pt")
