@@ -72,7 +72,7 @@ def make(args: argparse.Namespace) -> xr.Dataset:
           f"{args.batch}; ratios {ratios}; seeds {seeds}; workers {args.workers}; torch threads "
           f"{torch.get_num_threads()}; {load_text()}", flush=True)
     start = time.perf_counter()
-    candidates = prune.sweep(reference, train[0][0][None], ratios, pruner=list(PRUNERS), seeds=seeds,
+    candidates = prune.sweep(reference, train[0][0][None], ratios, pruner=args.pruners.split(","), seeds=seeds,
                              finetune=finetune, data=train, workers=args.workers, progress=True,
                              controls=not args.no_control)
     swept = time.perf_counter() - start
@@ -254,6 +254,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--ratios", default="0.1")
+    parser.add_argument("--pruners", default=",".join(PRUNERS), help="default: l2,senpis,taylor,random")
     parser.add_argument("--seeds", default="0,1,2,3,4")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--threads", type=int, default=1,
