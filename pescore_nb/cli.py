@@ -303,7 +303,7 @@ def _recommendation(table) -> str:
     for row in table.itertuples():
         trusted = f"{row.ratio:.2f}" if row.model is not None else wording.NONE_TRUSTED
         if row.fails_on == NOT_ASSESSABLE:
-            failure = f"{row.first_failure:.2f}: {NOT_ASSESSABLE}"
+            failure = f"{row.first_failure:.2f}: {NOT_ASSESSABLE} ({row.reason})"
         elif row.fails_on:
             shown, hidden = row.failing_classes[:SHOWN_CLASSES], len(row.failing_classes) - SHOWN_CLASSES
             classes = (", ".join(shown) + (f" (+{hidden} more)" if hidden > 0 else "")) or "none below their floor"

@@ -66,7 +66,7 @@ COVERS_IMAGES, COVERS_SEEDS = "test images", "test images and training seeds"
 RANDOMISED_MAX_PE = 0.3   # a layer whose randomised copy scores above this has maps that ignore the weights
 MIN_PE_ABOVE_RANDOMISED = 0.1  # the twin and control:finetune must score this far above the randomised copy
 COLUMNS = ("pruner", "layer", "cam", "ratio", "model", "pe", "accuracy_drop", "n_seeds", "bound", "covers",
-           "first_failure", "fails_on", "failing_classes", "accuracy_only_ratio", "rule", "control_pe", "twin_pe",
+           "first_failure", "fails_on", "reason", "failing_classes", "accuracy_only_ratio", "rule", "control_pe", "twin_pe",
            "layer_usable")
 GAP_COLUMNS = ("layer", "cam", "model_a", "model_b", "accuracy_a", "accuracy_b", "pe_a", "pe_b")
 
@@ -332,7 +332,8 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
     ``accuracy_drop`` and ``bound`` (NaN when none), ``n_seeds`` (seeds per group) and ``covers``
     (what the bound covers: ``"test images"``, or ``"test images and training seeds"``),
     ``first_failure`` (NaN when every ratio passes), ``fails_on`` (``"pe"``, ``"accuracy"``,
-    ``"pe+accuracy"``, ``"not assessable"`` or ``""``), ``failing_classes``, ``accuracy_only_ratio``
+    ``"pe+accuracy"``, ``"not assessable"`` or ``""``), ``reason`` (why it failed, in words),
+    ``failing_classes``, ``accuracy_only_ratio``
     (what the walk would trust on the accuracy budget alone, the usual practice), and the ``rule``
     sentence, ``control_pe``, ``twin_pe`` and ``layer_usable`` (:func:`layer_checks`) recorded on
     every row. The table's ``attrs`` hold the rule's parameters.
@@ -357,7 +358,7 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
                        "accuracy_drop": float(shown["accuracy_drop"]) if trusted else np.nan,
                        "n_seeds": int(shown["n_seeds"]), "bound": float(shown["bound"]) if trusted else np.nan,
                        "covers": str(shown["covers"].item()),
-                       "first_failure": np.nan, "fails_on": "", "failing_classes": [],
+                       "first_failure": np.nan, "fails_on": "", "reason": "", "failing_classes": [],
                        "accuracy_only_ratio": float(at[schema.RATIO][n_accurate - 1]) if n_accurate else 0.0,
                        "rule": verdicts.attrs["rule_text"], "control_pe": float(at["control_pe"]),
                        "twin_pe": float(at["twin_pe"]), "layer_usable": bool(checks["usable"].sel(where))}
@@ -367,6 +368,7 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
                         class_pe = structure.by_group(by_class(ds, variable).compute(), ds)
                         floors = _class_floors(class_pe, verdicts)
                     row.update(first_failure=float(failed[schema.RATIO]), fails_on=_what_failed(failed),
+                               reason=str(failed["reason"].item()),
                                failing_classes=_classes_below(class_pe.sel({schema.MODEL: groups[n_trusted], **where}),
                                                               floors.sel(where)))
                 rows.append(row)

@@ -231,7 +231,7 @@ def test_the_layer_findings_flag_by_the_randomised_copy_and_name_the_checks_not_
 
 
 def test_the_degenerate_note_counts_by_role_and_names_the_groups():
-    ds = seeded_results_dataset()
+    ds = seeded_results_dataset(n_images=12)
     ds[schema.DEGENERATE].loc[{"model": "l2@0.60/seed1", "layer": "features.3"}] = True  # 12 images
     ds[schema.DEGENERATE].loc[{"model": "l2@0.60/seed2", "layer": "features.7"}] = True
     ds[schema.DEGENERATE].loc[{"model": schema.CONTROL_TWIN, "image": [0, 1]}] = True  # 2 images, 2 layers
@@ -239,6 +239,7 @@ def test_the_degenerate_note_counts_by_role_and_names_the_groups():
     assert note.startswith(f"Note: 28 of {ds[schema.DEGENERATE].size} maps are degenerate")
     assert "candidates 24 (l2@0.60: 24); controls 4 (control:twin: 4)" in note
     assert cli._degenerate_note(results_dataset()) == ""
+
 
 def test_the_example_config_is_valid():
     config = runconfig.read(EXAMPLE)
