@@ -1,4 +1,4 @@
-"""Small CNNs and a small vision transformer, trained deterministically on the CPU and cached on disk.
+"""Small CNNs, trained deterministically on the CPU and cached on disk.
 
     model = zoo.load("vgg", "shapes")        # trains once (a minute or two), then loads from the cache
     zoo.accuracy(model, data.builtin("shapes", "test"))
@@ -19,7 +19,6 @@ from pathlib import Path
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from torchvision.models import VisionTransformer
 
 from pescore_nb import data as datasets
 
@@ -127,36 +126,6 @@ class ResNet(nn.Module):
         for number in range(1, self.num_layers + 1):
             x = getattr(self, f"layer{number}")(x)
         return self.fc(torch.flatten(self.avgpool(x), 1))
-
-
-class ViT(VisionTransformer):
-    """torchvision's ``VisionTransformer``, small: 64x64 images in 8x8 patches (an 8x8 token grid plus the
-    class token), ``num_layers`` encoder blocks of ``hidden_dim`` channels in ``num_heads`` heads.
-
-    ``cam_layers`` is the input norm of the last block (``encoder.layers.encoder_layer_<L-1>.ln_1``):
-    the last block's *output* reaches the head only through the class token, so its patch tokens get
-    no gradient. Being a ``VisionTransformer``, its token layers are laid out for CAMs automatically
-    (:mod:`pescore_nb.layouts`).
-    """
-
-    def __init__(self, num_classes: int, image_size: int = 64, patch_size: int = 8, num_layers: int = 4,
-                 num_heads: int = 4, hidden_dim: int = 64, mlp_dim: int = 128):
-        super().__init__(image_size=image_size, patch_size=patch_size, num_layers=num_layers, num_heads=num_heads,
-                         hidden_dim=hidden_dim, mlp_dim=mlp_dim, num_classes=num_classes)
-
-    @property
-    def cam_layers(self) -> tuple[str, ...]:
-        """The last encoder block's input layer norm, in a tuple."""
-        return (f"encoder.layers.encoder_layer_{len(self.encoder.layers) - 1}.ln_1",)
-
-    def reset_parameters(self) -> None:
-        """Draw the parameters that no submodule's ``reset_parameters`` covers (the position embedding,
-        the class token, the attention projections) from the global RNG, so :func:`train`'s seed fixes them."""
-        nn.init.normal_(self.encoder.pos_embedding, std=0.02)
-        nn.init.zeros_(self.class_token)
-        for module in self.modules():
-            if isinstance(module, nn.MultiheadAttention):
-                module._reset_parameters()
 
 
 @contextlib.contextmanager
