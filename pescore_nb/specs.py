@@ -139,7 +139,7 @@ class FinetuneSpec:
     batch_size: int
     distill: bool = False
     temperature: float = 2.0
-    schedule: str = "constant"
+    schedule: str = "cosine"
 
     def build(self, dataset: Dataset, device: str | None = None) -> prune.Finetune:
         """The recipe on ``dataset``, trained on ``device`` (``None``: where the model is)."""

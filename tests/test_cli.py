@@ -326,7 +326,7 @@ def test_run_fine_tunes_on_the_prune_data_and_adds_the_finetune_control(tiny_con
     assert ds[schema.ROLE].values.tolist() == ["reference", "candidate", "control", "control"]
     for model in ("l2@0.50", schema.CONTROL_FINETUNE):
         recipe = json.loads(ds[schema.PROVENANCE].sel({schema.MODEL: model}).item())["finetune"]
-        assert recipe == {"epochs": 1, "lr": 5e-4, "batch_size": 16, "seed": 0, "images": 80, "schedule": "constant"}
+        assert recipe == {"epochs": 1, "lr": 5e-4, "batch_size": 16, "seed": 0, "images": 80, "schedule": "cosine"}
     assert ds.sizes[schema.IMAGE] == 20
 
 

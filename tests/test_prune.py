@@ -374,7 +374,7 @@ def test_provenance_records_the_seed_the_recipe_and_the_data():
     data = TensorDataset(images, labels)
     made = sweep(tiny_net(num_classes=2), images[:1], [0.25, 0.5], pruner=["l2", "taylor", "senpis"], seed=7,
                  finetune=tune, data=data, samples_per_class=3)
-    recipe = {"epochs": 1, "lr": 2e-3, "batch_size": 16, "seed": 7, "images": 64, "schedule": "constant"}
+    recipe = {"epochs": 1, "lr": 2e-3, "batch_size": 16, "seed": 7, "images": 64, "schedule": "cosine"}
     tuned_on = digest(images, labels)
     sampled = digest(*class_balanced_sample(data, 3, seed=7))
     for name, model in made.items():

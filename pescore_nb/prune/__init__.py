@@ -9,7 +9,7 @@
     candidates["l2@0.30"].pescore_pruning
     # {"pruner": "l2", "ratio": 0.3, "role": "candidate", "seed": 0, "params": 2801450, "macs": 39753226,
     #  "provenance": {"pruning_seed": 0, "finetune": {"epochs": 1, "lr": 0.001, "batch_size": 32,
-    #                 "seed": 0, "images": 1500, "schedule": "constant"}, "pruning_data_digest": None,
+    #                 "seed": 0, "images": 1500, "schedule": "cosine"}, "pruning_data_digest": None,
     #                 "finetune_data_digest": "9f86d081884c7d65"}}
 
     several = sweep(model, example, [0.3], finetune=Finetune(train_split, schedule="cosine"), seeds=3, workers=3)
@@ -69,8 +69,9 @@ nor on the other seeds of the sweep. With one seed the names are ``"<pruner>@<ra
 (:func:`pescore_nb.schema.seeded_name`: ``"l2@0.10/seed0"``, ``"control:finetune/seed0"``).
 
 Fine-tuning (a :class:`Finetune`) is reproducible: each model is trained with its own data order
-and random numbers, both seeded with its seed, by Adam at a learning rate that is constant or
-annealed to zero (``schedule="cosine"`` or ``"linear"``, :data:`SCHEDULES`). With fine-tuning,
+and random numbers, both seeded with its seed, by Adam at a learning rate annealed to zero
+(``schedule="cosine"``, the default: it halves the seed spread of the control's PE, see
+``benchmarks/demo_design.md``; or ``"linear"``) or constant (``"constant"``) (:data:`SCHEDULES`). With fine-tuning,
 ``sweep`` also returns a control per seed, ``"control:finetune"``
 (:data:`pescore_nb.schema.CONTROL_FINETUNE`): a copy of the unpruned model put through the same
 fine-tuning, which tells what fine-tuning alone changes (``controls=False`` leaves it out).

@@ -50,7 +50,7 @@ class Finetune:
     device: torch.device | str | None = None
     distill: bool = False
     temperature: float = TEMPERATURE
-    schedule: str = "constant"
+    schedule: str = "cosine"  # benchmarks/demo_design.md: the smaller seed spread
 
     def __post_init__(self):
         if isinstance(self.data, DataLoader):
