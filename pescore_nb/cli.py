@@ -89,8 +89,8 @@ def _parser() -> argparse.ArgumentParser:
                       help=f"first fine-tuning seed: the models are made with the {DEMO_SEEDS} seeds BASE, BASE+1, ... "
                       "(default 0); the reference and the twin stay zoo seeds 0 and 1")
     demo.add_argument("--quick", action="store_true",
-                      help=f"{len(QUICK_PRUNE.ratios)} ratios, {QUICK_IMAGES} test images, {DEMO_SEEDS} seeds: "
-                      "about two minutes")
+                      help=f"{len(QUICK_PRUNE.ratios)} ratios, {QUICK_FINETUNE_IMAGES} fine-tuning and {QUICK_IMAGES} "
+                      f"test images, still {DEMO_SEEDS} seeds")
     demo.add_argument("--raw", action="store_true", help="do not fine-tune the pruned copies")
     demo.set_defaults(command=_demo)
     run = commands.add_parser("run", help="score your own models and data, as a YAML config says")
