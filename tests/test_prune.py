@@ -649,7 +649,9 @@ def test_workers_make_the_same_models_in_separate_processes_with_one_thread_each
     torch.set_num_threads(2)  # the fixture restores it
     here = seeded_sweep(tmp_path / "here", seeds=2)
     assert torch.get_num_threads() == 2
+    open_files = len(os.listdir("/proc/self/fd"))
     spread = seeded_sweep(tmp_path / "spread", seeds=2, meet=2, workers=2, progress=True)
+    assert len(os.listdir("/proc/self/fd")) <= open_files + 2  # no file descriptor held per tensor sent back
     assert list(spread) == list(here)
     for name, model in here.items():
         assert_same_state(spread[name], model)

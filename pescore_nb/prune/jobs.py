@@ -114,11 +114,15 @@ def start_worker(pickled_inputs: bytes) -> None:
         _worker_inputs = error
 
 
-def make_model_in_worker(job: Job) -> nn.Module:
-    """:func:`make_model` on the inputs :func:`start_worker` loaded in this worker process."""
+def make_model_in_worker(job: Job) -> bytes:
+    """:func:`make_model` on the inputs :func:`start_worker` loaded in this worker process, pickled here.
+
+    Plain pickle bytes, not the module: a module sent back as it is would share each tensor through its
+    own file descriptor, and a sweep of many models would run out of them (``Too many open files``).
+    """
     if isinstance(_worker_inputs, Exception):
         raise ValueError(unsendable("could not load", _worker_inputs)) from None
-    return make_model(_worker_inputs, job)
+    return pickle.dumps(make_model(_worker_inputs, job))
 
 
 def unsendable(what_failed: str, error: Exception) -> str:

@@ -180,7 +180,7 @@ def _make_in_workers(inputs: SweepInputs, jobs: list[Job], workers: int, bar: tq
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
-    return [future.result() for future in futures]
+    return [pickle.loads(future.result()) for future in futures]  # our own workers' bytes, made this call
 
 
 def _check_pruners(pruner) -> list[str]:
