@@ -670,8 +670,8 @@ def _run_arguments(job: _Job, engines: list[CamEngine], batch_size: int, seen: _
             "image_digest": seen.images_digest, "label_digest": seen.labels_digest,
             "class_names": json.dumps(job.class_names), "heatmap_size": json.dumps(job.heatmap_size),
             "heatmap_dtype": job.heatmap_dtype, "outputs": job.outputs,
-            "reshape_transforms": json.dumps([repr(engine.transforms[layer]) for engine in engines[:1]
-                                              for layer in job.layers])}
+            "reshape_transforms": json.dumps(sorted({repr(transform) for engine in engines
+                                                     for transform in engine.transforms.values()}))}
 
 
 _WORKER_ENGINES: dict[int, list[CamEngine]] = {}

@@ -349,6 +349,6 @@ def test_the_html_report_replaces_an_old_one_whole(tmp_path):
     path = tmp_path / "report.html"
     path.write_text("old")
     html_report.report(results_dataset(n_images=6, size=16, layers=("features.3",)), path, n_resamples=20,
-                       heatmap_images=1)
+                       heatmap_images=1, overwrite=True)
     assert path.read_text(encoding="utf-8").startswith("<!DOCTYPE html>") or "<html" in path.read_text()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
