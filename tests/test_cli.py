@@ -15,7 +15,7 @@ import torch
 import yaml
 from PIL import Image
 
-from pescore_nb import assess, cli, data, load, prune, recommend, runconfig, schema, zoo
+from pescore_nb import assess, cli, data, load, prune, recommend, runconfig, schema, structure, zoo
 from synthetic import results_dataset, seeded_results_dataset
 
 TINY_VGG = [4, "M", 8]  # features.6 is its last ReLU
@@ -41,7 +41,8 @@ def test_quick_demo_writes_results_figures_and_the_table(quick_demo):
     assert ds[schema.HEATMAP].dims == schema.HEATMAP_DIMS
     assert all(ds[name].dims == schema.SCORE_DIMS for name in schema.SCORE_VARIABLES)
     assert set(ds[schema.PRUNER].values) == {schema.UNPRUNED, *cli.DEMO_PRUNERS}
-    assert {schema.CONTROL_FINETUNE, schema.CONTROL_TWIN} <= set(ds[schema.MODEL].values.tolist())
+    assert {schema.CONTROL_FINETUNE, schema.CONTROL_TWIN} <= set(structure.seed_groups(ds))
+    assert structure.all_seeds(ds) == list(range(cli.DEMO_SEEDS))  # --seed 0: seeds 0, 1, 2
     assert sorted(set(ds[schema.RATIO].values.tolist())) == [0.0, *cli.QUICK_PRUNE.ratios]
     assert ds[schema.LAYER].values.tolist() == list(zoo.VGG(6).cam_layers) and ds[schema.CAM].values.tolist() == ["gradcam++"]
     figures = {path.name.split("_")[0] for path in out.glob("*.png")}
