@@ -373,6 +373,7 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
                                                               floors.sel(where)))
                 rows.append(row)
     table = pd.DataFrame(rows, columns=list(COLUMNS))
+    table["model"] = pd.Series([row["model"] for row in rows], dtype=object)  # pandas 3 would make None a NaN
     table.attrs.update(verdicts.attrs)
     return table
 

@@ -71,6 +71,7 @@ def test_a_seed_spread_wider_than_the_margin_is_not_trusted_though_pooled_images
     pooled_bound = stratified_upper_bound(pooled[None], np.tile(ds[schema.LABEL].values, 3),
                                           np.full(N_CLASSES, 1 / N_CLASSES), n_resamples=2000)
     assert pooled_bound[0] < 0.05 < float(verdicts["bound"].sel(model="l2@0.10"))
+    assert recommend(ds).set_index("pruner").loc["l2"].model is None  # beside a trusted pruner: None, not NaN
     row = recommend(ds).set_index("pruner").loc["taylor"]
     assert (row.ratio, row.model, row.n_seeds, row.covers) == (0.1, "taylor@0.10", 3, "test images and training seeds")
     assert row.bound == pytest.approx(float(verdicts["bound"].sel(model="taylor@0.10")))
