@@ -18,9 +18,15 @@ Ablations run in batches: the sample is repeated once per ablated channel, plus 
 and a forward hook multiplies each layer's output by a channel mask (zeroing a filter's output
 before its batch norm equals zeroing the filter's weights and bias). The original losses come from
 the same forward pass as the ablated ones, so a filter that changes nothing scores exactly 0.
+The network before the group's layers is the same for every copy, so the sample runs through it once
+and is repeated at the group's first layer; a network where a tensor from before that layer joins
+one after it (a residual shortcut around the group) cannot be split so, and gets the repeated sample
+from its input instead (same scores, up to float rounding).
 """
 
 from __future__ import annotations
+
+from typing import Sized, cast
 
 import torch
 import torch.nn.functional as F
@@ -48,10 +54,11 @@ def class_balanced_sample(data: Dataset, samples_per_class: int, seed: int) -> t
     """
     if isinstance(samples_per_class, bool) or not isinstance(samples_per_class, int) or samples_per_class < 1:
         raise ValueError(f"samples_per_class must be an integer >= 1, got {samples_per_class!r}.")
-    if len(data) == 0:
+    count = len(cast(Sized, data))
+    if count == 0:
         raise ValueError("data is empty; pass a Dataset of (image, label, ...) items, e.g. the training split.")
     targets = getattr(data, "targets", None)
-    labels = torch.as_tensor(targets if targets is not None else [int(data[i][1]) for i in range(len(data))])
+    labels = torch.as_tensor(targets if targets is not None else [int(data[i][1]) for i in range(count)])
     generator = torch.Generator().manual_seed(seed)
     chosen = []
     for label in labels.unique().tolist():
@@ -89,6 +96,7 @@ class SenpisImportance(tp.importance.Importance):
         in_class = labels[:, None] == labels.unique()[None]  # (N, K)
         self.class_means = in_class / in_class.sum(0)  # (N, K): losses (B, N) @ class_means = class losses (B, K)
         self.copies = max(2, images_per_forward // len(labels))
+        self.repeat_at_group = True  # False once a network refused it: repeat the sample at the input
 
     @torch.no_grad()
     def __call__(self, group) -> torch.Tensor:
@@ -99,24 +107,45 @@ class SenpisImportance(tp.importance.Importance):
     def _scores(self, filters, channels: torch.Tensor) -> torch.Tensor:
         """Importance ``(B,)`` of the root channels ``channels`` ``(B,)``, ablated in one forward pass."""
         ablated = torch.cat([torch.tensor([-1]), channels])  # copy 0 ablates nothing
-        hooks = [layer.register_forward_hook(_ablation_hook(ablated, idxs, root_idxs, len(self.labels)))
-                 for layer, idxs, root_idxs in filters]
-        try:
-            logits = self.model(self.images.repeat(len(ablated), *[1] * (self.images.ndim - 1)))
-        finally:
-            for hook in hooks:
-                hook.remove()
+        logits = self._repeat_at_group(filters, ablated) if self.repeat_at_group else None
+        if logits is None:
+            logits = self._forward(filters, ablated, self.images.repeat(len(ablated), *[1] * (self.images.ndim - 1)))
         losses = F.cross_entropy(logits, self.labels.repeat(len(ablated)), reduction="none")
         class_losses = losses.view(len(ablated), -1) @ self.class_means.to(losses)  # (B + 1, K)
         return (class_losses[1:] - class_losses[0]).abs().mean(1).cpu()
 
+    def _repeat_at_group(self, filters, ablated: torch.Tensor) -> torch.Tensor | None:
+        """Logits ``(len(ablated) * N, K)`` of the sample run once up to the group and repeated there, or
+        ``None`` (and never again) when the network mixes a tensor from before the group with one after it."""
+        try:
+            logits = self._forward(filters, ablated, self.images)
+        except RuntimeError:  # e.g. a shortcut of N images added to len(ablated) * N
+            logits = None
+        if logits is None or logits.shape[0] != len(ablated) * len(self.labels):
+            self.repeat_at_group = False
+            return None
+        return logits
+
+    def _forward(self, filters, ablated: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The model's logits on ``images`` with the ablation hooks of ``ablated`` on the group's layers."""
+        hooks = [layer.register_forward_hook(_ablation_hook(ablated, idxs, root_idxs, len(self.labels)))
+                 for layer, idxs, root_idxs in filters]
+        try:
+            return self.model(images)
+        finally:
+            for hook in hooks:
+                hook.remove()
+
 
 def _ablation_hook(ablated: torch.Tensor, idxs: list[int], root_idxs: list[int], n_images: int):
     """Forward hook that zeroes, in copy ``b`` of the repeated sample, the layer's output channels tied to
-    root channel ``ablated[b]`` (``-1``: none); the layer's output is ``(len(ablated) * n_images, C, ...)``."""
+    root channel ``ablated[b]`` (``-1``: none); the layer's output is ``(len(ablated) * n_images, C, ...)``,
+    or ``(n_images, C, ...)``, which it first repeats ``len(ablated)`` times."""
     kept = torch.as_tensor(root_idxs)[None] != ablated[:, None]  # (B + 1, len(idxs))
 
     def hook(module, inputs, output):
+        if output.shape[0] == n_images:
+            output = output.repeat(len(ablated), *[1] * (output.ndim - 1))
         mask = output.new_ones(len(ablated), output.shape[1])
         mask[:, idxs] = kept.to(mask)
         mask = mask.repeat_interleave(n_images, 0)

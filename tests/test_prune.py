@@ -507,6 +507,24 @@ def test_senpis_importance_does_not_depend_on_how_ablations_are_batched():
         torch.testing.assert_close(SenpisImportance(model, images, labels, images_per_forward)(group), all_at_once)
 
 
+@pytest.mark.parametrize("make, layer, splits", [(plain_cnn, "3", True), (TinyResNet, "block2.conv1", False)])
+def test_senpis_runs_the_network_before_the_group_once_where_it_can(make, layer, splits):
+    # The plain CNN's prefix runs once and is repeated at the group; around block2.conv1 the shortcut
+    # carries the unrepeated images, so the scores come from the sample repeated at the input instead.
+    model = make().double()
+    data = TensorDataset(torch.randn(6, 3, 8, 8, dtype=torch.float64), torch.arange(6) % 3)
+    images, labels = class_balanced_sample(data, 2, seed=0)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=images[:1])
+    root = model.get_submodule(layer)
+    group = graph.get_pruning_group(root, tp.prune_conv_out_channels, list(range(root.out_channels)))
+    importance, repeated_at_input = SenpisImportance(model, images, labels), SenpisImportance(model, images, labels)
+    repeated_at_input.repeat_at_group = False
+    scores = importance(group)
+    assert importance.repeat_at_group is splits
+    assert scores.max() > 0
+    torch.testing.assert_close(scores, repeated_at_input(group))
+
+
 def test_senpis_breaks_ties_by_filter_index():
     model = tiny_net(widths=(4, 2))
     with torch.no_grad():
