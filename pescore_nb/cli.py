@@ -54,7 +54,7 @@ DEMO_PRUNERS = ("l2", "senpis", "taylor", "random")
 DEMO_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
 QUICK_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.1, 0.2, 0.5))
 QUICK_IMAGES = 120
-DEMO_FINETUNE = FinetuneSpec(epochs=2, lr=1e-3, batch_size=64, schedule="cosine")  # benchmarks/demo_design.md
+DEMO_FINETUNE = FinetuneSpec(epochs=1, lr=1e-3, batch_size=32, schedule="cosine")  # benchmarks/demo_design.md
 DEMO_FINETUNE_IMAGES, QUICK_FINETUNE_IMAGES = 1500, 300  # the first training images it runs on
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
 DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
