@@ -13,6 +13,8 @@ Train and test splits never share images::
 
 from __future__ import annotations
 
+import copy
+import functools
 from pathlib import Path
 
 import numpy as np
@@ -90,8 +92,8 @@ def _draw_shapes_image(rng: np.random.Generator, label: int, size: int, scale: t
     # Textured background: two colours blended by smooth noise, plus stripes.
     background = rng.uniform(0, 1, (2, 3))
     coarse = torch.from_numpy(rng.uniform(0, 1, (1, 1, 5, 5)))
-    blend = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)[0, 0]
-    blend = blend.clamp(0, 1).numpy()[..., None]
+    smooth = F.interpolate(coarse, size=(size, size), mode="bicubic", align_corners=True)[0, 0]
+    blend = smooth.clamp(0, 1).numpy()[..., None]
     angle, frequency, phase = rng.uniform(0, np.pi), rng.uniform(2, 6) / size, rng.uniform(0, 2 * np.pi)
     stripes = 0.12 * np.sin(2 * np.pi * frequency * (x * np.cos(angle) + y * np.sin(angle)) + phase)
     image = background[0] * (1 - blend) + background[1] * blend + stripes[..., None]
@@ -231,4 +233,10 @@ def builtin(name: str, split: str = "test") -> ImageTensorDataset:
         raise ValueError(f"No built-in dataset {name!r}; use one of {sorted(BUILTIN)}, "
                          "or image_folder(path) for your own images.")
     _split_index(split)
+    return copy.deepcopy(_generated(name, split))  # a copy: changing it never changes a later call's
+
+
+@functools.cache
+def _generated(name: str, split: str) -> ImageTensorDataset:
+    """The split of a built-in dataset, generated once per process (``shapes``' 3,000 images take seconds)."""
     return BUILTIN[name][split]()

@@ -116,3 +116,11 @@ def test_builtin_names_the_zoo_splits():
     assert len(data.builtin("digits", "test")) == 540
     with pytest.raises(ValueError, match="No built-in dataset 'cifar'"):
         data.builtin("cifar")
+
+
+def test_a_built_in_split_is_generated_once_and_each_call_gets_its_own_copy():
+    first = data.builtin("digits", "test")
+    first.images.zero_()  # a user normalising in place
+    second = data.builtin("digits", "test")
+    assert second.images.abs().sum() > 0
+    assert torch.equal(second.images, data.digits("test").images)
