@@ -15,7 +15,7 @@ for the quick demo; run it on an idle machine, or read the ratio beside the load
 
     python benchmarks/demo_time.py [--keep DIR] [--seed BASE]
 
-``--keep DIR`` keeps both runs' output folders and printed tables (``DIR/demo``, ``DIR/demo.txt``,
+``--keep DIR`` keeps both runs' output folders, printed tables and progress (``DIR/demo``, ``DIR/demo.txt``,
 ``DIR/quick``, ``DIR/quick.txt``) and their model cache (``DIR/cache``), so the timed run is also a
 ``pescore demo --seed BASE`` whose verdict can be read, and later runs can reuse the cache.
 """
@@ -37,12 +37,17 @@ def load() -> str:
 
 
 def timed(command: list[str], cache: Path, log: Path | None = None) -> tuple[float, str]:
-    """Wall seconds of ``command`` run with ``PESCORE_CACHE=cache``, and the load before/after; raises if it fails."""
+    """Wall seconds of ``command`` run with ``PESCORE_CACHE=cache``, and the load before/after; raises with
+    the end of its error output if it fails. Its output goes to ``log`` (and its progress bars and errors
+    to ``log`` with ``.err`` added) when given."""
     before = load()
     start = time.perf_counter()
-    with open(log, "w") if log else open(os.devnull, "w") as out:
-        subprocess.run(command, check=True, env={**os.environ, "PESCORE_CACHE": str(cache)},
-                       stdout=out, stderr=subprocess.DEVNULL)
+    with open(log, "w") if log else open(os.devnull, "w") as out, \
+            open(f"{log}.err", "w+") if log else tempfile.TemporaryFile("w+") as err:
+        finished = subprocess.run(command, env={**os.environ, "PESCORE_CACHE": str(cache)}, stdout=out, stderr=err)
+        if finished.returncode:
+            err.seek(0)
+            raise SystemExit(f"{' '.join(command)} failed (exit {finished.returncode}):\n{err.read()[-3000:]}")
     return time.perf_counter() - start, f"{before} before, {load()} after"
 
 
