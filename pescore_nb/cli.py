@@ -14,6 +14,10 @@
         The same for your models and data; the config is described in :mod:`pescore_nb.runconfig`
         (``examples/config.yaml`` is a sample that runs offline). A config names Python factories
         that are imported and run, like any Python code.
+    pescore cache export DIR | pescore cache import DIR
+        Copy the zoo's trained models into DIR (training the ones the notebooks and the demo load if
+        missing), and from DIR into another machine's cache, checked against DIR's checksums
+        (:mod:`pescore_nb.model_cache`): a class's machines then never train.
 
 Both write ``results.nc`` (read it back with ``pescore_nb.load``), ``report.html`` (one
 self-contained page: settings, models, verdicts, figures, per-class results) and PNG figures, and print a
@@ -42,6 +46,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from . import data, prune, runconfig, schema, specs, structure, wording, zoo
+from . import model_cache
 from .controls import as_control, randomised
 from .evaluation import evaluate
 from .specs import ConfigError, FinetuneSpec, PruneSpec
@@ -99,6 +104,18 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--trust-pickle", action="store_true",
                      help="allow 'pickle:' models (loading a pickle runs code from the file)")
     run.set_defaults(command=_run)
+    cache = commands.add_parser("cache", help="move the zoo's trained models between machines (e.g. for a class)")
+    moves = cache.add_subparsers(required=True, metavar="ACTION")
+    export = moves.add_parser("export", help="train the models the notebooks and the demo load if missing, and "
+                              "copy the model cache into DIR with a manifest of checksums")
+    export.add_argument("folder", metavar="DIR", help="a new or empty folder")
+    export.set_defaults(command=lambda args: print(f"Exported {len(model_cache.export_models(args.folder))} "
+                                                   f"models to {args.folder}."))
+    load = moves.add_parser("import", help="check DIR's models against its manifest and copy them into this "
+                            "machine's model cache ($PESCORE_CACHE or ~/.cache/pescore_nb)")
+    load.add_argument("folder", metavar="DIR", help="a folder made by `pescore cache export`")
+    load.set_defaults(command=lambda args: print(f"Imported {len(model_cache.import_models(args.folder))} "
+                                                 f"models into {zoo.default_cache_dir()}."))
     for command in (demo, run):
         command.add_argument("--overwrite", action="store_true", help="replace an existing results.nc")
         command.add_argument("--sp2ps", action="store_true", help="also store the Sp2PS score beside PE")
