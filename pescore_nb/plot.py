@@ -13,9 +13,15 @@ the first); every figure names the layer and CAM method it shows in its title.
 Models made with several fine-tuning seeds are drawn by group (:mod:`pescore_nb.grouping`): every
 function that reads models takes ``seed``; ``None`` (the default) draws each group's mean over its
 seeds, with error bars from the lowest to the highest seed where the figure has room for them
-(:func:`pe_vs_ratio`, :func:`pe_vs_cost`, :func:`drop_scatter`, :func:`class_bars`); an int draws
-what that seed alone gives. :func:`heatmap_grid` shows one seed's maps (default: the smallest)
-and says which. Titles say which seeds a figure shows.
+(:func:`pe_vs_ratio`, :func:`pe_vs_cost`, :func:`drop_scatter`, :func:`class_bars`,
+:func:`pe_vs_accuracy`); an int draws what that seed alone gives. :func:`heatmap_grid` and
+:func:`side_by_side` show one seed's maps (default: the smallest) and say which. Titles say which
+seeds a figure shows.
+
+Candidates without pruning ratios (a user's own models) have three figures of their own, which
+also draw candidates with ratios: :func:`side_by_side` (one candidate's maps beside the
+reference's, and their difference), :func:`pe_vs_accuracy` and :func:`class_bars` with
+``models=`` (or neither ``ratio`` nor ``models``: every candidate).
 
 Colours: CAMs use :data:`CAM_COLORMAP` (viridis: perceptually uniform, colour-blind safe), drawn
 over a *grey* copy of the picture (:func:`grey_picture`), so an object's own colours never mix
@@ -26,10 +32,12 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 import matplotlib as mpl
 import numpy as np
 import xarray as xr
+from cycler import cycler
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -43,10 +51,9 @@ OKABE_ITO = {"black": "#000000", "orange": "#E69F00", "sky blue": "#56B4E9", "bl
 PRUNER_COLOURS = [OKABE_ITO[name] for name in
                   ("orange", "blue", "bluish green", "vermillion", "reddish purple", "sky blue", "yellow")]
 PRUNER_MARKERS = ["o", "s", "^", "D", "v", "P", "X"]
-REFERENCE_STYLE = {"color": OKABE_ITO["black"], "marker": "*", "markersize": 8, "linestyle": "none"}
-CONTROL_STYLES = {schema.CONTROL_FINETUNE: {"color": "0.35", "marker": "P", "markersize": 6, "linestyle": "none"},
+REFERENCE_STYLE: dict[str, Any] = {"color": OKABE_ITO["black"], "marker": "*", "markersize": 8, "linestyle": "none"}
+CONTROL_STYLES: dict[str, dict[str, Any]] = {schema.CONTROL_FINETUNE: {"color": "0.35", "marker": "P", "markersize": 6, "linestyle": "none"},
                   schema.CONTROL_TWIN: {"color": "0.35", "marker": "X", "markersize": 6, "linestyle": "none"}}
-SCALE_CONTROLS = tuple(CONTROL_STYLES)  # the controls a drop scatter's axes make room for; others may be off scale
 SPREAD_STYLE = {"fmt": "none", "elinewidth": 0.8, "capsize": 2}  # error bars from the lowest to the highest seed
 SEED_RANGE = "lowest to highest seed"  # what legends and titles call those error bars
 OFF_SCALE_MARKERS = {(1, 0): ">", (-1, 0): "<", (0, 1): "^", (0, -1): "v"}  # a point beyond an axis, at its edge
@@ -67,11 +74,11 @@ LABELS = {schema.PE: "PE-score", schema.SP2PS: "Sp2PS", schema.SSIM: "SSIM", sch
           schema.CONF: "Conf", schema.ACCURACY: "Accuracy"}
 COSTS = {schema.MACS: "MACs", schema.PARAMS: "parameters"}
 SAVE_FORMATS = (".png", ".pdf", ".svg")
-STYLE = {
+STYLE: dict = {  # matplotlib's rc parameters (a plain dict: rc_context takes it as it is)
     "font.size": 8, "axes.labelsize": 8, "axes.titlesize": 8, "xtick.labelsize": 7, "ytick.labelsize": 7,
     "legend.fontsize": 7, "legend.frameon": False, "lines.linewidth": 1.2, "lines.markersize": 4,
     "axes.spines.top": False, "axes.spines.right": False, "axes.grid": True, "grid.linewidth": 0.4,
-    "grid.alpha": 0.4, "axes.prop_cycle": mpl.cycler(color=PRUNER_COLOURS), "figure.dpi": SCREEN_DPI,
+    "grid.alpha": 0.4, "axes.prop_cycle": cycler(color=PRUNER_COLOURS), "figure.dpi": SCREEN_DPI,
     "savefig.dpi": 300, "savefig.bbox": "tight", "pdf.fonttype": 42, "svg.fonttype": "none",
 }
 
@@ -310,20 +317,29 @@ def _count(value: float) -> str:
 
 
 @_styled
-def class_bars(ds: xr.Dataset, ratio: float, variable: str = schema.PE, layer: str | None = None,
+def class_bars(ds: xr.Dataset, ratio: float | None = None, variable: str = schema.PE, layer: str | None = None,
                cam: str | None = None, seed: int | None = None, level: float = 0.95, n_resamples: int = 1000,
-               bootstrap_seed: int = 0) -> Figure:
-    """Per-class score of each pruner's model at ``ratio``: bars with whiskers. With several seeds:
-    each group's mean, whiskers from the lowest to the highest seed; else (or with ``seed``) the
-    stratified bootstrap interval over the test images."""
+               bootstrap_seed: int = 0, models: list[str] | None = None) -> Figure:
+    """Per-class score of each pruner's model at ``ratio`` (or of the candidate groups ``models``; with
+    neither, of every candidate, as for models without pruning ratios): bars with whiskers. With
+    several seeds: each group's mean, whiskers from the lowest to the highest seed; else (or with
+    ``seed``) the stratified bootstrap interval over the test images."""
     ds, layer, cam = _select(ds, layer, cam)
     view = grouping.seed_view(ds, seed)
     candidates = structure.models_with_role(view, schema.CANDIDATE)
-    found = view[schema.RATIO].sel(model=candidates).values.astype(float)
-    models = [name for name, r in zip(candidates, found) if np.isclose(r, ratio)]
-    if not models:
-        ratios = sorted({float(r) for r in found if not np.isnan(r)})
-        raise ValueError(f"No pruned model at ratio {ratio}; the Dataset has ratios {ratios}.")
+    if ratio is not None and models is not None:
+        raise ValueError("Pass ratio= (each pruner's model there) or models= (group names), not both.")
+    if ratio is not None:
+        found = view[schema.RATIO].sel(model=candidates).values.astype(float)
+        models = [name for name, r in zip(candidates, found) if np.isclose(r, ratio)]
+        if not models:
+            ratios = sorted({float(r) for r in found if not np.isnan(r)})
+            raise ValueError(f"No pruned model at ratio {ratio}; the Dataset has ratios {ratios}.")
+    else:
+        models = candidates if models is None else list(models)
+        unknown = [name for name in models if name not in candidates]
+        if unknown or not models:
+            raise ValueError(f"No candidate group {unknown or models}; the candidates are {candidates}.")
     spread = _spread(ds, by_class(ds, variable), seed)
     if spread is None:
         intervals = stats.bootstrap(view.sel(model=models), variable, per_class=True, n_resamples=n_resamples,
@@ -332,7 +348,7 @@ def class_bars(ds: xr.Dataset, ratio: float, variable: str = schema.PE, layer: s
     else:
         intervals = xr.Dataset({"estimate": by_class(view, variable), "low": spread[0], "high": spread[1]})
         whiskers = SEED_RANGE
-    styles = _pruner_styles(view)
+    styles = _model_styles(view, models)
     classes = intervals[schema.CLASS_NAME].values
     width = 0.8 / len(models)
     fig = Figure(figsize=(COLUMN_WIDTH, 2.6), layout="constrained")
@@ -341,17 +357,90 @@ def class_bars(ds: xr.Dataset, ratio: float, variable: str = schema.PE, layer: s
         interval = intervals.sel(model=model)
         estimate = interval["estimate"].values
         error = np.maximum(0.0, [estimate - interval["low"].values, interval["high"].values - estimate])
-        pruner = str(view[schema.PRUNER].sel(model=model).values)
+        name = pruner_name(str(view[schema.PRUNER].sel(model=model).values)) if ratio is not None \
+            else model_name(view, model)
         ax.bar(np.arange(len(classes)) + (position - (len(models) - 1) / 2) * width, estimate, width,
-               yerr=error, color=styles[pruner]["color"], label=pruner_name(pruner), error_kw={"linewidth": 0.8})
+               yerr=error, color=styles[model]["color"], label=name, error_kw={"linewidth": 0.8})
     slanted = len(classes) > 4  # long rows of class names would overlap
     ax.set_xticks(np.arange(len(classes)), classes, rotation=45 if slanted else 0, ha="right" if slanted else "center")
-    ax.set_ylabel(f"{LABELS.get(variable, variable)} at ratio {ratio:g}")
+    at = f" at ratio {ratio:g}" if ratio is not None else ""
+    ax.set_ylabel(f"{LABELS.get(variable, variable)}{at}")
     ax.set_ylim(0, 1.05)
     ax.grid(axis="x", visible=False)
-    ax.set_title(f"{LABELS.get(variable, variable)} per class at ratio {ratio:g} · {where_text(layer, cam)}\n"
+    ax.set_title(f"{LABELS.get(variable, variable)} per class{at} · {where_text(layer, cam)}\n"
                  + " · ".join(filter(None, [seeds_text(ds, seed), f"whiskers: {whiskers}"])))
     fig.legend(loc="outside lower center", ncols=min(len(models), 3))
+    return fig
+
+
+def _model_styles(view: xr.Dataset, models: list[str]) -> dict[str, dict[str, Any]]:
+    """Colour and marker of each of ``models``: its pruner's (:func:`_pruner_styles`) when the
+    candidates have pruning ratios, else one of its own (a user's models, one per pruner or none)."""
+    if structure.has_ratios(view):
+        styles = _pruner_styles(view)
+        return {model: styles[str(view[schema.PRUNER].sel(model=model).values)] for model in models}
+    return {model: {"color": PRUNER_COLOURS[i % len(PRUNER_COLOURS)], "marker": PRUNER_MARKERS[i % len(PRUNER_MARKERS)]}
+            for i, model in enumerate(models)}
+
+
+@_styled
+def pe_vs_accuracy(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = None, cam: str | None = None,
+                   seed: int | None = None, pe_threshold: float = structure.PE_THRESHOLD,
+                   max_accuracy_drop: float = structure.MAX_ACCURACY_DROP) -> Figure:
+    """Score against accuracy, a point per model (group): the two criteria of the trust rule at once,
+    for any candidates, with or without pruning ratios. Candidates with ratios take their pruner's
+    colour and their ratio beside the point; others their own colour and their name.
+
+    Lines: the accuracy budget (the reference's accuracy minus ``max_accuracy_drop``) and the
+    control's PE (or, without a control, ``pe_threshold``); a point right of the budget and above
+    the PE line passes both by its mean (the rule itself bounds the PE gap, see
+    :func:`pescore_nb.trust.assess`). The reference is the star, controls grey. The axes fit the
+    candidates, the reference and both lines; a control far outside (a randomised copy) is drawn at
+    the edge, as in :func:`drop_scatter`. With several seeds: each group's mean, error bars from the
+    lowest to the highest seed in both.
+    """
+    ds, layer, cam = _select(ds, layer, cam)
+    view = grouping.seed_view(ds, seed)
+    scores, accuracy = score(view, variable), view[schema.ACCURACY]
+    score_spread, accuracy_spread = _spread(ds, score(ds, variable), seed), _spread(ds, ds[schema.ACCURACY], seed)
+    reference = structure.reference(view)
+    candidates = structure.models_with_role(view, schema.CANDIDATE)
+    by_ratio = structure.has_ratios(view)  # then a pruner's colour, and its ratio beside each point
+    fig = Figure(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
+    ax = fig.subplots()
+    labels, extent = [], []
+    for model, style in _model_styles(view, candidates).items():
+        x, y = float(accuracy.sel(model=model)), float(scores.sel(model=model))
+        extent.append((x, y))
+        legend = pruner_name(str(view[schema.PRUNER].sel(model=model).values)) if by_ratio else model_name(view, model)
+        ax.plot([x], [y], linestyle="none", label=legend, **style)
+        if score_spread is not None and accuracy_spread is not None:
+            _error_bars(ax, [x], [y], style["color"], [extreme.sel(model=[model]).values for extreme in score_spread],
+                        [extreme.sel(model=[model]).values for extreme in accuracy_spread])
+        text = f"{float(view[schema.RATIO].sel(model=model)):g}" if by_ratio else model_name(view, model)
+        labels.append((x, y, text, style["color"]))
+    reference_point = (float(accuracy.sel(model=reference)), float(scores.sel(model=reference)))
+    ax.plot([reference_point[0]], [reference_point[1]], label=schema.REFERENCE, **REFERENCE_STYLE)
+    control = structure.control(view)
+    pe_line = float(scores.sel(model=control)) if control is not None else pe_threshold
+    budget = reference_point[0] - max_accuracy_drop
+    controls = {name: (float(accuracy.sel(model=name)), float(scores.sel(model=name)))
+                for name in structure.controls(view)}
+    labels = _fit_with_controls(ax, extent + [reference_point, (budget, pe_line)], controls, {
+        name: f"{LABELS.get(variable, variable)} {y:.2f}, accuracy {x:.2f}" for name, (x, y) in controls.items()
+    }) + labels
+    ax.axhline(pe_line, color="0.35", linestyle="--", linewidth=0.8,
+               label="control PE (fine-tune only)" if control is not None else f"trust threshold {pe_threshold:g}")
+    ax.axvline(budget, color="0.3", linestyle=":", linewidth=0.8,
+               label=f"accuracy budget (−{max_accuracy_drop * 100:g} points)")
+    ax.set_xlabel(LABELS[schema.ACCURACY])
+    ax.set_ylabel(LABELS.get(variable, variable))
+    ax.set_title(f"{LABELS.get(variable, variable)} against accuracy\n"
+                 + " · ".join(filter(None, [where_seeds_text(layer, cam, ds, seed),
+                                            "numbers: pruning ratio" if by_ratio else ""])))
+    handles, names = _unique_legend_entries([ax])
+    fig.legend(handles, names, loc="outside lower center", ncols=2)
+    _place_labels(fig, ax, labels)
     return fig
 
 
@@ -370,7 +459,7 @@ def heatmap_grid(ds: xr.Dataset, pruner: str | None = None, images: int | list =
     if pruner not in structure.pruners(ds):
         raise KeyError(f"No pruner {pruner!r} in the Dataset; it has {structure.pruners(ds)}.")
     models = [structure.reference(ds)] + structure.by_ratio(ds, pruner)
-    ds = ds.isel(image=slice(images)) if isinstance(images, int) else ds.sel(image=list(images))
+    ds = _images(ds, images)
     width = COLUMN_WIDTH if len(models) <= 5 else 2 * COLUMN_WIDTH  # many ratios: a full-width figure
     fig = Figure(figsize=(width, 0.5 + width * 1.12 * ds.sizes[schema.IMAGE] / (len(models) + 0.3)),
                  layout="constrained")
@@ -378,35 +467,93 @@ def heatmap_grid(ds: xr.Dataset, pruner: str | None = None, images: int | list =
     fig.suptitle(f"CAMs as the {pruner_name(pruner)} pruning ratio grows\n{where}",
                  fontsize=mpl.rcParams["axes.titlesize"])
     axes = fig.subplots(ds.sizes[schema.IMAGE], len(models), squeeze=False)
-    extent = (0, 1, 1, 0)  # input and heatmap share the axes whatever their resolutions
-    pe = ds[schema.PE].values if schema.PE in ds else None
-    positions = {name: i for i, name in enumerate(ds[schema.MODEL].values.tolist())}
-    ids = ds[schema.SOURCE_INDEX].values if schema.SOURCE_INDEX in ds.coords else ds[schema.IMAGE].values
     for row, image in enumerate(ds[schema.IMAGE].values):
         for col, model in enumerate(models):
-            ax = axes[row, col]
-            if schema.INPUT in ds:
-                picture = ds[schema.INPUT].sel(image=image).transpose(schema.Y, schema.X, schema.CHANNEL).values
-                picture = np.repeat(picture, 3, axis=2) if picture.shape[-1] == 1 else picture
-                ax.imshow(grey_picture(picture).astype(np.uint8), extent=extent)
-            heatmap = ds[schema.HEATMAP].sel(model=model, image=image).values.astype(np.float32)
-            ax.imshow(heatmap, cmap=CAM_COLORMAP, vmin=0, vmax=1, extent=extent,
-                      alpha=alpha if schema.INPUT in ds else 1.0)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            ax.grid(False)
-            ax.spines[:].set_visible(False)
-            if pe is not None:
-                value = pe[positions[model], row]
-                ax.set_xlabel(f"PE {value:.2f}", fontsize="small", labelpad=1)
+            _map_panel(axes[row, col], ds, model, image, alpha)
             if row == 0:
                 ratio = float(ds[schema.RATIO].sel(model=model))
-                ax.set_title("reference" if col == 0 else f"{ratio:g}", fontsize="small")
-            if col == 0:
-                ax.set_ylabel(f"{_class_name(ds, image)}\n#{ids[row]}", fontsize="small")
+                axes[row, col].set_title("reference" if col == 0 else f"{ratio:g}", fontsize="small")
+    _row_labels(ds, axes[:, 0])
     colours = mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), CAM_COLORMAP)  # opaque, unlike the overlay
     fig.colorbar(colours, ax=axes, shrink=0.6, label="CAM")
     return fig
+
+
+@_styled
+def side_by_side(ds: xr.Dataset, model: str | None = None, images: int | list = 4, layer: str | None = None,
+                 cam: str | None = None, alpha: float = OVERLAY_ALPHA, seed: int | None = None) -> Figure:
+    """One candidate's CAMs beside the reference's, for models with or without pruning ratios:
+    ``images`` rows (an int takes the first ones, a list names ``image`` values); columns the
+    reference and ``model`` (a group name; default the first candidate) over a grey copy of the
+    ``input`` picture, with the PE under the candidate's, and their difference (candidate minus
+    reference, :data:`DIFFERENCE_COLORMAP` over :func:`difference_limit`'s range: red where the
+    candidate looks more). With several fine-tuning seeds the maps are one seed's (``seed``;
+    default the smallest), which the title names."""
+    ds, layer, cam = _select(ds, layer, cam)
+    shown = grouping.shown_seed(ds, seed)
+    ds = grouping.seed_view(ds, shown)
+    candidates = structure.models_with_role(ds, schema.CANDIDATE)
+    model = candidates[0] if model is None else model
+    if model not in candidates:
+        raise KeyError(f"No candidate {model!r} in the Dataset; the candidates are {candidates}.")
+    reference = structure.reference(ds)
+    ds = _images(ds, images)
+    difference = (ds[schema.HEATMAP].sel(model=model).astype(np.float32)
+                  - ds[schema.HEATMAP].sel(model=reference).astype(np.float32)).values  # (image, y, x)
+    limit = difference_limit(difference)
+    fig = Figure(figsize=(COLUMN_WIDTH, 0.7 + COLUMN_WIDTH * 1.05 * ds.sizes[schema.IMAGE] / 3.6),
+                 layout="constrained")
+    fig.suptitle(f"CAMs of {model_name(ds, model)} beside the reference's\n"
+                 f"{where_seeds_text(layer, cam, ds, shown)}", fontsize=mpl.rcParams["axes.titlesize"])
+    axes = fig.subplots(ds.sizes[schema.IMAGE], 3, squeeze=False)
+    for row, image in enumerate(ds[schema.IMAGE].values):
+        _map_panel(axes[row, 0], ds, reference, image, alpha, with_pe=False)
+        _map_panel(axes[row, 1], ds, model, image, alpha)
+        shown_difference = axes[row, 2].imshow(difference[row], cmap=DIFFERENCE_COLORMAP, vmin=-limit, vmax=limit,
+                                               extent=(0, 1, 1, 0))
+        _bare(axes[row, 2])
+    for ax, title in zip(axes[0], ["reference", "candidate", "candidate − reference"]):
+        ax.set_title(title, fontsize="small")
+    _row_labels(ds, axes[:, 0])
+    colours = mpl.cm.ScalarMappable(mpl.colors.Normalize(0, 1), CAM_COLORMAP)
+    fig.colorbar(colours, ax=axes[:, :2], shrink=0.6, label="CAM", location="bottom")
+    fig.colorbar(shown_difference, ax=axes[:, 2], shrink=0.9, label="difference", location="bottom",
+                 ticks=[-limit, 0, limit])
+    return fig
+
+
+def _images(ds: xr.Dataset, images: int | list) -> xr.Dataset:
+    """``ds`` at the first ``images`` images (an int) or at the named ``image`` values (a list)."""
+    return ds.isel(image=slice(images)) if isinstance(images, int) else ds.sel(image=list(images))
+
+
+def _map_panel(ax, ds: xr.Dataset, model: str, image, alpha: float, with_pe: bool = True) -> None:
+    """``model``'s CAM of ``image`` over a grey copy of the ``input`` picture (when stored), its PE below."""
+    extent = (0, 1, 1, 0)  # input and heatmap share the axes whatever their resolutions
+    if schema.INPUT in ds:
+        picture = ds[schema.INPUT].sel(image=image).transpose(schema.Y, schema.X, schema.CHANNEL).values
+        picture = np.repeat(picture, 3, axis=2) if picture.shape[-1] == 1 else picture
+        ax.imshow(grey_picture(picture).astype(np.uint8), extent=extent)
+    heatmap = ds[schema.HEATMAP].sel(model=model, image=image).values.astype(np.float32)
+    ax.imshow(heatmap, cmap=CAM_COLORMAP, vmin=0, vmax=1, extent=extent, alpha=alpha if schema.INPUT in ds else 1.0)
+    _bare(ax)
+    if with_pe and schema.PE in ds:
+        ax.set_xlabel(f"PE {float(ds[schema.PE].sel(model=model, image=image)):.2f}", fontsize="small", labelpad=1)
+
+
+def _bare(ax) -> None:
+    """No ticks, grid or frame: a picture panel."""
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.grid(False)
+    ax.spines[:].set_visible(False)
+
+
+def _row_labels(ds: xr.Dataset, first_column) -> None:
+    """Beside each row of a maps grid: the image's class and ``#source_index``."""
+    ids = ds[schema.SOURCE_INDEX].values if schema.SOURCE_INDEX in ds.coords else ds[schema.IMAGE].values
+    for ax, image, shown_id in zip(first_column, ds[schema.IMAGE].values, ids):
+        ax.set_ylabel(f"{_class_name(ds, image)}\n#{shown_id}", fontsize="small")
 
 
 @_styled
@@ -417,11 +564,12 @@ def drop_scatter(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = 
 
     Points far above the diagonal are models whose accuracy hides a drift of attention; the
     dotted line marks the accuracy budget. Numbers beside the points are pruning ratios, placed
-    where they overlap neither another label nor a marker (a ratio with no free place is left
-    unlabelled; its position on the line says it). With several seeds: each group's mean, error
-    bars from the lowest to the highest seed in both drops. The axes hold the candidates, the
-    fine-tune control and the twin; another control beyond them (a randomised copy) is drawn at
-    the edge, pointing outwards, with its drops in the legend.
+    by :func:`_place_labels` where they overlap neither another label nor a marker, inside the
+    axes. With several seeds: each group's mean, error bars from the lowest to the highest seed in
+    both drops. The axes fit the candidates (and the accuracy budget); a control within
+    :data:`CONTROL_REACH` of them widens the axes, one further out (a randomised copy, often a
+    twin) is drawn at the edge, its marker pointing the way it lies, labelled with its name, an
+    arrow and its own score (``"randomised copy → (PE-score 0.07)"``).
     """
     ds, layer, cam = _select(ds, layer, cam)
     view = grouping.seed_view(ds, seed)
@@ -439,32 +587,22 @@ def drop_scatter(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = 
                              float(scores.sel(model=reference)) - score_spread[0])}
     fig = Figure(figsize=(COLUMN_WIDTH, 3.0), layout="constrained")
     ax = fig.subplots()
-    points, extent = [], [(0.0, 0.0), (max_accuracy_drop, 0.0)]
+    ratio_labels, extent = [], [(0.0, 0.0), (max_accuracy_drop, 0.0)]
     for pruner, style in _pruner_styles(view).items():
         models = structure.by_ratio(view, pruner)
         x, y = accuracy_drop.sel(model=models).values, score_drop.sel(model=models).values
         ax.plot(x, y, label=pruner_name(pruner), **style)
-        points += [(x_i, y_i, f"{float(view[schema.RATIO].sel(model=model)):g}", style["color"])
-                   for model, x_i, y_i in zip(models, x, y)]
+        ratio_labels += [(x_i, y_i, f"{float(view[schema.RATIO].sel(model=model)):g}", style["color"])
+                         for model, x_i, y_i in zip(models, x, y)]
         extent += list(zip(x, y))
         if drop_ranges is not None:
             ranges = {axis: [extreme.sel(model=models).values for extreme in drop_ranges[axis]] for axis in "xy"}
             _error_bars(ax, x, y, style["color"], ranges["y"], ranges["x"])
             extent += list(zip(ranges["x"][0], ranges["y"][0])) + list(zip(ranges["x"][1], ranges["y"][1]))
-    controls = structure.controls(view)
-    extent += [(float(accuracy_drop.sel(model=c)), float(score_drop.sel(model=c))) for c in controls
-               if c in SCALE_CONTROLS]
-    limits = [_padded([point[axis] for point in extent]) for axis in (0, 1)]
-    for control in controls:
-        style = CONTROL_STYLES.get(control, CONTROL_STYLES[schema.CONTROL_TWIN])
-        x, y = float(accuracy_drop.sel(model=control)), float(score_drop.sel(model=control))
-        name = control_name(control)
-        if control in SCALE_CONTROLS or _inside((x, y), limits):
-            ax.plot([x], [y], label=name, **style)
-        else:
-            points.append(_off_scale(ax, (x, y), limits, name, style))
-    ax.set_xlim(*limits[0])
-    ax.set_ylim(*limits[1])
+    controls = {control: (float(accuracy_drop.sel(model=control)), float(score_drop.sel(model=control)))
+                for control in structure.controls(view)}
+    edge_labels = _fit_with_controls(ax, extent, controls, {
+        control: f"{LABELS.get(variable, variable)} {float(scores.sel(model=control)):.2f}" for control in controls})
     ax.axline((0, 0), slope=1, color="0.6", linestyle="--", linewidth=0.8, label="equal drop")
     ax.axvline(max_accuracy_drop, color="0.3", linestyle=":", linewidth=0.8,
                label=f"accuracy budget ({max_accuracy_drop * 100:g} points)")
@@ -474,8 +612,11 @@ def drop_scatter(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = 
                  + " · ".join(filter(None, [seeds_text(ds, seed), "numbers beside the points: pruning ratio"])))
     handles, labels = _unique_legend_entries([ax])
     fig.legend(handles, labels, loc="outside lower center", ncols=2)
-    _place_labels(fig, ax, points)
+    _place_labels(fig, ax, edge_labels + ratio_labels)  # the edge's labels first: they say why a point is there
     return fig
+
+
+CONTROL_REACH = 0.5  # a drop scatter widens its axes for a control within half their span beyond them
 
 
 def _padded(values: list[float], share: float = 0.08) -> tuple[float, float]:
@@ -485,28 +626,64 @@ def _padded(values: list[float], share: float = 0.08) -> tuple[float, float]:
     return low - pad, high + pad
 
 
+def _widened(limits: tuple[float, float], share: float) -> tuple[float, float]:
+    """``limits`` widened by ``share`` of their span on each side."""
+    low, high = limits
+    return low - share * (high - low), high + share * (high - low)
+
+
 def _inside(point: tuple[float, float], limits: list[tuple[float, float]]) -> bool:
     return all(low <= value <= high for value, (low, high) in zip(point, limits))
 
 
-def _off_scale(ax, point: tuple[float, float], limits: list[tuple[float, float]], name: str,
-               style: dict) -> tuple[float, float, str, str]:
-    """A point beyond the axes drawn at their edge, its marker pointing the way it lies; returns the
-    label of its drops for :func:`_place_labels`, ``(x, y, text, colour)`` at the edge."""
+OFF_SCALE_ARROWS = {(1, 0): "→", (-1, 0): "←", (0, 1): "↑", (0, -1): "↓"}
+
+
+def _fit_with_controls(ax, extent: list[tuple[float, float]], controls: dict[str, tuple[float, float]],
+                       values: dict[str, str]) -> list[tuple[float, float, str, str]]:
+    """Fit the axes to ``extent`` (the candidates' points, and what the figure must show) and to the
+    ``controls`` ``{name: (x, y)}`` within :data:`CONTROL_REACH` of it, drawn in place; draw each other
+    control at the edge (:func:`_off_scale`, ``values[name]`` saying where it lies). Returns the edge
+    labels for :func:`_place_labels`."""
+    reach = [_widened(_padded([point[axis] for point in extent]), CONTROL_REACH) for axis in (0, 1)]
+    near = [control for control, point in controls.items() if _inside(point, reach)]
+    limits = [_padded([point[axis] for point in extent + [controls[c] for c in near]]) for axis in (0, 1)]
+    labels = []
+    for control, point in controls.items():
+        style = CONTROL_STYLES.get(control, CONTROL_STYLES[schema.CONTROL_TWIN])
+        if control in near:
+            ax.plot([point[0]], [point[1]], label=control_name(control), **style)
+        else:
+            labels.append(_off_scale(ax, point, limits, control, style, values[control]))
+    ax.set_xlim(*limits[0])
+    ax.set_ylim(*limits[1])
+    return labels
+
+
+def _off_scale(ax, point: tuple[float, float], limits: list[tuple[float, float]], control: str,
+               style: dict, where: str) -> tuple[float, float, str, str]:
+    """A control beyond the axes drawn at their edge, its marker pointing the way it lies; returns its
+    label for :func:`_place_labels`, ``(x, y, text, colour)`` at the edge: its name, an arrow and
+    ``where`` it lies (``"randomised copy → (PE-score 0.07)"``)."""
     clipped = [min(max(value, low), high) for value, (low, high) in zip(point, limits)]
     beyond_x = int(np.sign(point[0] - clipped[0]))
     direction = (beyond_x, 0) if beyond_x else (0, int(np.sign(point[1] - clipped[1])))
-    ax.plot([clipped[0]], [clipped[1]], label=f"{name} (off scale)", clip_on=False,
+    name = "randomised copy" if control.startswith(schema.RANDOMISED_PREFIX) else control_name(control)
+    ax.plot([clipped[0]], [clipped[1]], label=f"{control_name(control)} (off scale, at the edge)", clip_on=False,
             **{**style, "marker": OFF_SCALE_MARKERS[direction]})
-    return clipped[0], clipped[1], f"{point[0]:.2f}, {point[1]:.2f}", style["color"]
+    text = f"{name} {OFF_SCALE_ARROWS[direction]} ({where})"
+    return clipped[0], clipped[1], text, style["color"]
 
 
-LABEL_OFFSETS = [(4, 4), (4, -10), (-4, 4), (-4, -10), (0, 8), (0, -13), (8, -3), (-8, -3)]  # points
+LABEL_DIRECTIONS = [(1, 1), (1, -1), (-1, 1), (-1, -1), (0, 1), (0, -1), (1, 0), (-1, 0)]
+LABEL_DISTANCES = (4, 9, 15, 24, 36)  # points from a marker's centre to its label's nearest corner or edge
 
 
-def _place_labels(fig: Figure, ax, points: list[tuple[float, float, str, str]]) -> None:
-    """Annotate each ``(x, y, text, colour)`` at the first offset of :data:`LABEL_OFFSETS` where
-    the label overlaps no placed label and no marker; leave it out when none is free."""
+def _place_labels(fig: Figure, ax, points: list[tuple[float, float, str, str]], fontsize: float = 6) -> None:
+    """Annotate each ``(x, y, text, colour)``, in order, at the nearest place (:data:`LABEL_DISTANCES`
+    in each of :data:`LABEL_DIRECTIONS`, in its point's colour) where its box lies inside the axes and
+    overlaps no placed label and no marker. A label with no free place is left out (its point's
+    place on its line still says it)."""
     renderer = FigureCanvasAgg(fig).get_renderer()  # text sizes need a renderer; Agg's also saves and shows
     fig.draw_without_rendering()        # constrained layout settles the axes first ...
     fig.set_layout_engine("none")       # ... and the labels must not move them afterwards
@@ -515,10 +692,13 @@ def _place_labels(fig: Figure, ax, points: list[tuple[float, float, str, str]]) 
     occupied = [mpl.transforms.Bbox.from_extents(mx - radius, my - radius, mx + radius, my + radius)
                 for mx, my in markers]
     frame = ax.get_window_extent(renderer)
+    places = [(distance, dx, dy) for distance in LABEL_DISTANCES for dx, dy in LABEL_DIRECTIONS]
     for x, y, text, colour in points:
-        for dx, dy in LABEL_OFFSETS:
-            label = ax.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=6,
-                                color=colour, ha="left" if dx >= 0 else "right")
+        for distance, dx, dy in places:
+            label = ax.annotate(text, (x, y), xytext=(dx * distance, dy * distance), textcoords="offset points",
+                                fontsize=fontsize, color=colour, annotation_clip=False,
+                                ha={1: "left", 0: "center", -1: "right"}[dx],
+                                va={1: "bottom", 0: "center", -1: "top"}[dy])
             box = label.get_window_extent(renderer)
             inside = frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1
             if inside and not any(box.overlaps(other) for other in occupied):
@@ -586,21 +766,21 @@ def layer_ratio_map(ds: xr.Dataset, variable: str = schema.PE, pruner: str | Non
 
 
 def _select(ds: xr.Dataset, layer: str | None, cam: str | None,
-            keep_layers: bool = False) -> tuple[xr.Dataset, str | None, str]:
-    """``ds`` at one layer (unless ``keep_layers``) and one CAM method, the first ones by default,
-    with the names selected."""
+            keep_layers: bool = False) -> tuple[xr.Dataset, str, str]:
+    """``ds`` at one layer (unless ``keep_layers``: then the layer's name is ``""``) and one CAM method,
+    the first ones by default, with the names selected."""
     choices = {schema.CAM: cam} if keep_layers else {schema.LAYER: layer, schema.CAM: cam}
-    chosen = {}
+    chosen: dict[str, str] = {}
     for dim, name in choices.items():
         available = ds[dim].values.tolist()
         if name is not None and name not in available:
             raise KeyError(f"No {dim} {name!r} in the Dataset; pass one of {available}.")
         chosen[dim] = available[0] if name is None else name
         ds = ds.sel({dim: chosen[dim]})
-    return ds, chosen.get(schema.LAYER), chosen[schema.CAM]
+    return ds, chosen.get(schema.LAYER, ""), chosen[schema.CAM]
 
 
-def _pruner_styles(ds: xr.Dataset) -> dict[str, dict]:
+def _pruner_styles(ds: xr.Dataset) -> dict[str, dict[str, Any]]:
     """Colour and marker of each pruner (:func:`structure.pruners`, controls excluded), in order."""
     pruners = structure.pruners(ds)
     if not pruners:

@@ -85,3 +85,17 @@ def seeded_results_dataset(seeds=(0, 1, 2), **kwargs) -> xr.Dataset:
                                schema.SEED: (schema.MODEL, np.where(seeded, seed, schema.NO_SEED))})
         parts.append(ds if i == 0 else ds.isel({schema.MODEL: np.flatnonzero(seeded)}))
     return xr.concat(parts, dim=schema.MODEL, data_vars="minimal", coords="minimal", compat="override")
+
+
+def user_models_dataset(names=("mine-small", "mine-medium", "mine-large"), drifts=(0.05, 0.3, 0.6),
+                        **kwargs) -> xr.Dataset:
+    """:func:`results_dataset` as a user's own candidates look: named by the user, without pruner or
+    ratio (pruner ``unknown``, ratio NaN), each drifting from the reference by its ``drifts``."""
+    ds = results_dataset(pruners=("l2",), ratios=tuple(drifts), **kwargs)
+    candidates = ds[schema.ROLE].values == schema.CANDIDATE
+    models = ds[schema.MODEL].values.astype(object)
+    models[candidates] = list(names)
+    ratio, pruner = ds[schema.RATIO].values.copy(), ds[schema.PRUNER].values.astype(object)
+    ratio[candidates], pruner[candidates] = np.nan, schema.UNKNOWN_PRUNER
+    return ds.assign_coords({schema.MODEL: models.astype(str), schema.RATIO: (schema.MODEL, ratio),
+                             schema.PRUNER: (schema.MODEL, pruner.astype(str))})

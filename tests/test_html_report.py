@@ -1,4 +1,6 @@
 """The shareable HTML report and the rounded recommendation table, from hand-built Datasets."""
+import html
+import json
 import re
 import subprocess
 import sys
@@ -7,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pescore_nb import assess, by_class, html_report, recommend, schema, trust
-from synthetic import results_dataset, seeded_results_dataset
+from pescore_nb import assess, by_class, html_report, recommend, schema, trust, wording
+from synthetic import results_dataset, seeded_results_dataset, user_models_dataset
 
 CONTROLS = {schema.CONTROL_FINETUNE: 0.05, schema.CONTROL_TWIN: 0.3}
 
@@ -42,7 +44,8 @@ def test_the_report_holds_settings_models_verdicts_and_classes(ds, written):
     for model in ds.model.values.tolist():
         assert f"<td>{model}</td>" in written
     assert "non-inferior to control:finetune" in written  # the rule, as a sentence
-    assert "<td class='not-trusted'>none trusted</td>" in written
+    colours = re.findall(r"<td style='color:(#[0-9a-f]{6})'><b>none trusted</b></td>", section(written, "trust"))
+    assert colours and wording.STATE_COLOURS[trust.TRUSTED] not in colours  # never in the pass colour
     pe = by_class(ds).sel(model="random@0.60", layer="features.3", cam="gradcam++")
     row = re.search(r"<th>random@0.60</th>(.*?)</tr>", written.split("id='classes'")[1], re.S).group(1)
     assert re.findall(r"<td>([0-9.]+)</td>", row)[:3] == [f"{v:.3f}" for v in pe.values]
@@ -162,3 +165,135 @@ def test_the_three_verdict_states_are_named_and_coloured(tmp_path):
     colours = {name: re.search(rf"td\.{name} {{ color: (#[0-9a-f]{{6}})", style)[1]
                for name in ("trusted", "not-trusted", "not-assessable")}
     assert len(set(colours.values())) == 3  # each state its own colour
+
+
+def sections(written: str) -> list[str]:
+    """The ids of the report's sections, in order."""
+    return re.findall(r"<section id='([a-z]+)'>", written)
+
+
+def answer_rows(written: str) -> list[list[str]]:
+    """The cells (text) of each row of the answer's verdict table."""
+    table = section(written, "answer").split("<table class='answer'>")[1].split("</table>")[0]
+    return [[html.unescape(re.sub(r"<[^>]+>", "", cell.replace("<br>", " | "))) for cell in
+             re.findall(r"<td[^>]*>(.*?)</td>", row)]
+            for row in re.findall(r"<tr>(.*?)</tr>", table.split("<tbody>")[1])]
+
+
+def accuracy_alone(ds, pruner: str, budget: float = 0.02) -> str:
+    """The largest ratio of ``pruner`` up to which every model's accuracy drop is within ``budget``, from ds.accuracy."""
+    accuracy = ds[schema.ACCURACY]
+    reference = float(accuracy.sel(model="reference"))
+    ratios = sorted({float(r) for r, p in zip(ds.ratio.values, ds.pruner.values) if p == pruner})
+    passing = 0.0
+    for ratio in ratios:
+        models = [m for m, p, r in zip(ds.model.values, ds.pruner.values, ds.ratio.values) if p == pruner and r == ratio]
+        if reference - float(accuracy.sel(model=models).mean()) > budget + 1e-9:
+            break
+        passing = ratio
+    return f"{passing:.2f}" if passing else "none"
+
+
+def test_the_report_leads_with_the_answer_and_ends_with_the_settings(written):
+    assert sections(written) == ["answer", "reading", "trust", "models", "figures", "classes", "settings"]
+    answer = section(written, "answer")
+    assert html_report.QUESTION in answer
+    assert "SyntheticNet, the reference (unpruned), against 4 candidates and 2 controls" in answer
+    assert "<span class='unnamed'>not named</span>: these results do not record which data set" in answer
+    assert "12 test images in 3 classes (class0, class1, class2)" in answer
+    assert re.search(r"<figure><img [^>]*src='data:image/png;base64,[^']+'><figcaption><b>Figure 1\.</b> PE-score "
+                     r"\(top\) and accuracy", answer)
+
+
+@pytest.fixture(scope="module")
+def trusted(tmp_path_factory):
+    """l2 trusted at ratio 0.02 (the control drifts as little as it does), random at no ratio."""
+    ds = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6), controls={schema.CONTROL_FINETUNE: 0.0})
+    return ds, html_report.report(ds, tmp_path_factory.mktemp("trusted") / "report.html", n_resamples=20,
+                                  heatmap_images=1).read_text(encoding="utf-8")
+
+
+def test_the_answers_verdict_table_gives_each_pruners_trusted_ratio_beside_accuracy_alone(trusted):
+    ds, written = trusted
+    rows = answer_rows(written)
+    table = recommend(ds)
+    assert [row[:2] for row in rows] == [["L2-norm filter", "features.3"], ["L2-norm filter", "features.7"],
+                                         ["random filter", "features.3"], ["random filter", "features.7"]]
+    assert rows[0][2].startswith("trusted up to ratio 0.02 | ")
+    checks = trust.layer_checks(ds)
+    colours = re.findall(r"<td class='verdict' style='color:(#[0-9a-f]{6})'>", section(written, "answer"))
+    for row, found, colour in zip(rows, table.to_dict("records"), colours):
+        words = wording.trusted_ratio_text(found)
+        assert row[2] == f"{words.headline} | {words.why}"
+        assert words.headline == (f"trusted up to ratio {found['ratio']:.2f}" if found["model"] else "none trusted")
+        assert (colour == wording.STATE_COLOURS[trust.TRUSTED]) == (found["model"] is not None)
+        assert row[3] == accuracy_alone(ds, found["pruner"])
+        assert row[4] == f"no check failed (not checked without {checks['not_checked'].sel(layer=row[1]).item()})"
+        assert row[5] == "1"
+
+
+def test_a_named_data_set_is_named_and_seeds_are_listed(seeded, seeded_written, tmp_path):
+    assert all(row[5] == "3 (0, 1, 2)" for row in answer_rows(seeded_written))
+    named = seeded.assign_attrs(dataset_name="shapes (test split)")
+    written = html_report.report(named, tmp_path / "named.html", n_resamples=20,
+                                 heatmap_images=1).read_text(encoding="utf-8")
+    assert "shapes (test split): 30 test images in 3 classes" in section(written, "answer")
+
+
+def test_the_report_says_how_to_read_it(written):
+    reading = section(written, "reading")
+    terms = re.findall(r"<dt[^>]*>([^<]+)</dt>", reading)
+    assert terms[:4] == ["PE-score (PE)", "SSIM", "IoU", "Conf"]
+    assert {"control:finetune", "control:twin", "control:randomised@&lt;layer&gt;", "The rule",
+            "Accuracy alone", "✔ trusted", "✘ not trusted", "? not assessable"} <= set(terms)
+    assert f"<dt style='color:{wording.STATE_COLOURS[trust.NOT_TRUSTED]}'>✘ not trusted</dt>" in reading
+    assert "PE = SSIM × IoU × Conf" in reading and "CAM ≥ 0.5" in reading  # the Dataset's PEConfig
+    assert ("loses at most 2 points of accuracy against the reference and, with 95% confidence, its PE lies at "
+            "most 0.05 below the PE of control:finetune") in reading
+
+
+def test_every_figure_has_a_numbered_caption_in_order(seeded_written):
+    numbers = [int(n) for n in re.findall(r"<figcaption><b>Figure (\d+)\.</b>", seeded_written)]
+    assert numbers == list(range(1, len(re.findall(r"<img ", seeded_written)) + 1)) and len(numbers) == 3 + 2
+
+
+def test_the_settings_are_tables_not_json(written, ds, tmp_path):
+    settings = section(written, "settings")
+    assert "<th>pe_config</th><td><table class='nested'>" in settings and "<th>iou_threshold</th><td>0.5</td>" in settings
+    assert "{&quot;" not in settings and '{"' not in settings
+    seeds = [-1, 0, 1, 2, 3, -1, -1]
+    provenance = [json.dumps({"pruning_seed": seed, "finetune": {"epochs": 2, "lr": 0.001}}) for seed in seeds]
+    with_provenance = ds.assign_coords(provenance=("model", provenance))
+    settings = section(html_report.report(with_provenance, tmp_path / "provenance.html", n_resamples=20,
+                                          heatmap_images=1).read_text(encoding="utf-8"), "settings")
+    assert "<tr><th>finetune.epochs</th><td>2</td></tr><tr><th>finetune.lr</th><td>0.001</td></tr>" in settings
+    by_model = settings.split("<p>By model:</p>")[1]
+    assert re.findall(r"<td>(-?\d)</td>", by_model) == [str(seed) for seed in seeds]  # pruning_seed by model
+
+
+@pytest.fixture(scope="module")
+def user_models():
+    return user_models_dataset(n_images=30, size=16, layers=("features.3",),
+                               controls={schema.CONTROL_FINETUNE: 0.05})
+
+
+def test_a_report_of_user_models_without_ratios_has_their_figures_and_verdicts(user_models, tmp_path):
+    written = html_report.report(user_models, tmp_path / "report.html", n_resamples=20,
+                                 heatmap_images=2).read_text(encoding="utf-8")
+    captions = re.findall(r"<figcaption><b>Figure \d+\.</b> ([^<]+)</figcaption>", written)
+    assert len(captions) >= 3 and len(re.findall(r"<img ", written)) == len(captions)
+    assert captions[0].startswith("Each model at its accuracy (across) and PE-score (up)")  # the key figure
+    assert captions[1].startswith("PE-score of each class for each candidate")
+    assert [caption.split(" looks beside")[0] for caption in captions[2:]] == [
+        f"Where {model}" for model in ("mine-small", "mine-medium", "mine-large")]
+    assert "these candidates have none" not in written
+    verdicts = assess(user_models)
+    rows = answer_rows(written)
+    assert [row[0] for row in rows] == ["mine-small", "mine-medium", "mine-large"]
+    reference = float(user_models.accuracy.sel(model="reference"))
+    for row in rows:
+        words = wording.verdict_text(verdicts.sel(model=row[0], layer="features.3", cam="gradcam++"))
+        assert row[2] == f"{words.headline} | {words.why}"
+        drop = reference - float(user_models.accuracy.sel(model=row[0]))
+        assert row[3] == (f"{'within' if drop <= 0.02 else 'outside'} the budget: accuracy drop "
+                          f"{wording.points(drop)} {'≤' if drop <= 0.02 else '>'} 2 points")

@@ -12,7 +12,7 @@ from matplotlib.figure import Figure  # noqa: E402
 import matplotlib.text  # noqa: E402
 from pescore_nb import plot, schema  # noqa: E402
 from pescore_nb.scores import score  # noqa: E402
-from synthetic import results_dataset, seeded_results_dataset  # noqa: E402
+from synthetic import results_dataset, seeded_results_dataset, user_models_dataset  # noqa: E402
 
 PRUNERS, RATIOS = ("l2", "random"), (0.3, 0.6)
 FAST = {"n_resamples": 100}
@@ -360,5 +360,128 @@ def test_drop_scatter_keeps_a_randomised_copy_from_crowding_the_candidates():
     low, high = ax.get_xlim()
     assert high < accuracy_drop and low <= candidates.min() and candidates.max() <= high
     assert high <= candidates.max() + 0.1 * (high - low)  # the axis ends just past the furthest candidate
-    edge = line(ax, "randomised at features.3 (off scale)")
+    edge = line(ax, "randomised at features.3 (off scale, at the edge)")
     assert edge.get_xdata()[0] == pytest.approx(high) and edge.get_marker() == ">"
+    pe = score(ds).sel(PICK)
+    (label,) = [t.get_text() for t in ax.texts if t.get_text().startswith("randomised copy")]
+    assert label == f"randomised copy → (PE-score {float(pe.sel(model=name)):.2f})"
+
+
+DEMO_PRUNERS, DEMO_RATIOS = ("l2", "senpis", "taylor", "random"), (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)
+
+
+def label_boxes(fig, ax) -> list:
+    """The window extents of the labels in ``ax``, as the renderer draws them."""
+    fig.canvas.draw()
+    return [text.get_window_extent() for text in ax.texts]
+
+
+def assert_apart_and_inside(fig, ax) -> list:
+    """No two labels of ``ax`` intersect and every one lies inside the axes; returns their boxes."""
+    boxes, frame = label_boxes(fig, ax), ax.get_window_extent()
+    for i, box in enumerate(boxes):
+        assert not any(box.overlaps(other) for other in boxes[i + 1:]), ax.texts[i].get_text()
+        assert frame.x0 <= box.x0 and box.x1 <= frame.x1 and frame.y0 <= box.y0 and box.y1 <= frame.y1, \
+            ax.texts[i].get_text()
+    return boxes
+
+
+def test_a_crowded_drop_scatter_fits_the_candidates_and_keeps_its_labels_apart_inside_the_axes():
+    """The demo's shape: four pruners at six ratios, the two controls and a randomised copy far out."""
+    name = schema.RANDOMISED_PREFIX + "features.3"
+    ds = results_dataset(n_images=60, pruners=DEMO_PRUNERS, ratios=DEMO_RATIOS,
+                         controls={schema.CONTROL_FINETUNE: 0.02, schema.CONTROL_TWIN: 0.3, name: 3.0})
+    fig = plot.drop_scatter(ds)
+    (ax,) = fig.axes
+    boxes = assert_apart_and_inside(fig, ax)
+    texts = [t.get_text() for t in ax.texts]
+    assert any(text.startswith("randomised copy →") for text in texts)  # the edge marker says what it is
+    assert len(boxes) >= 1 + len(DEMO_PRUNERS) * len(DEMO_RATIOS) // 2  # most ratios are labelled
+    x = np.concatenate([line(ax, plot.pruner_name(p)).get_xdata() for p in DEMO_PRUNERS])
+    y = np.concatenate([line(ax, plot.pruner_name(p)).get_ydata() for p in DEMO_PRUNERS])
+    (low, high), (bottom, top) = ax.get_xlim(), ax.get_ylim()
+    assert low <= x.min() and x.max() <= high and bottom <= y.min() and y.max() <= top
+    assert high - low <= 1.5 * (max(x.max(), 0.02) - min(x.min(), 0.0))  # the axes fit the candidates ...
+    assert float(ds.accuracy.sel(model="reference") - ds.accuracy.sel(model=name)) > high  # ... not the copy
+
+
+def test_a_control_far_above_the_candidates_is_drawn_at_the_top_edge_pointing_up():
+    ds = results_dataset(n_images=30, pruners=PRUNERS, ratios=(0.05, 0.1), controls={schema.CONTROL_TWIN: 0.9})
+    ds = ds.assign_coords(accuracy=ds.accuracy.where(ds.model != schema.CONTROL_TWIN, ds.accuracy.sel(model="reference")))
+    fig = plot.drop_scatter(ds)
+    (ax,) = fig.axes
+    edge = line(ax, "control: twin (other seed) (off scale, at the edge)")
+    assert edge.get_marker() == "^" and edge.get_ydata()[0] == pytest.approx(ax.get_ylim()[1])
+    pe = score(ds).sel(PICK)
+    assert float(pe.sel(model="reference") - pe.sel(model=schema.CONTROL_TWIN)) > ax.get_ylim()[1]
+    assert any(t.get_text().startswith("control: twin (other seed) ↑") for t in ax.texts)
+    assert_apart_and_inside(fig, ax)
+
+
+@pytest.fixture(scope="module")
+def user_models():
+    return user_models_dataset(n_images=30, size=16, controls={schema.CONTROL_FINETUNE: 0.05})
+
+
+USER_MODELS = ["mine-small", "mine-medium", "mine-large"]
+
+
+def test_pe_vs_accuracy_places_each_user_model_at_its_accuracy_and_pe(user_models):
+    ds = user_models
+    fig = plot.pe_vs_accuracy(ds)
+    (ax,) = fig.axes
+    pe = score(ds).sel(PICK)
+    for model in USER_MODELS:
+        drawn = line(ax, model)
+        assert (drawn.get_xdata()[0], drawn.get_ydata()[0]) == pytest.approx(
+            (float(ds.accuracy.sel(model=model)), float(pe.sel(model=model))))
+    assert line(ax, "accuracy budget (−2 points)").get_xdata()[0] == pytest.approx(
+        float(ds.accuracy.sel(model="reference")) - 0.02)
+    assert line(ax, "control PE (fine-tune only)").get_ydata()[0] == pytest.approx(
+        float(pe.sel(model=schema.CONTROL_FINETUNE)))
+    assert sorted(t.get_text() for t in ax.texts) == sorted(USER_MODELS)  # room for every name here
+    assert_apart_and_inside(fig, ax)
+    assert "PE-score against accuracy" in ax.get_title() and "layer features.3 · Grad-CAM++" in ax.get_title()
+
+
+def test_pe_vs_accuracy_of_pruned_models_labels_the_ratios_apart(ds):
+    fig = plot.pe_vs_accuracy(ds)
+    (ax,) = fig.axes
+    assert sorted(t.get_text() for t in ax.texts) == ["0.3", "0.3", "0.6", "0.6"]
+    assert legend_texts(fig)[:3] == ["L2-norm filter", "random filter", schema.REFERENCE]
+    assert_apart_and_inside(fig, ax)
+
+
+def test_class_bars_of_user_models_one_bar_per_candidate_and_class(user_models):
+    ds = user_models
+    fig = plot.class_bars(ds, n_resamples=50)
+    (ax,) = fig.axes
+    labels = ds.label.values
+    pe = ds.pe.sel(PICK)
+    expected = [pe.sel(model=model).values[labels == k].mean() for model in USER_MODELS for k in range(3)]
+    np.testing.assert_allclose([patch.get_height() for patch in ax.patches], expected, rtol=1e-6)
+    assert legend_texts(fig) == USER_MODELS and ax.get_ylabel() == "PE-score"
+    two = plot.class_bars(ds, models=USER_MODELS[1:], n_resamples=50)
+    assert len(two.axes[0].patches) == 2 * 3
+    with pytest.raises(ValueError, match="the candidates are"):
+        plot.class_bars(ds, models=["theirs"])
+    with pytest.raises(ValueError, match="not both"):
+        plot.class_bars(ds, ratio=0.3, models=USER_MODELS)
+
+
+def test_side_by_side_shows_the_reference_the_candidate_and_their_difference(user_models):
+    ds = user_models
+    fig = plot.side_by_side(ds, "mine-large", images=2)
+    panels, colour_bars = fig.axes[:6], fig.axes[6:]
+    assert [ax.get_title() for ax in panels[:3]] == ["reference", "candidate", "candidate − reference"]
+    maps = ds.heatmap.sel(PICK)
+    np.testing.assert_allclose(panels[1].get_images()[1].get_array(), maps.sel(model="mine-large", image=0))
+    difference = maps.sel(model="mine-large", image=1) - maps.sel(model="reference", image=1)
+    np.testing.assert_allclose(panels[5].get_images()[0].get_array(), difference, atol=1e-6)
+    limit = panels[5].get_images()[0].get_clim()[1]
+    assert limit == plot.difference_limit(maps.sel(model="mine-large").values - maps.sel(model="reference").values)
+    assert panels[4].get_xlabel() == f"PE {float(ds.pe.sel(PICK).sel(model='mine-large', image=1)):.2f}"
+    assert "mine-large" in fig._suptitle.get_text() and [ax.get_xlabel() for ax in colour_bars] == ["CAM", "difference"]
+    assert panels[0].get_ylabel() == "class0\n#0"
+    with pytest.raises(KeyError, match="the candidates are"):
+        plot.side_by_side(ds, "theirs")
