@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 INSTALLED := $(VENV)/.installed
 DEMO_OUT ?= pescore-demo
 
-.PHONY: demo test chromium constraints
+.PHONY: demo test docs docs-demo chromium constraints
 
 $(INSTALLED): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,17 @@ demo: $(INSTALLED)
 # The whole test suite, the real-browser test included (Debian's chromium is installed if missing).
 test: $(INSTALLED) chromium
 	$(BIN)/python -m pytest
+
+# The documentation site in docs/_build/html, offline, warnings as errors. It executes the notebooks
+# (each under five minutes, as tests/test_notebooks.py checks); inside `make test`, tests/test_site.py
+# renders the copies tests/test_notebooks.py executed instead.
+docs: $(INSTALLED)
+	PESCORE_DOCS_NOTEBOOKS=execute $(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "Open docs/_build/html/index.html"
+
+# After `make demo`: the demo's verdict table, figures and version for the site (docs/demo/), to commit.
+docs-demo: $(INSTALLED)
+	$(BIN)/python docs/demo_output.py $(DEMO_OUT) docs/demo
 
 chromium:
 	@command -v chromium >/dev/null 2>&1 || { \

@@ -146,7 +146,7 @@ class _SavedState:
 
 
 def _model_device(model: nn.Module) -> torch.device:
-    tensor = next(model.parameters(), None)
+    tensor: torch.Tensor | None = next(model.parameters(), None)
     tensor = tensor if tensor is not None else next(model.buffers(), None)
     return tensor.device if tensor is not None else torch.device("cpu")
 
@@ -286,7 +286,7 @@ class CamEngine:
             activations = [self._laid_out(name, activation.detach()) for name, activation in zip(self.layers, activations)]
             gradients = [None if gradient is None else self._laid_out(name, gradient)
                          for name, gradient in zip(self.layers, gradients)]
-            size = tuple(images.shape[-2:])
+            size = (int(images.shape[-2]), int(images.shape[-1]))
             per_method = {method: [normalise_maps(NATIVE_CAMS[method](activations[i], gradients[i]), size)
                                    for i in range(len(self.layers))]
                           for method in self._native}

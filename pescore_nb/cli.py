@@ -37,7 +37,7 @@ import re
 import sys
 import warnings
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -45,7 +45,7 @@ import xarray as xr
 from torch import nn
 from torch.utils.data import Dataset
 
-from . import data, prune, runconfig, schema, specs, structure, wording, zoo
+from . import __version__, data, prune, runconfig, schema, specs, structure, wording, zoo
 from . import model_cache
 from .controls import as_control, randomised
 from .evaluation import evaluate
@@ -62,7 +62,8 @@ QUICK_IMAGES = 120
 DEMO_FINETUNE = FinetuneSpec(epochs=1, lr=1e-3, batch_size=32, schedule="cosine")  # benchmarks/demo_design.md
 DEMO_FINETUNE_IMAGES, QUICK_FINETUNE_IMAGES = 1500, 300  # the first training images it runs on
 SHOWN_CLASSES = 3  # failing classes named in the recommendation table
-DEMO_HEATMAPS = {"heatmap_size": (32, 32), "heatmap_dtype": "float16"}  # the CAMs are coarser: nothing lost
+DEMO_HEATMAPS: dict[str, Any] = {"heatmap_size": (32, 32),  # the CAMs are coarser: nothing lost
+                                 "heatmap_dtype": "float16"}
 DEMO_SEEDS = 4  # fine-tuning seeds of every candidate and of control:finetune: --seed, --seed + 1, ...
 QUICK_SEEDS = 3  # benchmarks/demo_design.md: 4 seeds reproduce the verdict; --quick keeps 3 to stay fast
 DEMO_CAMS = ("gradcam++",)
@@ -88,6 +89,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pescore", description="PE-score of pruned CNNs: does a pruned "
                                      "model still look at the same pixels, with the same confidence?")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
     demo = commands.add_parser("demo", help="prune and score the zoo's VGG on the built-in shapes data")
     demo.add_argument("--out", default="pescore-demo", help="output folder (default: ./pescore-demo)")
@@ -156,11 +158,16 @@ def _run(args: argparse.Namespace) -> None:
     dataset = config.data.build()
     if config.prune is not None:
         train = config.prune.data.build() if config.prune.data is not None else None
-        if train is not None and list(train.classes) != list(dataset.classes):
-            raise ConfigError("prune.data", f"its {len(train.classes)} classes are not the data's "
-                              f"{len(dataset.classes)} classes in the same order; give images of the same "
+        classes = list(getattr(dataset, "classes"))
+        if train is not None and list(getattr(train, "classes")) != classes:
+            raise ConfigError("prune.data", f"its {len(getattr(train, 'classes'))} classes are not the data's "
+                              f"{len(classes)} classes in the same order; give images of the same "
                               "classes (for folders: the same sub-folder names).")
-        finetune = config.prune.finetune.build(train, config.device) if config.prune.finetune is not None else None
+        finetune = None
+        if config.prune.finetune is not None:
+            if train is None:
+                raise ConfigError("prune.data", "missing; prune.finetune trains on it.")
+            finetune = config.prune.finetune.build(train, config.device)
         candidates = _sweep(reference, train, config.prune, finetune, example=dataset[0][0][None])
     else:
         candidates = {name: spec.build() for name, spec in config.candidates.items()}
@@ -210,6 +217,8 @@ def _sweep(reference: nn.Module, dataset: Dataset | None, spec: PruneSpec, finet
     count MACs, defaults to ``dataset``'s first image.
     """
     if example is None:
+        if dataset is None:
+            raise ValueError("give an example input, or a dataset to take its first image from.")
         example = dataset[0][0][None]
     try:
         return prune.sweep(reference, example, spec.ratios, pruner=spec.pruners, seed=spec.seed, seeds=spec.seeds,
@@ -244,7 +253,7 @@ def _check_layers(models: dict[str, nn.Module], layers: Sequence[str]) -> None:
                               f"qualified names from model.named_modules(), e.g. {close or modules[-3:]}.")
 
 
-def _report(ds: xr.Dataset, results: Path, overwrite: bool, **rule: float) -> None:
+def _report(ds: xr.Dataset, results: Path, overwrite: bool, **rule: Any) -> None:
     """Save ``ds`` to ``results``, draw the figures beside it, print the tables and the findings."""
     save(ds, results, overwrite=overwrite)
     figures = _write_figures(ds, results.parent)

@@ -12,7 +12,7 @@ import hashlib
 import json
 import math
 import warnings
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Callable, Hashable, Iterable, Iterator, Mapping, Sequence, Sized, cast
 
 import numpy as np
 import torch
@@ -112,7 +112,7 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
         example = job.first_image()
         job = dataclasses.replace(job, image_shape=tuple(example.shape[1:]))
         job.check_models(engines, example)
-        ranges = _batch_ranges(len(dataset), batch_size)
+        ranges = _batch_ranges(job.count, batch_size)
         seen = job.data_pass(ranges)
         overlaps = _training_overlaps(dict(zip(models, built)), seen.hashes, allow_overlap)
         info = [_model_info(engine.model, example, name == schema.REFERENCE, seen.images_digest)
@@ -125,7 +125,7 @@ def evaluate(reference: ModelOrFactory, candidates: Mapping[str, ModelOrFactory]
             ds = _concatenated(chunks)
             return _warn_degenerate(_finish(ds, info, attrs, _accuracy(ds).values))
         arguments = _run_arguments(job, engines, batch_size, seen)
-        run = ZarrRun.open_or_create(store, arguments, lambda: _template(job.first_chunk(engines), len(dataset),
+        run = ZarrRun.open_or_create(store, arguments, lambda: _template(job.first_chunk(engines), job.count,
                                                                          batch_size, info, attrs))
         done = run.done()
         todo = [(start, stop) for start, stop in ranges if not done[start:stop].all()]
@@ -192,7 +192,7 @@ def _concatenated(chunks: list[xr.Dataset]) -> xr.Dataset:
     """The batches' chunks joined along ``image`` (numpy concatenation: no alignment to check)."""
     first = chunks[0]
 
-    def joined(name: str):
+    def joined(name: Hashable):
         variable = first[name]
         axis = variable.dims.index(schema.IMAGE)
         return variable.dims, np.concatenate([chunk[name].values for chunk in chunks], axis=axis)
@@ -276,7 +276,7 @@ def _source(data: Dataset | DataLoader, batch_size: int) -> tuple[Dataset, int, 
         dataset, collate_fn = data, None
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer >= 1 (images per batch), such as 32; got {batch_size!r}.")
-    if len(dataset) == 0:
+    if len(cast(Sized, dataset)) == 0:
         raise ValueError("The dataset is empty: evaluate needs at least one (image, label) pair.")
     return dataset, batch_size, collate_fn
 
@@ -314,6 +314,11 @@ class _Job:
     reshape_transform: object = None
     image_shape: tuple[int, ...] | None = None  # (C, H, W) of the first image, which every image must share
 
+    @property
+    def count(self) -> int:
+        """The number of images: a map-style Dataset's length (torch's ``Dataset`` type declares none)."""
+        return len(cast(Sized, self.dataset))
+
     def engines(self, models: list[nn.Module]) -> list[CamEngine]:
         return [CamEngine(model, self.layers, self.cams, device=self.device, reshape_transform=self.reshape_transform)
                 for model in models]
@@ -321,7 +326,7 @@ class _Job:
     def batches(self, ranges: Sequence[tuple[int, int]]) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """``(images (B, C, H, W), labels (B,))`` for each range of dataset positions, in order, checked."""
         loader = DataLoader(self.dataset, batch_sampler=[list(range(start, stop)) for start, stop in ranges],
-                            **({"collate_fn": self.collate_fn} if self.collate_fn is not None else {}))
+                            collate_fn=self.collate_fn)
         batches = iter(loader)
         for start, _ in ranges:
             try:
@@ -362,11 +367,11 @@ class _Job:
 
     def data_pass(self, ranges: Sequence[tuple[int, int]]) -> _DataSeen:
         """One pass over the data without the models: the hash of every image, and the digests."""
-        hashes, label_hash = [], hashlib.sha256()
+        batch_hashes, label_hash = [], hashlib.sha256()
         for images, labels in self.batches(ranges):
-            hashes.append(image_hashes(images))
+            batch_hashes.append(image_hashes(images))
             label_hash.update(labels.to(torch.int64).numpy().tobytes())
-        hashes = np.concatenate(hashes)
+        hashes = np.concatenate(batch_hashes)
         return _DataSeen(hashes, sequence_digest(hashes), label_hash.hexdigest()[:16])
 
     def first_chunk(self, engines: list[CamEngine]) -> xr.Dataset:
@@ -666,7 +671,7 @@ def _run_arguments(job: _Job, engines: list[CamEngine], batch_size: int, seen: _
             "weights": json.dumps([_digest(engine.model.state_dict().values()) for engine in engines]),
             "layers": json.dumps(job.layers), "cams": json.dumps(job.cams),
             "config": job.config.to_json(), "sp2ps_config": "none" if job.sp2ps_config is None else
-            job.sp2ps_config.to_json(), "batch_size": str(batch_size), "images": str(len(job.dataset)),
+            job.sp2ps_config.to_json(), "batch_size": str(batch_size), "images": str(job.count),
             "image_digest": seen.images_digest, "label_digest": seen.labels_digest,
             "class_names": json.dumps(job.class_names), "heatmap_size": json.dumps(job.heatmap_size),
             "heatmap_dtype": job.heatmap_dtype, "outputs": job.outputs,

@@ -9,6 +9,8 @@ either averaged over the seeds or restricted to one seed (the spread over the se
 """
 from __future__ import annotations
 
+from typing import Any, Hashable
+
 import numpy as np
 import xarray as xr
 
@@ -58,7 +60,7 @@ def mean_over_seeds(ds: xr.Dataset) -> xr.Dataset:
     averaged = xr.concat([_reduced(ds[per_model].sel({schema.MODEL: members})) for members in groups.values()],
                          dim=schema.MODEL)
     firsts = ds[schema.MODEL].sel({schema.MODEL: [members[0] for members in groups.values()]})
-    coords = {name: (schema.MODEL, firsts[name].values) for name in firsts.coords
+    coords: dict[Hashable, tuple[str, Any]] = {name: (schema.MODEL, firsts[name].values) for name in firsts.coords
               if name != schema.MODEL and firsts[name].dims == (schema.MODEL,)}
     if schema.ACCURACY in coords:
         coords[schema.ACCURACY] = (schema.MODEL, [float(ds[schema.ACCURACY].sel({schema.MODEL: members}).mean())

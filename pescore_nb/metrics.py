@@ -14,7 +14,7 @@ import dataclasses
 import json
 import math
 import numbers
-from typing import Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -28,6 +28,7 @@ class JsonConfig:
     """JSON round-trip for the frozen config dataclasses stored in a Dataset's attrs."""
 
     attribute: str  # the attrs key under which `evaluate` stores the config
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # every subclass is a dataclass
 
     def to_json(self) -> str:
         """The config as a JSON string (stored in a Dataset's attrs under ``attribute``)."""
@@ -77,14 +78,17 @@ class SSIMParameters(JsonConfig):
 
 @dataclasses.dataclass(frozen=True)
 class PEConfig(SSIMParameters):
-    """Every parameter of the PE-score, with the defaults of ``PESCORE.md``.
+    """Every parameter of the PE-score, with its default.
 
-    target: whose class the CAMs explain: ``"label"`` (the true label) or ``"reference"``
-        (the reference model's prediction).
-    ssim_window, ssim_sigma, ssim_k1, ssim_k2: the SSIM (see :class:`SSIMParameters`).
-    iou_threshold: maps are binarised as ``heatmap >= iou_threshold`` for the IoU.
-    combine: ``"product"`` (SSIM * IoU * Conf) or ``"mean"`` (their arithmetic mean).
-    class_weights: ``"support"`` (w_k = N_k / N) or ``"macro"`` (w_k = 1 / K).
+    - target: whose class the CAMs explain: ``"label"`` (the true label) or ``"reference"``
+      (the reference model's prediction).
+    - ssim_window: the width in pixels of the SSIM's Gaussian window (odd, >= 3; see :class:`SSIMParameters`).
+    - ssim_sigma: the standard deviation in pixels of that window.
+    - ssim_k1, ssim_k2: the SSIM's stabilising constants, ``C1 = (K1 * L)**2`` and ``C2 = (K2 * L)**2``
+      with the data range ``L = 1``.
+    - iou_threshold: maps are binarised as ``heatmap >= iou_threshold`` for the IoU.
+    - combine: ``"product"`` (SSIM * IoU * Conf) or ``"mean"`` (their arithmetic mean).
+    - class_weights: ``"support"`` (``w_k = N_k / N``) or ``"macro"`` (``w_k = 1 / K``).
     """
 
     target: Literal["label", "reference"] = "label"
@@ -105,7 +109,7 @@ class PEConfig(SSIMParameters):
 
 def _check_positive(config: str, field: str, value) -> None:
     """``value`` must be a real number > 0 (not a bool, not a string)."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not float(value) > 0:
         raise ValueError(f"{config}.{field} must be a number > 0, got {value!r}.")
 
 

@@ -76,10 +76,92 @@ from .metrics import PEConfig
 from .specs import ConfigError, DataSpec, FinetuneSpec, ModelSpec, PruneSpec, import_factory
 
 REQUIRED = object()
-PRUNE_KEYS = ("pruner", "ratios", "seed", "seeds", "workers", "data", "finetune")
-DATA_KEYS = ("source", "split", "size", "limit")
-SOURCE_KEYS = {"zoo": ("zoo", "dataset", "seed"), "factory": ("factory", "kwargs", "weights"), "pickle": ("pickle",)}
 RESULTS_FILE = "results.nc"
+
+
+# ---------------------------------------------------------------- the keys a config may hold
+@dataclasses.dataclass(frozen=True)
+class Key:
+    """One key of the YAML config, as the reader accepts it and the documentation lists it.
+
+    ``section`` is where it goes: ``""`` (the top level), ``"model"`` (``reference``, ``twin`` and each
+    candidate), ``"candidate"`` (a candidate's extra keys), ``"data"`` (``data`` and ``prune.data``),
+    ``"prune"``, ``"prune.finetune"`` or ``"recommend"``; ``pe`` takes the fields of :class:`PEConfig`.
+    ``source``: for a model key, the way of building the model it belongs to (``zoo``, ``factory``
+    or ``pickle``).
+    """
+
+    section: str
+    name: str
+    takes: str
+    default: str = ""
+    source: str = ""
+
+
+KEYS = (
+    Key("", "reference", "the unpruned model (keys of a model)", "required"),
+    Key("", "twin", "optional control:twin, the same recipe trained with another seed (keys of a model)"),
+    Key("", "candidates", "your pruned models: a mapping from a name to a model (keys of a model and of "
+        "a candidate); give either candidates or prune", "either this or prune"),
+    Key("", "prune", "a sweep of the reference made by pescore_nb.prune.sweep", "either this or candidates"),
+    Key("", "data", "the evaluation images: a built-in dataset's name, or a mapping (keys of data)", "required"),
+    Key("", "layers", "module names to explain, e.g. [features.16]", "the reference's cam_layers"),
+    Key("", "cams", "CAM methods (pescore_nb.cam.CAMS), one or a list", "[gradcam++]"),
+    Key("", "pe", "any PEConfig field (see the metric)", "PEConfig()"),
+    Key("", "recommend", "the trust rule's thresholds (keys of recommend)", "their defaults"),
+    Key("", "sp2ps", "true or false: also store the Sp2PS score beside PE", "false"),
+    Key("", "batch_size", "a positive integer", "32"),
+    Key("", "device", "cpu, cuda, cuda:1 or mps", "torch's default"),
+    Key("", "heatmap_size", "[height, width]: store smaller heatmaps (scores use full size)", "full size"),
+    Key("", "heatmap_dtype", "float32 or float16", "float32"),
+    Key("", "output", "the folder for results.nc, report.html and the figures", "pescore-results"),
+    Key("model", "zoo", "a pescore_nb.zoo architecture, e.g. vgg", source="zoo"),
+    Key("model", "dataset", "the built-in dataset the zoo model was trained on, e.g. shapes", source="zoo"),
+    Key("model", "seed", "the zoo model's training seed, e.g. 1 for a twin of seed 0", "0", source="zoo"),
+    Key("model", "factory", "\"package.module:callable\" returning the model", source="factory"),
+    Key("model", "kwargs", "keyword arguments for the factory", "{}", source="factory"),
+    Key("model", "weights", "a state_dict file saved with torch.save, loaded with weights_only=True",
+        "none", source="factory"),
+    Key("model", "pickle", "a whole model saved with torch.save(model, path); needs --trust-pickle",
+        source="pickle"),
+    Key("candidate", "pruner", "the pruning method's name, for tables and recommend", "none"),
+    Key("candidate", "ratio", "its pruning ratio in [0, 1)", "none"),
+    Key("data", "source", "shapes, digits, or a folder with one sub-folder per class", "required"),
+    Key("data", "split", "built-in data only: train or test", "test (train under prune)"),
+    Key("data", "size", "folders only: images are resized and cropped to size x size pixels", "224"),
+    Key("data", "limit", "only the first N images", "all"),
+    Key("prune", "pruner", "l1, l2, random, taylor, senpis or unstructured; one or a list", "required"),
+    Key("prune", "ratios", "a list of ratios in [0, 1)", "required"),
+    Key("prune", "seed", "the first seed: random channels, the pruning sample, fine-tuning", "0"),
+    Key("prune", "seeds", "every model once per seed: a number n (seed ... seed+n-1) or a list", "one seed"),
+    Key("prune", "workers", "models made at once, each in its own process", "1"),
+    Key("prune", "data", "the training images (keys of data): senpis and taylor rank filters on them, "
+        "finetune trains on them; never the evaluation images", "needed by senpis, taylor and finetune"),
+    Key("prune", "finetune", "fine-tune every pruned copy and the unpruned control:finetune "
+        "(keys of prune.finetune)", "no fine-tuning"),
+    Key("prune.finetune", "epochs", "a number of epochs >= 1"),  # defaults: pescore_nb.prune.Finetune's fields
+    Key("prune.finetune", "lr", "a positive learning rate, e.g. 5e-4"),
+    Key("prune.finetune", "batch_size", "a positive integer"),
+    Key("prune.finetune", "distill", "true: learn the reference's softened outputs instead of the labels"),
+    Key("prune.finetune", "temperature", "the distillation temperature; only with distill: true"),
+    Key("prune.finetune", "schedule", "cosine, linear or constant: how the learning rate is annealed"),
+    Key("recommend", "pe_threshold", "a PE threshold in [0, 1] (the rule without a control)", "0.8"),
+    Key("recommend", "max_accuracy_drop", "an accuracy drop in [0, 1], e.g. 0.02 for two points", "0.02"),
+)
+
+
+def keys_of(section: str) -> tuple[str, ...]:
+    """The names of the keys in ``section`` of :data:`KEYS`, in order."""
+    return tuple(key.name for key in KEYS if key.section == section)
+
+
+TOP_KEYS = keys_of("")
+PRUNE_KEYS = keys_of("prune")
+DATA_KEYS = keys_of("data")
+FINETUNE_KEYS = keys_of("prune.finetune")
+RECOMMEND_KEYS = keys_of("recommend")
+SOURCE_KEYS = {source: tuple(key.name for key in KEYS if key.section == "model" and key.source == source)
+               for source in ("zoo", "factory", "pickle")}
 
 
 # ---------------------------------------------------------------- reading fields
@@ -178,10 +260,6 @@ class RunConfig:
         return self.output / RESULTS_FILE
 
 
-TOP_KEYS = ("reference", "twin", "candidates", "prune", "data", "layers", "cams", "pe", "recommend", "sp2ps",
-            "batch_size", "device", "heatmap_size", "heatmap_dtype", "output")
-
-
 class _Loader(yaml.SafeLoader):
     """PyYAML's safe loader, reading ``5e-4`` and ``1e3`` as numbers, as YAML 1.2 does (YAML 1.1,
     which PyYAML follows, needs a dot: ``5.0e-4``; without one a learning rate would be a string)."""
@@ -244,7 +322,7 @@ def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
 
 
 def _model(parent: _Section, key: str, base: Path, trust_pickle: bool, candidate: bool) -> ModelSpec:
-    known = tuple(key for keys in SOURCE_KEYS.values() for key in keys) + (("pruner", "ratio") if candidate else ())
+    known = keys_of("model") + (keys_of("candidate") if candidate else ())
     spec = _Section(parent.values.get(key), parent.field(key), known)
     sources = [source for source in SOURCE_KEYS if spec.values.get(source) is not None]
     if len(sources) != 1:
@@ -274,7 +352,7 @@ def _model(parent: _Section, key: str, base: Path, trust_pickle: bool, candidate
     if candidate:
         fields["pruner"] = spec.get("pruner", str, "the name of the pruning method, e.g. l2", None)
         fields["ratio"] = spec.get("ratio", numbers.Real, "a pruning ratio in [0, 1), e.g. 0.5", None,
-                                   lambda r: 0 <= r < 1)
+                                   lambda r: 0 <= float(r) < 1)
     return ModelSpec(**fields)
 
 
@@ -282,7 +360,8 @@ def _prune(section: _Section, base: Path, evaluation: DataSpec) -> PruneSpec:
     """The ``prune`` section; its ``data`` must be given for senpis, taylor and finetune, and must not
     be the ``evaluation`` data."""
     ratios = section.get("ratios", list, "a list of ratios in [0, 1), e.g. [0.2, 0.5, 0.8]")
-    if not ratios or not all(isinstance(r, numbers.Real) and not isinstance(r, bool) and 0 <= r < 1 for r in ratios):
+    if not ratios or not all(isinstance(r, numbers.Real) and not isinstance(r, bool) and 0 <= float(r) < 1
+                             for r in ratios):
         raise ConfigError(section.field("ratios"), f"got {ratios!r}; give a non-empty list of ratios in [0, 1), "
                           "e.g. [0.2, 0.5, 0.8].")
     pruners = section.names("pruner", f"one or more of {list(prune.PRUNERS)}", prune.PRUNERS)
@@ -321,7 +400,7 @@ def _seeds(section: _Section) -> tuple[int, tuple[int, ...] | int | None]:
 def _finetune(parent: _Section) -> FinetuneSpec:
     """``parent.finetune``: a :class:`pescore_nb.prune.Finetune` recipe, its defaults for missing keys."""
     section = _Section(parent.values["finetune"], parent.field("finetune"),
-                       ("epochs", "lr", "batch_size", "distill", "temperature", "schedule"))
+                       FINETUNE_KEYS)
     default = {field.name: field.default for field in dataclasses.fields(prune.Finetune)}
     if "temperature" in section.values and not section.values.get("distill"):
         raise ConfigError(section.field("temperature"), "does nothing without distill: true (it softens the "
@@ -376,7 +455,7 @@ def _pe_config(top: _Section) -> PEConfig:
 
 
 def _thresholds(top: _Section) -> dict[str, float]:
-    section = _Section(top.values.get("recommend") or {}, "recommend", ("pe_threshold", "max_accuracy_drop"))
+    section = _Section(top.values.get("recommend") or {}, "recommend", RECOMMEND_KEYS)
     return {"pe_threshold": float(section.get("pe_threshold", numbers.Real, "a PE threshold in [0, 1], e.g. 0.8",
                                               0.8, _fraction)),
             "max_accuracy_drop": float(section.get("max_accuracy_drop", numbers.Real,

@@ -69,3 +69,50 @@ RANDOMISED_PREFIX = "control:randomised@"  # + a layer: weights re-initialised f
 def seeded_name(name: str, seed: int) -> str:
     """The name of one fine-tuning seed's model when a sweep has several: ``"l2@0.10/seed0"``."""
     return f"{name}{SEED_SEPARATOR}{seed}"
+
+
+# What each name of a results Dataset holds, in one line: the documentation's schema tables read it
+# (and list any variable, coordinate or attribute that evaluate writes without an entry here).
+DESCRIPTIONS = {
+    HEATMAP: "the CAM of the target class in [0, 1] (float32, or smaller and float16 when asked)",
+    PROB: "softmax probability of the target class",
+    PRED: "predicted class",
+    SSIM: "SSIM of the model's map and the reference's",
+    IOU: "IoU of the two maps' masks (heatmap >= iou_threshold)",
+    CONF: "1 - |p_reference - p_model| of the target class",
+    PE: "the PE-score of the image: SSIM, IoU and Conf combined",
+    SP2PS: "the Sp2PS score (only with sp2ps_config)",
+    DEGENERATE: "True where either map had no signal (constant after ReLU)",
+    ENERGY_IN_MASK: "share of the map's energy inside the object mask (data with masks)",
+    INPUT: "the picture, uint8, for display",
+    MODEL: "the models' names: the reference, the candidates and the controls",
+    LAYER: "qualified module names of the explained layers",
+    CAM: "the CAM methods",
+    IMAGE: "the images' positions in the evaluation",
+    Y: "map and picture rows",
+    X: "map and picture columns",
+    CHANNEL: "the picture's colour channels",
+    ROLE: "reference, candidate or control: the reference is found by its role",
+    RATIO: "pruning ratio (0 for the reference and the controls)",
+    PRUNER: f"pruning method ('{UNPRUNED}' for the reference and controls, '{UNKNOWN_PRUNER}' for models of "
+            "unknown origin)",
+    SEED: f"the fine-tuning seed ({NO_SEED} for models without one)",
+    PARAMS: "number of parameters",
+    MACS: "multiply-accumulates of one forward pass",
+    ACCURACY: "share of the evaluated images the model classifies as labelled",
+    PROVENANCE: "JSON: pruning seed, fine-tuning recipe, digests of the data used",
+    IMAGES_DIGEST: "16 hex digits of the 64-bit hashes of the images the model was evaluated on",
+    LABEL: "the true class",
+    CLASS_NAME: "the class's name",
+    SOURCE_INDEX: "the image's position in the source dataset",
+    SCHEMA_VERSION_ATTRIBUTE: "this schema's version",
+    "pe_config": "JSON: the PEConfig the scores were computed with",
+    "sp2ps_config": "JSON: the Sp2PSConfig (only with sp2ps_config)",
+    "reference_name": "the reference model's class name",
+    "versions": "JSON: the versions of pescore_nb, torch, torchvision, grad-cam, xarray and numpy",
+    "input_height": "input images' height in pixels",
+    "input_width": "input images' width in pixels",
+    "outputs": "what the models return: auto, logits or probabilities",
+    "allow_overlap": "1 when a model was evaluated on images it was pruned or fine-tuned on (allow_overlap=True)",
+    "training_overlaps": "JSON: how many evaluated images each model was pruned or fine-tuned on",
+}

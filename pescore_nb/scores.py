@@ -55,7 +55,7 @@ def _checked(ds: xr.Dataset, variable: str, skipna: bool) -> xr.DataArray:
                          f"ds.rename({ {name: schema.LEGACY_NAMES[name] for name in legacy} }), or save and "
                          "pescore_nb.load it, which upgrades it.")
     if variable not in ds:
-        raise KeyError(f"No variable {variable!r} in the Dataset; it has {sorted(ds.data_vars)}.")
+        raise KeyError(f"No variable {variable!r} in the Dataset; it has {sorted(map(str, ds.data_vars))}.")
     if ds.sizes.get(schema.IMAGE, 0) == 0:
         raise ValueError("The Dataset holds no images (an empty selection?); select at least one image per class.")
     values = ds[variable]

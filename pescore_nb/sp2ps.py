@@ -52,9 +52,9 @@ CONFIG_ATTRIBUTE = "sp2ps_config"
 class Sp2PSConfig(SSIMParameters):
     """Every parameter of our Sp2PS reconstruction (see the module docstring).
 
-    ssim_window, ssim_sigma, ssim_k1, ssim_k2: the spatial SSIM (see :class:`SSIMParameters`).
-    spectrum: ``"magnitude"`` (normalised DFT magnitude) or ``"log"`` (normalised ``log1p`` of it).
-    spectral_similarity: ``"ssim"`` or ``"cosine"`` between the two centred spectra.
+    - ssim_window, ssim_sigma, ssim_k1, ssim_k2: the spatial SSIM (see :class:`SSIMParameters`).
+    - spectrum: ``"magnitude"`` (normalised DFT magnitude) or ``"log"`` (normalised ``log1p`` of it).
+    - spectral_similarity: ``"ssim"`` or ``"cosine"`` between the two centred spectra.
     """
 
     spectrum: Literal["magnitude", "log"] = "magnitude"

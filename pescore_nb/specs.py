@@ -7,7 +7,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Sized, cast
 
 import torch
 from torch import nn
@@ -41,6 +41,9 @@ class ModelSpec:
     def build(self) -> nn.Module:
         """The model in eval mode, on the CPU; a ConfigError when it cannot be built or loaded."""
         if self.zoo:
+            if self.dataset is None:
+                raise ConfigError(f"{self.field}.dataset", "missing; give the built-in dataset the zoo model "
+                                  f"was trained on, one of {sorted(zoo.TRAINING)}.")
             return zoo.load(self.zoo, self.dataset, seed=self.seed)
         if self.pickle:
             model = self._load(self.pickle, "pickle", weights_only=False)
@@ -50,7 +53,7 @@ class ModelSpec:
         else:
             model = self._construct()
             if self.weights:
-                self._load_state(model)
+                self._load_state(model, self.weights)
         if self.pruner is not None or self.ratio is not None:
             meta = {schema.PRUNER: self.pruner or "unknown", schema.RATIO: self.ratio}
             setattr(model, schema.PRUNING_ATTRIBUTE, {k: v for k, v in meta.items() if v is not None})
@@ -58,6 +61,8 @@ class ModelSpec:
 
     def _construct(self) -> nn.Module:
         field = f"{self.field}.factory"
+        if self.factory is None:
+            raise ConfigError(field, "missing; give one of zoo, factory ('package.module:callable') or pickle.")
         factory = import_factory(self.factory, field)
         try:
             model = factory(**self.kwargs)
@@ -78,16 +83,16 @@ class ModelSpec:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
             raise ConfigError(f"{self.field}.{key}", f"{path} does not load ({message}); {fix}.") from None
 
-    def _load_state(self, model: nn.Module) -> None:
-        state = self._load(self.weights, "weights", weights_only=True)
+    def _load_state(self, model: nn.Module, weights: Path) -> None:
+        state = self._load(weights, "weights", weights_only=True)
         if not isinstance(state, dict):
-            raise ConfigError(f"{self.field}.weights", f"{self.weights} holds a {type(state).__name__}, "
+            raise ConfigError(f"{self.field}.weights", f"{weights} holds a {type(state).__name__}, "
                               "not a state_dict; save it with torch.save(model.state_dict(), path).")
         try:
             model.load_state_dict(state)
         except RuntimeError as error:
             first = " ".join(str(error).split())[:300]
-            raise ConfigError(f"{self.field}.weights", f"{self.weights} does not fit {self.factory}: "
+            raise ConfigError(f"{self.field}.weights", f"{weights} does not fit {self.factory}: "
                               f"{first}; give the weights of this architecture, or fix kwargs.") from None
 
 
@@ -159,6 +164,7 @@ class DataSpec:
 
     def build(self) -> Dataset:
         """The dataset, with ``classes`` (and ``masks`` for ``shapes``)."""
+        dataset: Dataset
         if isinstance(self.source, Path):
             dataset = data.image_folder(self.source, size=self.size)
         else:
@@ -168,8 +174,8 @@ class DataSpec:
 
 def first_images(dataset: Dataset, count: int) -> Dataset:
     """The first ``count`` images of ``dataset``, keeping its ``classes`` and its ``masks (N, H, W)``."""
-    subset = Subset(dataset, range(min(count, len(dataset))))
-    subset.classes = dataset.classes
+    subset: Any = Subset(dataset, range(min(count, len(cast(Sized, dataset)))))  # given the attributes below
+    subset.classes = getattr(dataset, "classes")
     masks = getattr(dataset, "masks", None)
     subset.masks = None if masks is None else masks[:count]
     return subset

@@ -57,8 +57,8 @@ def compare(ds: xr.Dataset, model_a: str, model_b: str, variable: str = schema.P
     scores), ``low``/``high`` (stratified percentile bootstrap of the per-image differences, the
     same images for both models) and ``p_value``: a two-sided sign-flip permutation test of
     "no difference". Under that null the two models are exchangeable on each image, so each
-    per-image difference d_i is as likely to be -d_i; p = (1 + #{|T*| >= |T|}) / (1 + n_resamples),
-    T the class-weighted mean of d_i, T* the same with random signs (Phipson & Smyth 2010).
+    per-image difference ``d_i`` is as likely to be ``-d_i``; ``p = (1 + #{|T*| >= |T|}) / (1 + n_resamples)``,
+    ``T`` the class-weighted mean of ``d_i``, ``T*`` the same with random signs (Phipson & Smyth 2010).
     """
     models = ds[schema.MODEL].values.tolist()
     for name in (model_a, model_b):
@@ -104,7 +104,7 @@ def stratified_upper_bound(values: np.ndarray, labels: np.ndarray, weights: np.n
 def _per_image(ds: xr.Dataset, variable: str) -> tuple[np.ndarray, np.ndarray, tuple]:
     """``ds[variable]`` as float64 ``(M, N)`` (other dims flattened), the labels ``(N,)``, the other dims."""
     if variable not in ds:
-        raise KeyError(f"No variable {variable!r} in the Dataset; it has {sorted(ds.data_vars)}.")
+        raise KeyError(f"No variable {variable!r} in the Dataset; it has {sorted(map(str, ds.data_vars))}.")
     data = ds[variable]
     if schema.IMAGE not in data.dims:
         raise ValueError(f"ds[{variable!r}] has dims {data.dims}, without '{schema.IMAGE}': only "

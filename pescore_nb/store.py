@@ -15,7 +15,7 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Final, Iterator
 
 import numpy as np
 import xarray as xr
@@ -25,7 +25,7 @@ from . import schema, structure
 from .schema import SchemaUpgradeWarning
 from .metrics import CONFIG_ATTRIBUTE
 
-NETCDF_ENGINE = "h5netcdf"
+NETCDF_ENGINE: Final = "h5netcdf"
 DONE = "batch_done"  # (image,) bool in a run's store: the image's batch is fully written
 RUN_ARGUMENTS = "run_arguments"  # attrs key: JSON of the arguments the store was written with
 
@@ -95,7 +95,7 @@ def load(path: str | Path, *, lazy: bool = True, partial: bool = False) -> xr.Da
             raise ValueError(f"load's {name} must be True or False, got {value!r}.")
     if not path.exists():
         raise FileNotFoundError(f"No results at {path}; write them with pescore_nb.save(ds, path) first.")
-    chunks = {} if lazy else None
+    chunks: dict | None = {} if lazy else None
     if _is_zarr(path):
         if not (path / ".zattrs").is_file():
             raise ValueError(f"{path} is not a Zarr store (no .zattrs in it); give the path of a store that "

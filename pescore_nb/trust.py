@@ -48,6 +48,8 @@ reproducible than a randomised model's, are flagged by :func:`layer_checks`.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -166,7 +168,7 @@ def seed_bound(gaps: np.ndarray, labels: np.ndarray, weights: np.ndarray, level:
 
 
 def assess(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
-           **rule: object) -> xr.Dataset:
+           **rule: Any) -> xr.Dataset:
     """Verdicts by the trust rule (module docstring), per group ``(model, layer, cam)``.
 
     ``model`` holds the group names (:func:`pescore_nb.structure.seed_groups`; with one seed, the
@@ -324,7 +326,7 @@ def _verdicts(pe, bound, pe_ok, accuracy_ok, accuracy_drop, candidates, not_asse
 
 
 def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str | None = None,
-              **rule: object) -> pd.DataFrame:
+              **rule: Any) -> pd.DataFrame:
     """The largest trusted ratio of each pruner, layer and CAM method (module docstring).
 
     One row per (pruner, layer, cam) with the columns of :data:`COLUMNS`: ``ratio`` (trusted; 0.0
@@ -364,7 +366,7 @@ def recommend(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: str |
                        "twin_pe": float(at["twin_pe"]), "layer_usable": bool(checks["usable"].sel(where))}
                 if n_trusted < len(groups):
                     failed = at.isel({schema.MODEL: n_trusted})
-                    if class_pe is None:
+                    if class_pe is None or floors is None:
                         class_pe = structure.by_group(by_class(ds, variable).compute(), ds)
                         floors = _class_floors(class_pe, verdicts)
                     row.update(first_failure=float(failed[schema.RATIO]), fails_on=_what_failed(failed),
@@ -453,7 +455,8 @@ def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: st
                "fine-tuning alone moves the maps as far as randomisation")]
     randomised_names = xr.DataArray([schema.RANDOMISED_PREFIX + str(layer) for layer in twin[schema.LAYER].values],
                                     dims=schema.LAYER, coords={schema.LAYER: twin[schema.LAYER]})
-    missing = [(randomised.isnull(), randomised_names), (twin.isnull(), schema.CONTROL_TWIN),
+    missing: list[tuple[xr.DataArray, str | xr.DataArray]] = [
+        (randomised.isnull(), randomised_names), (twin.isnull(), schema.CONTROL_TWIN),
                (control.isnull(), schema.CONTROL_FINETUNE)]
     why, not_checked = _joined(checks, twin, "; "), _joined(missing, twin, ", ")
     return xr.Dataset({"twin_pe": twin, "control_pe": control, "randomised_pe": randomised,
@@ -462,7 +465,7 @@ def layer_checks(ds: xr.Dataset, *, variable: str = schema.PE, class_weights: st
                              "max_degenerate": max_degenerate})
 
 
-def _joined(parts: list[tuple[xr.DataArray, str | xr.DataArray]], template: xr.DataArray,
+def _joined(parts: Sequence[tuple[xr.DataArray, str | xr.DataArray]], template: xr.DataArray,
             separator: str) -> xr.DataArray:
     """For each cell of ``template (layer, cam)``: the texts of ``parts`` (one text, or one per cell) whose
     condition holds there, joined."""
@@ -472,7 +475,7 @@ def _joined(parts: list[tuple[xr.DataArray, str | xr.DataArray]], template: xr.D
                   for condition, text in parts]
     values = np.empty(template.shape, dtype=object)
     for index in np.ndindex(template.shape):
-        values[index] = separator.join(text[index] for condition, text in conditions if condition[index])
+        values[index] = separator.join(str(text[index]) for condition, text in conditions if condition[index])
     return template.copy(data=values.astype(str))
 
 

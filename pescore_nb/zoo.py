@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from typing import Sized, cast
 
 import torch
 from torch import nn
@@ -160,8 +161,9 @@ def train(model: nn.Module, train_data: Dataset, *, epochs: int = 10, batch_size
     with _deterministic(TRAINING_THREADS):
         torch.manual_seed(seed)
         for module in model.modules():
-            if hasattr(module, "reset_parameters"):
-                module.reset_parameters()
+            reset = getattr(module, "reset_parameters", None)
+            if callable(reset):
+                reset()
         loader = DataLoader(train_data, batch_size=batch_size, shuffle=True, drop_last=True,
                             generator=torch.Generator().manual_seed(seed))
         optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
@@ -197,10 +199,10 @@ def accuracy(model: nn.Module, data: Dataset, batch_size: int = 256,
             correct += (model(images.to(device)).argmax(1).cpu() == labels).sum().item()
     finally:
         model.train(was_training)
-    return correct / len(data)
+    return correct / len(cast(Sized, data))
 
 
-ARCHITECTURES = {"vgg": VGG, "resnet": ResNet}
+ARCHITECTURES: dict[str, type[VGG] | type[ResNet]] = {"vgg": VGG, "resnet": ResNet}
 TRAINING = {  # train() hyper-parameters for each built-in dataset
     "shapes": {"epochs": 10, "batch_size": 32, "lr": 3e-3, "weight_decay": 5e-4, "augment": True, "seed": 0},
     "digits": {"epochs": 8, "batch_size": 32, "lr": 3e-3, "weight_decay": 5e-4, "augment": False, "seed": 0},
@@ -230,7 +232,7 @@ def _training(dataset: str, seed: int) -> dict:
 
 
 def _recipe(arch: str, dataset: str, cache_dir: str | Path | None,
-            seed: int = 0) -> tuple[nn.Module, Dataset, Path]:
+            seed: int = 0) -> tuple[VGG | ResNet, datasets.ImageTensorDataset, Path]:
     """The untrained model, its training split, and the cache file of its trained weights."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"No architecture {arch!r} in the zoo; use one of {sorted(ARCHITECTURES)}.")
@@ -255,7 +257,7 @@ def cached_path(arch: str = "vgg", dataset: str = "shapes", *, seed: int = 0,
 
 
 def load(arch: str = "vgg", dataset: str = "shapes", *, seed: int = 0, cache_dir: str | Path | None = None,
-         train_if_missing: bool = True, progress: bool = True) -> nn.Module:
+         train_if_missing: bool = True, progress: bool = True) -> VGG | ResNet:
     """A model of ``arch`` ("vgg" or "resnet") trained on the built-in ``dataset`` ("shapes" or "digits").
 
     The first call trains it on ``data.builtin(dataset, "train")`` (deterministic, on the CPU: a

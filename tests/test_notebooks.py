@@ -29,6 +29,7 @@ from nbclient import NotebookClient
 from pescore_nb import structure, trust
 
 REPO = Path(__file__).resolve().parents[1]
+EXECUTED = REPO / "build" / "notebooks"  # the executed copies, which tests/test_site.py renders
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 NAMES = [path.stem for path in NOTEBOOKS]
 LIMIT_SECONDS = 300
@@ -164,10 +165,19 @@ def executed(trained_zoo, tmp_path_factory):
                 NotebookClient(notebook, timeout=LIMIT_SECONDS, kernel_name="python3",
                                resources={"metadata": {"path": str(folder)}}).execute()
                 seconds = time.monotonic() - start
+            save_executed(notebook, name)
             runs[name] = SimpleNamespace(notebook=notebook, seconds=seconds, facts=facts_of(notebook))
         return runs[name]
 
     return run
+
+
+def save_executed(notebook: nbformat.NotebookNode, name: str) -> None:
+    """Save the executed notebook, without the import check put before its cells, for the docs."""
+    EXECUTED.mkdir(parents=True, exist_ok=True)
+    saved = nbformat.from_dict(notebook)
+    saved.cells = saved.cells[1:]
+    nbformat.write(saved, EXECUTED / f"{name}.ipynb")
 
 
 def facts_of(notebook: nbformat.NotebookNode) -> dict | None:

@@ -7,6 +7,7 @@ import numbers
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Sized, cast
 
 import torch
 import torch.nn.functional as F
@@ -82,7 +83,7 @@ class Finetune:
     def provenance(self, seed: int) -> dict:
         """The recipe as run with ``seed``, for a model's ``provenance``."""
         recipe = {"epochs": self.epochs, "lr": float(self.lr), "batch_size": self.batch_size, "seed": seed,
-                  "images": len(self.data), "schedule": self.schedule}
+                  "images": len(cast(Sized, self.data)), "schedule": self.schedule}
         return {**recipe, "distill": True, "temperature": float(self.temperature)} if self.distill else recipe
 
 

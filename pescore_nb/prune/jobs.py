@@ -122,6 +122,8 @@ def make_model_in_worker(job: Job) -> bytes:
     """
     if isinstance(_worker_inputs, Exception):
         raise ValueError(unsendable("could not load", _worker_inputs)) from None
+    if _worker_inputs is None:
+        raise RuntimeError("make_model_in_worker runs in a worker process started with start_worker.")
     return pickle.dumps(make_model(_worker_inputs, job))
 
 

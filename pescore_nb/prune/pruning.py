@@ -111,9 +111,10 @@ def prune_model(model: nn.Module, pruner: str, ratio: float, example_input: torc
         return _mask_weights(model, ratio, ignored)
     with _all_trainable(model):
         if pruner == "senpis":
-            _remove_channels_in_order(model, example_input, ratio, SenpisImportance(model, *sample), ignored, order)
+            importance = SenpisImportance(model, *_sample_for(pruner, sample))
+            _remove_channels_in_order(model, example_input, ratio, importance, ignored, order)
         elif pruner == "taylor":
-            images, labels = sample
+            images, labels = _sample_for(pruner, sample)
             model.zero_grad(set_to_none=True)
             F.cross_entropy(model(images), labels).backward()
             _remove_channels(model, example_input, ratio, tp.importance.GroupTaylorImportance(), ignored)
@@ -172,6 +173,13 @@ def _remove_channels(model, example_input, ratio: float, importance, ignored: li
     pruner.step()
 
 
+def _sample_for(pruner: str, sample: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The class-balanced sample a data-driven pruner ranks channels on."""
+    if sample is None:
+        raise ValueError(f"pruner {pruner!r} ranks channels on training images; pass data= to sweep.")
+    return sample
+
+
 def _remove_channels_in_order(model, example_input, ratio: float, importance, ignored: list[nn.Module],
                               order: list[str]) -> None:
     """Remove ``ratio`` of the output channels of every prunable layer of ``model`` in place, one
@@ -181,7 +189,7 @@ def _remove_channels_in_order(model, example_input, ratio: float, importance, ig
     it; the lowest go, ties broken by channel index (the lower index goes first).
     """
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
-    ignored = {module for layer in ignored for module in layer.modules()}
+    ignored_modules = {module for layer in ignored for module in layer.modules()}
     done = set()
     for name in order:
         layer = model.get_submodule(name)
@@ -193,7 +201,7 @@ def _remove_channels_in_order(model, example_input, ratio: float, importance, ig
         tied = {tied_layer for tied_layer, _, _ in group_filters(group)}
         done |= tied
         n_removed = channels - _channels_kept(channels, ratio)
-        if n_removed == 0 or tied & ignored:
+        if n_removed == 0 or tied & ignored_modules:
             continue
         removed = torch.sort(importance(group), stable=True).indices[:n_removed]
         graph.get_pruning_group(layer, prune_out_channels, sorted(removed.tolist())).prune()
@@ -203,4 +211,4 @@ def _mask_weights(model: nn.Module, ratio: float, ignored: list[nn.Module]) -> i
     """Mask the ``ratio`` smallest-magnitude weights of all prunable layers; return how many."""
     weights = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE) and m not in ignored]
     torch_prune.global_unstructured(weights, pruning_method=torch_prune.L1Unstructured, amount=ratio)
-    return sum(int((module.weight_mask == 0).sum()) for module, _ in weights)
+    return sum(int((module.get_buffer("weight_mask") == 0).sum()) for module, _ in weights)

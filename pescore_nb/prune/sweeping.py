@@ -8,6 +8,7 @@ import numbers
 import pickle
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TypeGuard
 
 import numpy as np
 import torch
@@ -141,7 +142,7 @@ def seed_list(seed: int, seeds: int | Sequence[int] | None) -> list[int]:
     return [int(value) for value in values]
 
 
-def _is_integer(value) -> bool:
+def _is_integer(value: object) -> TypeGuard[int]:
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
@@ -205,7 +206,7 @@ def _check_ratios(ratios) -> list[float]:
     if not values:
         raise ValueError(f"ratios must be a non-empty list of fractions such as [0.1, 0.3, 0.5], got {ratios!r}.")
     for ratio in values:
-        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= ratio < 1:
+        if isinstance(ratio, bool) or not isinstance(ratio, numbers.Real) or not 0 <= float(ratio) < 1:
             raise ValueError(
                 f"Every pruning ratio must be a number in [0, 1), got {ratio!r} in {values!r}; "
                 "0.3 removes 30% of the channels (or weights)."
