@@ -53,7 +53,7 @@ from .specs import ConfigError, FinetuneSpec, PruneSpec
 from .scores import DegenerateMapWarning
 from .sp2ps import Sp2PSConfig
 from .store import save
-from .trust import NOT_ASSESSABLE, assess, attention_gaps, recommend
+from .trust import NOT_ASSESSABLE, assess, attention_gaps, layer_checks, recommend
 
 DEMO_PRUNERS = ("l2", "senpis", "taylor", "random")
 DEMO_PRUNE = PruneSpec(pruners=DEMO_PRUNERS, ratios=(0.05, 0.1, 0.2, 0.3, 0.5, 0.7))
@@ -260,13 +260,14 @@ def _report(ds: xr.Dataset, results: Path, overwrite: bool, **rule: Any) -> None
     from .html_report import report
 
     page = report(ds, results.parent / REPORT_FILE, overwrite=overwrite, **rule)
-    verdicts = assess(ds, **rule)
+    verdicts, checks = assess(ds, **rule), layer_checks(ds)
     table = recommend(ds, **rule) if structure.has_ratios(ds) else None
-    print(_model_table(ds, verdicts))
+    print(_model_table(ds, verdicts, checks))
     print()
-    print(_recommendation(table) if table is not None else "No ratio walk: the candidates have no pruner and ratio.")
+    print(_recommendation(table, checks) if table is not None else
+          "No ratio walk: the candidates have no pruner and ratio.")
     print()
-    print(_findings(ds, table))
+    print(_findings(ds, table, checks))
     print(f"\nWrote {results}, {page.name} and {len(figures)} figures in {results.parent}.")
     note = _degenerate_note(ds)
     if note:
@@ -313,44 +314,46 @@ def _write_figures(ds: xr.Dataset, folder: Path) -> list[Path]:
     return paths
 
 
-def _model_table(ds: xr.Dataset, verdicts: xr.Dataset) -> str:
+def _model_table(ds: xr.Dataset, verdicts: xr.Dataset, checks: xr.Dataset | None = None) -> str:
     """One row per group (a model, or its fine-tuning seeds together: the mean over them and, in
-    brackets, their range): role, pruner, ratio, seeds, params, MACs, accuracy, PE per layer and CAM
-    method, verdict; above it the rule and what its bound covers, below it the twin's PE as a scale."""
-    table = wording.model_table(ds, verdicts)
+    brackets, their range): role, pruner, ratio, seeds, params, MACs, accuracy, model PE per layer and
+    CAM method, verdict (on a layer flagged by ``checks``, default :func:`pescore_nb.trust.layer_checks`,
+    the combined state); above it the rule and what its bound covers, below it the twin's PE as a scale."""
+    table = wording.model_table(ds, verdicts, checks)
     lines = [f"Models. {wording.seeds_note(ds)}", f"Verdict rule: {wording.rule_sentence(verdicts)}.",
              _format(list(table.columns), table.values.tolist())]
     return "\n".join(lines + wording.twin_sentences(verdicts))
 
 
-def _recommendation(table) -> str:
-    """The largest trusted ratio of each pruner, layer and CAM method, or why there is none; the rule,
-    what its bound covers, and the twin's PE beside the trusted groups."""
+def _recommendation(table, checks: xr.Dataset | None = None) -> str:
+    """The largest trusted ratio of each pruner, layer and CAM method, or why there is none
+    (:func:`pescore_nb.wording.trusted_ratio_text`; a flagged layer's why from ``checks``, else the
+    table's ``layer_usable``); the rule, what its bound covers, and the twin's PE beside the trusted groups."""
     rows = []
-    for row in table.itertuples():
-        trusted = f"{row.ratio:.2f}" if row.model is not None else wording.NONE_TRUSTED
-        if row.fails_on == NOT_ASSESSABLE:
-            failure = f"{row.first_failure:.2f}: {NOT_ASSESSABLE} ({row.reason})"
-        elif row.fails_on:
-            shown, hidden = row.failing_classes[:SHOWN_CLASSES], len(row.failing_classes) - SHOWN_CLASSES
+    for row in table.to_dict("records"):
+        where = {schema.LAYER: row["layer"], schema.CAM: row["cam"]}
+        trusted = wording.trusted_ratio_text(row, wording.layer_flag_of(checks, where))
+        if row["fails_on"] == NOT_ASSESSABLE:
+            failure = f"{row['first_failure']:.2f}: {NOT_ASSESSABLE} ({row['reason']})"
+        elif row["fails_on"]:
+            shown, hidden = row["failing_classes"][:SHOWN_CLASSES], len(row["failing_classes"]) - SHOWN_CLASSES
             classes = (", ".join(shown) + (f" (+{hidden} more)" if hidden > 0 else "")) or "none below their floor"
-            failure = f"{row.first_failure:.2f} on {row.fails_on}; classes {classes}"
+            failure = f"{row['first_failure']:.2f} on {wording.failure_text(row['fails_on'])}; classes {classes}"
         else:
             failure = "never (every ratio passes)"
-        layer = row.layer if row.layer_usable else f"{row.layer} (flagged)"
-        rows.append([row.pruner, layer, row.cam, trusted, f"{row.accuracy_only_ratio:.2f}", failure])
+        rows.append([row["pruner"], row["layer"], row["cam"], trusted.short, f"{row['accuracy_only_ratio']:.2f}",
+                     failure])
     covers = wording.covers_sentence(table["n_seeds"], table.attrs["rule"])
     return "\n".join([f"Largest trusted ratio (every ratio up to it passes; see pescore_nb.trust). Rule: "
-                      f"{table.attrs['rule_text']}; {covers}.",
+                      f"{wording.rule_words(table.attrs)}; {covers}.",
                       _format(["pruner", "layer", "CAM", "trusted ratio", "accuracy alone", "first failure"], rows)]
                      + wording.trusted_twin_sentences(table))
 
 
-def _findings(ds: xr.Dataset, table) -> str:
-    """The closing sentences: layer checks, accuracy alone vs the rule, and candidates that accuracy can't tell apart."""
-    from .trust import layer_checks
-
-    checks = layer_checks(ds)
+def _findings(ds: xr.Dataset, table, checks: xr.Dataset | None = None) -> str:
+    """The closing sentences: layer checks (``checks``, by default :func:`pescore_nb.trust.layer_checks`
+    of ``ds``), accuracy alone vs the rule, and candidates that accuracy can't tell apart."""
+    checks = layer_checks(ds) if checks is None else checks
     lines = [wording.layer_rule_sentence(checks.attrs)]
     several_cams = checks.sizes[schema.CAM] > 1
     for layer in checks[schema.LAYER].values.tolist():
@@ -358,17 +361,18 @@ def _findings(ds: xr.Dataset, table) -> str:
             check = checks.sel({schema.LAYER: layer, schema.CAM: cam})
             lines.append(wording.layer_check_sentence(check, wording.place_name(layer, cam, several_cams)))
     if table is not None:
-        for row in table.itertuples():
-            trusted = f"trusts up to {row.ratio:.2f}" if row.model is not None else f"says {wording.NONE_TRUSTED}"
-            accurate = f"up to {row.accuracy_only_ratio:.2f}" if row.accuracy_only_ratio > 0 else "none"
-            lines.append(f"{row.pruner} at {row.layer} ({row.cam}): accuracy alone would trust {accurate}; "
-                         f"the rule {trusted}.")
+        for row in table.to_dict("records"):
+            flag = wording.layer_flag_of(checks, {schema.LAYER: row["layer"], schema.CAM: row["cam"]})
+            accurate = f"up to {row['accuracy_only_ratio']:.2f}" if row["accuracy_only_ratio"] > 0 else "none"
+            lines.append(f"{row['pruner']} at {row['layer']} ({row['cam']}): accuracy alone would trust {accurate}; "
+                         f"the rule says {wording.trusted_ratio_text(row, flag).sentence}.")
     gaps = attention_gaps(ds)
     if gaps.empty:
-        lines.append("No two candidates within 1 accuracy point differ in PE by 0.1 or more.")
+        lines.append(f"No two candidates within 1 accuracy point differ in {wording.MODEL_PE} by 0.1 or more.")
     for gap in gaps.head(3).itertuples():
-        lines.append(f"{gap.model_a} and {gap.model_b} are within 1 accuracy point ({gap.accuracy_a:.3f} vs "
-                     f"{gap.accuracy_b:.3f}) but their PE at {gap.layer} ({gap.cam}) is {gap.pe_a:.2f} vs {gap.pe_b:.2f}.")
+        lines.append(f"{gap.model_a} and {gap.model_b} are within 1 accuracy point (accuracy {gap.accuracy_a:.1%} vs "
+                     f"{gap.accuracy_b:.1%}) but their {wording.MODEL_PE} at {gap.layer} ({gap.cam}) is "
+                     f"{gap.pe_a:.2f} vs {gap.pe_b:.2f}.")
     return "Findings:\n" + "\n".join(f"- {line}" for line in lines)
 
 

@@ -1,15 +1,19 @@
-"""The explorer in a real JupyterLab in a real Chromium at 1440x900 with the side bar closed: open
-``notebooks/02_explorer.ipynb``, run all its cells (it prunes the zoo model, evaluates and saves
-``explorer.nc``, then shows the explorer), check that the controls, the map panels, their colour
-bars, the verdict, the readout and the summary all lie inside the window, move the ratio slider,
-see the candidate heatmap, the PE readout and the verdict change. Then the HTML report of the same
-results opens in Chromium with every image loaded, no console error and no network request.
-Fails (never skips) without Chromium.
+"""The explorer in a real JupyterLab in a real Chromium at 1440x900 with JupyterLab's side bar open (its
+default): open ``notebooks/02_explorer.ipynb``, run all its cells (it prunes the zoo model, evaluates
+and saves ``explorer.nc``, then shows the explorer), check that the explorer is at most 1080 x 780 px
+with no text below 12 px, that the controls, the map panels, their colour bars, the verdict, the
+readout and the summary all lie inside the window, move the ratio slider, see the candidate heatmap,
+the PE readout and the verdict change. On a hand-made Dataset with three seeds, a pruner with no
+trusted ratio beside one with a trusted ratio, and one model's maps degenerate: the seed picker's
+place, the verdict's words and colour for that pruner, and the degenerate note only on the pair it
+concerns. Then the HTML report of the same results opens in Chromium with every image loaded, no
+console error and no network request. Fails (never skips) without Chromium.
 
 Needs Debian's ``chromium`` (``apt-get install -y chromium``) and Playwright's Python package; it
 drives ``/usr/bin/chromium``, never a browser of Playwright's own. Screenshots are kept in
 ``test-artifacts/browser/`` (:data:`ARTIFACTS`): ``explorer.png`` (the window as a user sees it),
-``report.png`` (the whole report), and ``*-failure.png`` when a step fails.
+``report.png`` (the whole report), and ``*-failure.png`` when a step fails; ``explorer.png`` is the
+picture of ``docs/explorer.png``.
 """
 from __future__ import annotations
 
@@ -49,6 +53,11 @@ ON_SCREEN = (".pescore-explorer .widget-dropdown", ".pescore-ratio", "img.pescor
              CANDIDATE, "img.pescore-difference", "img.pescore-masks", "img.pescore-colorbar", VERDICT, READOUT,
              "img.pescore-summary")
 TRACEBACK = ".jp-OutputArea-output:has-text('Traceback')"
+EXPLORER = ".pescore-explorer"
+MAX_EXPLORER = {"width": 1080, "height": 780}  # px, with the side bar open
+SMALLEST_TEXT_PX = 12
+STATE_COLOURS_CSS = {state: "rgb({}, {}, {})".format(*(int(colour[i:i + 2], 16) for i in (1, 3, 5)))
+                     for state, colour in {"trusted": "#007a4d", "not trusted": "#c0392b"}.items()}
 START_SECONDS, KERNEL_SECONDS, NOTEBOOK_SECONDS = 90, 180, 300
 
 
@@ -162,13 +171,46 @@ def first_two_models(path: Path) -> tuple[xr.Dataset, list[str], list[str]]:
     return ds, [groups[0], members[groups[0]][0]], [groups[1], members[groups[1]][0]]
 
 
-def close_the_side_bar(page) -> None:
-    """Collapse JupyterLab's left side bar (a click on its open tab, as a user would)."""
-    current = page.locator(".jp-SideBar.jp-mod-left .lm-TabBar-tab.lm-mod-current")
-    if current.count():
-        current.first.click()
-    page.wait_for_function("!document.querySelector('#jp-left-stack') || "
-                           "document.querySelector('#jp-left-stack').offsetWidth === 0", timeout=10_000)
+def side_bar_is_open(page) -> bool:
+    return page.evaluate("(() => { const s = document.querySelector('#jp-left-stack'); "
+                         "return !!s && s.offsetWidth > 0; })()")
+
+
+def small_texts(page) -> list[str]:
+    """``"tag.class 'text': N px"`` for each visible element of the explorer whose own text is below
+    :data:`SMALLEST_TEXT_PX`."""
+    return page.eval_on_selector(EXPLORER, f"""root => [...root.querySelectorAll('*')].filter(el =>
+        el.getClientRects().length > 0 && [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim())
+        && parseFloat(getComputedStyle(el).fontSize) < {SMALLEST_TEXT_PX}).map(el => `${{el.tagName}}.${{el.className}}
+        '${{el.textContent.trim().slice(0, 40)}}': ${{getComputedStyle(el).fontSize}}`)""")
+
+
+def explorer_box(page) -> dict:
+    return page.eval_on_selector(EXPLORER, "el => { const r = el.getBoundingClientRect(); "
+                                           "return {x: r.x, y: r.y, width: r.width, height: r.height}; }")
+
+
+def open_and_run(page, url: str, notebook: str) -> None:
+    """Open ``notebook`` in JupyterLab (its side bar left open, as JupyterLab opens), run all its
+    cells and wait for the explorer's candidate map."""
+    page.goto(f"{url}/lab/tree/{notebook}")
+    page.wait_for_selector(".jp-Notebook .jp-CodeCell .jp-InputArea-editor", timeout=KERNEL_SECONDS * 1000)
+    assert side_bar_is_open(page), "JupyterLab opened with its side bar closed: the test needs it open"
+    run_all_cells(page)
+    page.wait_for_selector(f"{CANDIDATE}, {TRACEBACK}", timeout=NOTEBOOK_SECONDS * 1000)
+    assert page.query_selector(CANDIDATE), "a cell raised (its traceback is printed below)"
+    page.wait_for_function(f"document.querySelector('{CANDIDATE}').naturalWidth > 0")
+
+
+def check_the_explorers_size(page) -> None:
+    """The explorer fits :data:`MAX_EXPLORER` with no text below :data:`SMALLEST_TEXT_PX`, and its parts
+    lie inside the window once it is scrolled to the top."""
+    page.eval_on_selector(EXPLORER, "el => el.scrollIntoView({block: 'start'})")
+    page.wait_for_function("document.querySelector('img.pescore-summary').naturalWidth > 0")
+    box = explorer_box(page)
+    assert box["width"] <= MAX_EXPLORER["width"] and box["height"] <= MAX_EXPLORER["height"], box
+    assert small_texts(page) == []
+    assert outside_the_window(page) == [], "parts of the explorer lie outside the 1440x900 window"
 
 
 def outside_the_window(page) -> list[str]:
@@ -204,26 +246,18 @@ def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, t
             headless=True, viewport=WINDOW)
         page = browser.new_page()
         try:
-            page.goto(f"{url}/lab/tree/{NOTEBOOK.name}")
-            page.wait_for_selector(".jp-Notebook .jp-CodeCell .jp-InputArea-editor", timeout=KERNEL_SECONDS * 1000)
-            close_the_side_bar(page)
-            run_all_cells(page)
-            page.wait_for_selector(f"{CANDIDATE}, {TRACEBACK}", timeout=NOTEBOOK_SECONDS * 1000)
-            assert page.query_selector(CANDIDATE), "a cell raised (its traceback is printed below)"
-            page.wait_for_function(f"document.querySelector('{CANDIDATE}').naturalWidth > 0")
+            open_and_run(page, url, NOTEBOOK.name)
             ds, (_, first_shown), (second, second_shown) = first_two_models(work / RESULTS)
             before_src, before_digest, before_pe = (page.get_attribute(CANDIDATE, "src"),
                                                     image_digest(page, CANDIDATE), shown_pe(page))
             assert first_shown in page.inner_text(READOUT)
-            page.eval_on_selector(".pescore-explorer", "el => el.scrollIntoView({block: 'start'})")
-            page.wait_for_function("document.querySelector('img.pescore-summary').naturalWidth > 0")
+            check_the_explorers_size(page)
             assert images_loaded(page, "img.pescore-colorbar"), "a colour bar did not load"
             assert page.eval_on_selector_all("img.pescore-colorbar", "els => els.length") == 3
-            assert outside_the_window(page) == [], "parts of the explorer lie outside the 1440x900 window"
             page.screenshot(path=str(ARTIFACTS / "explorer.png"))
             before_verdict = page.inner_text(VERDICT)
             assert re.search(r"(✔ trusted|✘ not trusted|\? not assessable)", before_verdict)  # one of three states
-            assert "control PE" in before_verdict and "control:twin" in before_verdict  # the twin, or its absence
+            assert "control:finetune model PE" in before_verdict and "control:twin" in before_verdict  # or its absence
 
             page.focus(RATIO_HANDLE)
             page.keyboard.press("ArrowRight")
@@ -245,6 +279,93 @@ def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, t
             assert shown_pe(page) != before_pe
         except Exception:
             page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"))
+            outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
+            print(f"Notebook outputs at the failure (screenshot in {ARTIFACTS}):\n{outputs[-3000:]}")
+            raise
+        finally:
+            browser.close()
+
+
+BROWSER_RATIOS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)  # the demo's six: the widest ratio slider
+DEGENERATE_MODEL = "random@0.70/seed0"  # the maps shown for random@0.70 under the mean of the seeds
+
+
+def browser_results(path: Path) -> xr.Dataset:
+    """Three seeds of l2 and random at six ratios, saved to ``path``: l2 within the accuracy budget
+    (trusted at its smallest ratio), random 8.3 accuracy points down (none trusted), and
+    :data:`DEGENERATE_MODEL`'s maps degenerate at every image."""
+    sys.path.insert(0, str(REPO / "tests"))
+    from synthetic import seeded_results_dataset
+
+    import pescore_nb
+    from pescore_nb import schema
+
+    ds = seeded_results_dataset(ratios=BROWSER_RATIOS, n_images=30, size=32)
+    accuracy = ds[schema.ACCURACY].values.copy()
+    reference = accuracy[ds[schema.ROLE].values == schema.REFERENCE][0]
+    accuracy[ds[schema.PRUNER].values == "l2"] = reference
+    accuracy[ds[schema.PRUNER].values == "random"] = reference - 0.083
+    ds = ds.assign_coords({schema.ACCURACY: (schema.MODEL, accuracy)})
+    ds[schema.DEGENERATE].loc[{schema.MODEL: DEGENERATE_MODEL}] = True
+    pescore_nb.save(ds, path)
+    return ds
+
+
+def test_the_explorer_with_the_side_bar_open_names_none_trusted_in_the_fail_colour(lab, tmp_path):
+    """The explorer of :func:`browser_results` in JupyterLab with the side bar open: at most 1080 x 780
+    px, no text below 12 px, the seed picker on the first row; random's verdict "none trusted" in the
+    not-trusted colour; the degenerate note absent on a non-degenerate pair, present on the degenerate one."""
+    if not CHROMIUM.exists():
+        pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package with "
+                    "'apt-get update && apt-get install -y chromium'.")
+    import nbformat
+
+    import pescore_nb
+
+    url, work = lab
+    ds = browser_results(work / "browser.nc")
+    rows = {row.pruner: row for row in pescore_nb.recommend(ds).itertuples() if row.layer == "features.3"}
+    assert rows["l2"].model is not None and rows["random"].model is None  # the case the test is about
+    notebook = nbformat.v4.new_notebook(metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                                  "language": "python"}}, cells=[nbformat.v4.new_code_cell(
+        "import pescore_nb\npescore_nb.explore(pescore_nb.load('browser.nc'))")])
+    nbformat.write(notebook, work / "browser.ipynb")
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch_persistent_context(
+            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
+            headless=True, viewport=WINDOW)
+        page = browser.new_page()
+        try:
+            open_and_run(page, url, "browser.ipynb")
+            check_the_explorers_size(page)
+            seed, pruner = (page.locator(f".pescore-{name}").bounding_box() for name in ("seed", "pruner"))
+            assert abs(seed["y"] - pruner["y"]) < 2, "the seed picker left the first row"
+            assert seed["x"] + seed["width"] <= explorer_box(page)["x"] + MAX_EXPLORER["width"]
+            assert "degenerate" not in page.inner_text(READOUT)
+            page.screenshot(path=str(ARTIFACTS / "explorer-synthetic.png"))
+
+            page.select_option(".pescore-pruner select", label="random filter")
+            page.wait_for_function(f"document.querySelector('{VERDICT}').innerText.includes('none trusted')",
+                                   timeout=30_000)
+            ratio_verdict = page.locator(f"{VERDICT} .pescore-ratio-verdict")
+            assert ratio_verdict.inner_text() == "none trusted"
+            colour = ratio_verdict.evaluate("el => getComputedStyle(el).color")
+            assert colour == STATE_COLOURS_CSS["not trusted"] != STATE_COLOURS_CSS["trusted"]
+            verdict = page.inner_text(VERDICT)
+            assert "trusted up to" not in verdict and "accuracy drop 8.3 points > budget 2 points" in verdict
+            assert page.locator(f"{VERDICT} .pescore-state").evaluate("el => getComputedStyle(el).color") == colour
+            assert "random@0.05/seed0" in page.inner_text(READOUT) and "degenerate" not in page.inner_text(READOUT)
+            page.screenshot(path=str(ARTIFACTS / "explorer-none-trusted.png"))
+
+            page.focus(RATIO_HANDLE)
+            for _ in BROWSER_RATIOS[1:]:  # to the largest ratio
+                page.keyboard.press("ArrowRight")
+            page.wait_for_function(f"document.querySelector('{READOUT}').innerText.includes('{DEGENERATE_MODEL}')",
+                                   timeout=30_000)
+            assert "the candidate's map is degenerate" in page.inner_text(READOUT)
+        except Exception:
+            page.screenshot(path=str(ARTIFACTS / "explorer-synthetic-failure.png"))
             outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
             print(f"Notebook outputs at the failure (screenshot in {ARTIFACTS}):\n{outputs[-3000:]}")
             raise

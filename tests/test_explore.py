@@ -3,6 +3,7 @@ import io
 import re
 
 import dask.array
+import matplotlib.text
 import numpy as np
 import pytest
 import xarray as xr
@@ -12,7 +13,11 @@ import pescore_nb
 from pescore_nb import by_class, schema, structure, wording
 from pescore_nb.explorer import Explorer, explore
 from pescore_nb.explorer.app import ALL
+from pescore_nb.explorer.render import colorbar_figure
+from pescore_nb.explorer.summary import SummaryFigure
+from pescore_nb.plot import DIFFERENCE_COLORMAP
 from tests.synthetic import results_dataset, seeded_results_dataset
+from tests.test_wording import one_pruner_trusted_the_other_not
 
 
 @pytest.fixture
@@ -159,12 +164,24 @@ def test_one_pruner_hides_the_side_by_side_view():
     assert explorer.compared_model() is None
 
 
-def test_degenerate_maps_are_flagged_in_the_readout(ds):
-    explorer = explore(ds)
-    assert "degenerate" not in explorer.readout.value
+def test_the_degenerate_note_is_about_the_pair_shown_only(ds):
     ds = ds.copy(deep=True)
-    ds[schema.DEGENERATE][:] = True
-    assert "degenerate" in explore(ds).readout.value
+    ds[schema.DEGENERATE].loc[{schema.MODEL: "random@0.60"}] = True  # another model's maps, at every image
+    explorer = explore(ds)
+    c = explorer.controls
+    assert selected(explorer)[schema.MODEL] == "l2@0.30"
+    assert "degenerate" not in explorer.readout.value  # the pair shown (reference, l2@0.30) has signal
+    c.pruner.value, c.ratio.value = "random", 0.6
+    assert "the candidate's map is degenerate (constant CAM)" in explorer.readout.value
+    c.ratio.value = 0.3
+    assert "degenerate" not in explorer.readout.value
+    image = c.image.value
+    ds[schema.DEGENERATE].loc[{schema.IMAGE: image}] = True  # the reference's map constant: every pair with it
+    explorer = explore(ds)
+    explorer.controls.image.value = image
+    assert "the reference's map is degenerate (constant CAM)" in explorer.readout.value
+    explorer.controls.image.value = next(value for _, value in explorer.controls.image.options if value != image)
+    assert "degenerate" not in explorer.readout.value
 
 
 def test_lazy_dataset_from_disk_shows_the_same_panels(ds, tmp_path):
@@ -240,8 +257,9 @@ def test_verdict_follows_the_trust_rule_and_the_ratio():
     assert bool(verdicts.trustworthy.sel(model="l2@0.02")) and not bool(verdicts.trustworthy.sel(model="l2@0.60"))
     assert "✔ trusted</b>" in explorer.verdict.value
     control_pe = float(verdicts.control_pe)
-    assert f"control PE (fine-tune only) <b>{control_pe:.3f}</b>" in explorer.verdict.value
-    assert "trusted up to ratio <b style='color:#007a4d'>0.02</b>" in explorer.verdict.value
+    assert f"control:finetune model PE (class-weighted) <b>{control_pe:.3f}</b>" in explorer.verdict.value
+    assert (f"<b class='pescore-ratio-verdict' style='color:{wording.STATE_COLOURS['trusted']}'>trusted up to ratio "
+            "0.02</b> (ratio 0.60 fails on PE") in explorer.verdict.value
     explorer.controls.ratio.value = 0.6
     assert "✘ not trusted</b>" in explorer.verdict.value
     assert explorer.summary.trust_line.get_ydata()[0] == pytest.approx(control_pe)
@@ -281,14 +299,20 @@ def test_a_layer_whose_maps_ignore_the_weights_is_flagged_and_the_twin_is_a_scal
     flagged = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6),
                               controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.01, randomised: 0.05})
     assert pescore_nb.score(flagged).sel(model=randomised, layer="features.3").item() > 0.3  # ignores the weights
-    assert "layer flagged</b>: randomised copy&#x27;s PE above 0.3" in explore(flagged).verdict.value
+    shown = explore(flagged).verdict.value
+    assert (f"color:{wording.STATE_COLOURS['not assessable']};font-size:15px' title='the evidence cannot carry a "
+            "verdict either way; the sentence says why and what to do'>? trusted by the rule, but this layer is "
+            "flagged</b>") in shown  # one state: never a green "trusted" above a red "flagged"
+    assert "its maps cannot carry a verdict (randomised copy&#x27;s PE above 0.3" in shown
+    assert "judge the candidates at another layer or with another CAM method" in shown
+    assert wording.STATE_COLOURS["trusted"] not in shown and "✔" not in shown
     far_twin = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6),
                                controls={schema.CONTROL_FINETUNE: 0.0, schema.CONTROL_TWIN: 0.9, randomised: 3.0})
     pe = pescore_nb.score(far_twin).sel(layer="features.3", cam="gradcam++")
     twin = pe.sel(model=schema.CONTROL_TWIN)
     assert twin < 0.5 and twin - pe.sel(model=randomised) > 0.1  # under the old floor of 0.5, above the randomised copy
     shown = explore(far_twin).verdict.value
-    assert "layer flagged" not in shown  # a twin far away is a scale: retraining moves these maps that far
+    assert "flagged" not in shown  # a twin far away is a scale: retraining moves these maps that far
     assert f"(control:twin) scores {float(twin):.2f} at features.3" in shown
 
 
@@ -328,10 +352,10 @@ def test_with_the_mean_the_verdict_is_the_groups_and_the_maps_one_seeds(seeded):
     pe = class_weighted(seeded, members)
     verdict = explorer.verdict.value
     assert "· L2-norm filter @ 0.60 · mean of 3 seeds" in verdict
-    assert f"PE {pe.mean():.3f} ({pe.min():.3f}–{pe.max():.3f})" in verdict
+    assert f"model PE (class-weighted) {pe.mean():.3f} ({pe.min():.3f}–{pe.max():.3f})" in verdict
     assert "the bound covers the test images and 3 training seeds" in verdict
     bound = float(pescore_nb.assess(seeded)["bound"].sel(model="l2@0.60", layer="features.3").item())
-    assert f"bound of the gap to the control {bound:.3f}" in verdict
+    assert f"upper bound of its gap to control:finetune {bound:.3f}" in verdict
     twin = class_weighted(seeded, [schema.CONTROL_TWIN])[0]
     assert f"(control:twin) scores {twin:.2f} at features.3" in verdict
     if pe.mean() < twin:
@@ -361,10 +385,11 @@ def test_picking_a_seed_shows_that_seeds_verdict_maps_and_numbers(seeded, seed):
     assert f"{wording.STATE_MARKS[str(alone.verdict.item())]} {alone.verdict.item()}</b>" in verdict
     assert f"· random filter @ 0.30 · seed {seed}" in verdict
     pe = class_weighted(seeded, [f"random@0.30/seed{seed}"])[0]
-    assert f"PE {pe:.3f}: bound of the gap to the control {float(alone.bound):.3f}" in verdict
+    assert f"model PE (class-weighted) {pe:.3f}, upper bound of its gap to control:finetune {float(alone.bound):.3f}" \
+        in verdict
     assert f"it is what fine-tuning seed {seed} alone gives" in verdict
     control = class_weighted(seeded, [f"{schema.CONTROL_FINETUNE}/seed{seed}"])[0]
-    assert f"control PE (fine-tune only) <b>{control:.3f}</b>" in verdict
+    assert f"control:finetune model PE (class-weighted) <b>{control:.3f}</b>" in verdict
     assert f"<b>random@0.30/seed{seed}</b>" in explorer.readout.value
     assert f"seed {seed}" in explorer.captions.candidate.value
     where = {schema.MODEL: f"random@0.30/seed{seed}", schema.LAYER: "features.3", schema.CAM: "gradcam++",
@@ -390,3 +415,58 @@ def test_the_verdict_box_names_not_assessable_and_why():
     verdict = explorer.verdict.value
     assert "? not assessable</b> · random filter @ 0.02 · mean of 3 seeds" in verdict
     assert "no control of seed 2" in verdict and wording.STATE_COLOURS["not assessable"] in verdict
+
+
+def test_a_pruner_with_no_trusted_ratio_is_never_shown_in_the_pass_colour():
+    explorer = explore(one_pruner_trusted_the_other_not())
+    assert "trusted up to ratio 0.02" in explorer.verdict.value  # l2: the other pruner has a trusted ratio
+    explorer.controls.pruner.value = "random"
+    verdict = explorer.verdict.value
+    fail = wording.STATE_COLOURS["not trusted"]
+    assert (f"<b class='pescore-ratio-verdict' style='color:{fail}'>none trusted</b> (the smallest ratio 0.02 "
+            "fails on PE and accuracy)") in verdict
+    assert f"style='color:{fail};font-size:15px'" in verdict and "✘ not trusted</b>" in verdict
+    assert "accuracy drop 8.3 points &gt; budget 2 points" in verdict
+    assert "trusted up to" not in verdict and wording.STATE_COLOURS["trusted"] not in verdict
+    assert "0.00" not in verdict
+
+
+def text_boxes(figure) -> list:
+    """``(text, window extent)`` of every visible, non-empty text of a drawn ``figure``."""
+    renderer = figure.canvas.get_renderer()
+    figure.draw(renderer)
+    return [(text, text.get_window_extent(renderer)) for text in figure.findobj(matplotlib.text.Text)
+            if text.get_visible() and text.get_text().strip()]
+
+
+@pytest.mark.parametrize("limit", [1.0, 0.5, 0.2, 0.1])
+def test_the_difference_colour_bar_label_is_inside_the_figure_and_clear_of_the_ticks(limit):
+    figure = colorbar_figure(DIFFERENCE_COLORMAP, -limit, limit, "Δ CAM", 140)  # the explorer's panel height
+    boxes = text_boxes(figure)
+    label = next(box for text, box in boxes if text.get_text() == "Δ CAM")
+    ticks = [(text.get_text(), box) for text, box in boxes if text.get_text() != "Δ CAM"]
+    signed = f"{limit:.2g}"
+    assert [text for text, _ in ticks] == [f"−{signed}", "0", f"+{signed}"]
+    for text, box in boxes:
+        assert figure.bbox.contains(box.x0, box.y0) and figure.bbox.contains(box.x1, box.y1), text.get_text()
+        assert text.get_fontsize() * figure.dpi / 72 >= 12  # px
+    for text, box in ticks:
+        assert not label.overlaps(box), f"the label overlaps the tick {text}"
+    assert not any(a.overlaps(b) for (_, a), (_, b) in zip(ticks, ticks[1:]))
+    side = colorbar_figure(DIFFERENCE_COLORMAP, -limit, limit, "Δ CAM", 112)  # the side-by-side's smaller bar
+    assert all(side.bbox.contains(box.x0, box.y0) and side.bbox.contains(box.x1, box.y1)
+               for _, box in text_boxes(side))
+
+
+def test_the_summarys_text_is_12_px_or_more_and_inside_it(ds):
+    figure = explore(ds).summary.figure
+    texts = text_boxes(figure)
+    assert len(texts) > 10
+    assert all(text.get_fontsize() * figure.dpi / 72 >= 12 for text, _ in texts)
+    drawn = figure.get_tightbbox(figure.canvas.get_renderer()).transformed(figure.dpi_scale_trans)  # px
+    assert drawn.x0 >= 0 and drawn.y0 >= 0 and drawn.x1 <= figure.bbox.x1 and drawn.y1 <= figure.bbox.y1
+    for names in (["circle", "square", "triangle"], ["a", "b", "c"], [f"class{k}" for k in range(8)]):
+        summary = SummaryFigure(names, 0.7)
+        boxes = [box for text, box in text_boxes(summary.figure) if text in summary.bar_axes.get_xticklabels()]
+        assert len(boxes) == len(names) + 1
+        assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), names

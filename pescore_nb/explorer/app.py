@@ -3,13 +3,15 @@
 Every control change calls :meth:`Explorer.redraw`, which recomputes only the panels whose
 inputs changed (each panel remembers the key it was drawn for). With several fine-tuning seeds a seed
 picker chooses between each group's mean over its seeds and one seed alone. The layout fits a 1440x900
-browser window with JupyterLab's side bar closed (controls, the five map panels with their colour
-bars, the trust verdict, the readout, the side-by-side view and the summary, about 1200 x 640 px)
-and wraps, row by row, in a narrower one.
+browser window with JupyterLab's side bar open (its default): at most :data:`MAX_WIDTH` px wide, in
+rows of controls (the seed picker at the end of the first), the five map panels with their colour
+bars, the readout, the trust verdict beside the side-by-side view, and the summary, under 780 px
+tall; every text is at least 12 px. A narrower window wraps it row by row.
 """
 from __future__ import annotations
 
 import html
+import re
 from types import SimpleNamespace
 
 import ipywidgets as widgets
@@ -27,8 +29,9 @@ MEAN = "mean"  # the seed picker's choice: each group's mean over its seeds
 PANELS = ("picture", "reference", "candidate", "difference", "masks", "side_a", "side_b", "side_difference")
 PANEL_FORMATS = {"masks": "png"}  # the others are photo-like: JPEG encodes ten times faster
 NO_MODEL_GREY = 200
-PIXELS_PER_STOP = 48  # the ratio slider gives each stop this many pixels: easy to hit with a mouse
-PASS, FAIL = wording.STATE_COLOURS[wording.TRUSTED], wording.STATE_COLOURS[wording.NOT_TRUSTED]
+PIXELS_PER_STOP = 40  # the ratio slider gives each stop this many pixels: easy to hit with a mouse
+MAX_WIDTH = 1080  # px: at most (a notebook's output area is about 960 px at 1440 px with the side bar open)
+TEXT_PX, HEADLINE_PX = 13, 15  # the explorer's text sizes (never below 12 px)
 
 
 class Explorer(widgets.VBox):
@@ -53,7 +56,7 @@ class Explorer(widgets.VBox):
     :func:`pescore_nb.trust.assess`.
     """
 
-    def __init__(self, ds: xr.Dataset, panel_width: int = 150, side_width: int = 112, **rule):
+    def __init__(self, ds: xr.Dataset, panel_width: int = 140, side_width: int = 112, **rule):
         self._results, self._rule = Results(ds), rule
         self._catalogs = {MEAN: Catalog(self._results, **rule)}
         self.catalog = catalog = self._catalogs[MEAN]
@@ -61,14 +64,14 @@ class Explorer(widgets.VBox):
         self.by_ratio = catalog.has_ratios
         label = widgets.Dropdown(options=[("all classes", ALL)] + [(catalog.class_names[k], int(k))
                                                                    for k in catalog.classes],
-                                 description="class", layout={"width": "190px"})
+                                 description="class", layout={"width": "170px"})
         common = dict(
             layer=widgets.Dropdown(options=list(zip(catalog.layers, range(len(catalog.layers)))),
-                                   description="layer", layout={"width": "230px"}),
+                                   description="layer", layout={"width": "190px"}),
             cam=widgets.Dropdown(options=[(cam_name(name), k) for k, name in enumerate(catalog.cams)],
-                                 description="CAM", layout={"width": "180px"}),
+                                 description="CAM", layout={"width": "160px"}),
             label=label,
-            image=widgets.Dropdown(options=[], description="image", layout={"width": "330px"}),
+            image=widgets.Dropdown(options=[], description="image", layout={"width": "300px"}),
             seed=widgets.Dropdown(options=_seed_options(self._results.seeds), value=MEAN, description="seeds",
                                   layout={"width": "170px"}))
         if self.by_ratio:
@@ -76,13 +79,12 @@ class Explorer(widgets.VBox):
             ratios = catalog.ratios[first]
             self.controls = SimpleNamespace(
                 pruner=widgets.Dropdown(options=[(pruner_name(p), p) for p in catalog.pruners], value=first,
-                                        description="pruner", layout={"width": "250px"}),
+                                        description="pruner", layout={"width": "200px"}),
                 ratio=widgets.SelectionSlider(options=_ratio_options(ratios), value=ratios[0], description="ratio",
                                               layout={"width": _slider_width(ratios)}),
                 compare=widgets.Dropdown(options=self._compare_options(first), description="side by side with",
-                                         layout={"width": "300px"}),
+                                         layout={"width": "250px"}),
                 **common)
-            self.controls.ratio.add_class("pescore-ratio")
         else:
             first = catalog.pickable[0]
             self.controls = SimpleNamespace(
@@ -91,11 +93,11 @@ class Explorer(widgets.VBox):
                 compare=widgets.Dropdown(options=self._compare_options(first), description="side by side with",
                                          layout={"width": "360px"}),
                 **common)
-            self.controls.model.add_class("pescore-model")
-        for control in vars(self.controls).values():
+        for name, control in vars(self.controls).items():
             control.style.description_width = "initial"
+            control.add_class(f"pescore-{name}")  # pescore-pruner, pescore-ratio, pescore-seed, ...
         self.worst = widgets.Button(description="lowest PE", tooltip="show the image with the lowest PE of the list",
-                                    layout={"width": "96px"})
+                                    layout={"width": "90px"})
         self.worst.on_click(lambda _: self._show_worst())
         self.panels = SimpleNamespace(
             **{name: widgets.Image(format=PANEL_FORMATS.get(name, "jpeg"),
@@ -115,7 +117,7 @@ class Explorer(widgets.VBox):
         self.captions = SimpleNamespace(**{name: widgets.HTML() for name in PANELS + ("summary",)})
         self.readout = widgets.HTML(layout={"width": "100%"})
         self.readout.add_class("pescore-readout")
-        self.verdict = widgets.HTML(layout={"width": "300px"})
+        self.verdict = widgets.HTML(layout={"flex": "1 1 320px", "min_width": "320px", "margin": "0 12px 0 0"})
         self.verdict.add_class("pescore-verdict")
         class_names = [catalog.class_names[k] for k in catalog.classes]
         if self.by_ratio:
@@ -125,22 +127,22 @@ class Explorer(widgets.VBox):
                                                                                 for m in catalog.pickable])
         width, height = self.summary.pixels
         self.panels.summary.layout = {"width": f"{width}px", "height": f"{height}px", "flex": "0 0 auto"}
-        self.captions.summary.layout = {"width": f"{width}px", "height": "20px", "overflow": "hidden"}
+        self.captions.summary.layout = {"width": f"{width}px", "height": "20px"}
         self._drawn: dict[str, tuple] = {}
         self._quiet = False
         for name, control in vars(self.controls).items():
             control.observe(lambda change, name=name: self._changed(name), "value")
         self._side_by_side = widgets.VBox(
-            [widgets.HTML("<b>side by side</b>"),
+            [widgets.HTML(_line("<b>side by side</b> · PE of this image")),
              widgets.HBox([self._panel(name) for name in PANELS[5:]] + [self.colorbars.side_difference],
                           layout={"align_items": "flex-end"})],
-            layout={"flex": "0 0 auto", "margin": "0 12px 0 0"})
+            layout={"flex": "0 0 auto"})
         if not self._results.seeds:  # each group is one model: no seed to pick
             self.controls.seed.layout.display = "none"
         if len(self.controls.compare.options) == 0:  # one pruner (or one model): nothing to compare with
             self.controls.compare.layout.display = "none"
             self._side_by_side.layout.display = "none"
-        super().__init__(children=self._layout())
+        super().__init__(children=self._layout(), layout={"max_width": f"{MAX_WIDTH}px"})
         self.add_class("pescore-explorer")
         self._sync_picker()
         self.redraw()
@@ -180,7 +182,7 @@ class Explorer(widgets.VBox):
                    "<span style='color:#3c78f0'>cand</span>, both")
         values = catalog.readout(model, layer, cam, image)
         self.panels.side_a.value = self.panels.candidate.value  # the same picture, side by side with B
-        self.captions.side_a.value = f"<small>A · PE {values[schema.PE]:.3f}</small>"  # named in the summary's caption
+        self.captions.side_a.value = _line(f"A · PE {values[schema.PE]:.3f}")  # named in the summary's caption
         if compared is None:
             blank = np.full_like(picture, NO_MODEL_GREY)
             missing = f"no {pruner_name(c.compare.value)} model here" if c.compare.value is not None else ""
@@ -277,7 +279,7 @@ class Explorer(widgets.VBox):
             self._drawn[name] = key
             panel = getattr(self.panels, name)
             panel.value = encode(rgb(), panel.format)
-        getattr(self.captions, name).value = f"<small>{caption}</small>"
+        getattr(self.captions, name).value = _line(caption)
 
     def _colorbar(self, name: str, limit: float) -> None:
         if self._drawn.get(f"colorbar-{name}") != limit:
@@ -314,8 +316,8 @@ class Explorer(widgets.VBox):
             at = "this model"
         summary.set_bars(self._bar_heights(model, layer, cam), self._bar_heights(compared, layer, cam))
         compared_name = self._model_label(compared) if compared is not None else "none"
-        self.captions.summary.value = (f"<small><b>{where}</b> · bars at {at}: solid {self._model_label(model)}, "
-                                       f"hatched {compared_name}</small>")
+        self.captions.summary.value = _line(f"<b>{where}</b> · bars at {at}: solid {self._model_label(model)}, "
+                                            f"hatched {compared_name}")
         summary.highlight(None if label == ALL else catalog.classes.index(label))
         self.panels.summary.value = summary.png()
 
@@ -341,109 +343,106 @@ class Explorer(widgets.VBox):
         return self._model_label(model) + ("" if seed is None else f" · seed {seed}")
 
     def _readout_html(self, model: int, image: int, values: dict) -> str:
+        """The displayed image's numbers (:data:`wording.IMAGE_PE`, never the model's), and a note only when
+        the pair shown (the reference's map and the candidate's) is degenerate."""
         catalog = self.catalog
         names = catalog.class_names
-        warning = (" · <b style='color:#c00'>degenerate map (constant CAM): SSIM and IoU say nothing</b>"
-                   if values["degenerate"] else "")
+        warning = ""
+        if values["degenerate"]:
+            which = "the reference's map" if values["reference_degenerate"] else "the candidate's map"
+            warning = (f" · <b style='color:{wording.STATE_COLOURS[wording.NOT_ASSESSABLE]}'>{which} is degenerate "
+                       "(constant CAM): SSIM and IoU say nothing for this image</b>")
         seed = catalog.member_seed(model)
         averaged = ("" if seed is None or catalog.seed is not None else
                     f" · <i>maps and numbers of seed {seed}; verdict and summary: the mean of "
                     f"{catalog.n_seeds[model]} seeds</i>")
-        return (f"<b>{catalog.member_names[model]}</b> · image {catalog.small[schema.IMAGE].values[image]} "
+        return (f"<div style='font-size:{TEXT_PX}px;line-height:1.35'>"
+                f"<b>{catalog.member_names[model]}</b> · image {catalog.small[schema.IMAGE].values[image]} "
                 f"({names[values['label']]}): "
                 f"SSIM <b>{values[schema.SSIM]:.4f}</b> · IoU <b>{values[schema.IOU]:.4f}</b> · "
-                f"Conf <b>{values[schema.CONF]:.4f}</b> · PE <b>{values[schema.PE]:.4f}</b> · "
+                f"Conf <b>{values[schema.CONF]:.4f}</b> · {wording.IMAGE_PE} <b>{values[schema.PE]:.4f}</b> · "
                 f"p(target): reference {values['ref_prob']:.3f}, candidate {values['cand_prob']:.3f} · "
                 f"predicted: reference {names.get(values['ref_pred'], values['ref_pred'])}, "
-                f"candidate {names.get(values['cand_pred'], values['cand_pred'])}{warning}{averaged}")
+                f"candidate {names.get(values['cand_pred'], values['cand_pred'])}{warning}{averaged}</div>")
 
     def _verdict_html(self, model: int, layer: int, cam: int) -> str:
-        """The trust rule on the selected group at the selected layer and CAM method: its state
-        (:mod:`pescore_nb.wording`) and why, what the bound covers, the control's PE, the twin's PE as a
-        scale, and the pruner's trusted ratio."""
+        """The trust rule on the selected group at the selected layer and CAM method, in the words and
+        colour of :func:`wording.verdict_text` (one state, a flagged layer's included): the headline,
+        why, what the bound covers, the control's and the twin's model PE, the pruner's trusted ratio
+        (:func:`wording.trusted_ratio_text`) and the rule (:func:`wording.rule_words`)."""
         catalog = self.catalog
         verdict = catalog.verdict(model, layer, cam)
         if verdict is None:
-            return f"<div style='line-height:1.35'><b>trust rule</b>: {html.escape(catalog.trust_error)}</div>"
-        state, label = verdict["verdict"], self._model_label(model)
+            return _box(wording.STATE_COLOURS[wording.NOT_JUDGED],
+                        f"<b>trust rule</b>: {html.escape(catalog.trust_error)}")
+        flag = catalog.layer_flag(layer, cam)
+        words = wording.verdict_text(verdict, flag)
         seeds = "" if catalog.n_seeds[model] < 2 else (
             f" · mean of {catalog.n_seeds[model]} seeds" if catalog.seed is None else f" · seed {catalog.seed}")
-        lines = []
-        if state == wording.NOT_JUDGED:
-            pe = wording.mean_and_range(verdict["pe"], verdict["pe_min"], verdict["pe_max"], verdict["n_seeds"])
-            lines.append(f"<b>{label}</b>{seeds}: a {verdict['role']}, not judged (PE {pe})")
-        else:
-            lines.append(f"<b style='color:{wording.STATE_COLOURS[state]};font-size:1.1em'>"
-                         f"{wording.STATE_MARKS[state]} {state}</b> · {label}{seeds}")
-            lines.append(html.escape(verdict["reason"]) if state == wording.NOT_ASSESSABLE
-                         else " · ".join(_reasons(verdict)))
+        lines = [f"<b class='pescore-state' style='color:{words.colour};font-size:{HEADLINE_PX}px' "
+                 f"title='{html.escape(wording.STATE_MEANINGS[words.state], quote=True)}'>"
+                 f"{words.mark} {html.escape(words.headline)}</b> · {self._model_label(model)}{seeds}",
+                 html.escape(words.why)]
+        if words.state != wording.NOT_JUDGED:
             lines.append(wording.covers_sentence(verdict["n_seeds"], verdict["rule"],
                                                  catalog.seed if catalog.n_seeds[model] > 1 else None))
-        flag = catalog.layer_flag(layer, cam)
-        if flag:
-            lines.append(f"<b style='color:{FAIL}'>⚠ layer flagged</b>: {html.escape(flag)}")
-        if verdict["rule"] == "control":
-            lines.append(f"control PE (fine-tune only) <b>{verdict['control_pe']:.3f}</b>")
-        else:
-            lines.append(f"no control: absolute threshold PE ≥ {verdict['pe_threshold']:g}")
         twin = wording.twin_scale(verdict["twin_pe"], catalog.layers[layer])
-        if verdict["below_twin"] and state != wording.NOT_JUDGED:
-            twin = f"{twin}; {wording.drifted_clause([label])}"
-        lines.append(html.escape(twin if twin.endswith(".") else f"{twin}."))
+        if verdict["below_twin"] and words.state != wording.NOT_JUDGED:
+            twin = f"{twin}; {wording.drifted_clause([self._model_label(model)])}"
+        control = (f"{html.escape(verdict['control'])} {wording.MODEL_PE} <b>{verdict['control_pe']:.3f}</b> · "
+                   if verdict["rule"] == "control" else "")
+        lines.append(control + html.escape(twin if twin.endswith(".") else f"{twin}."))
         if self.by_ratio:
             pruner = self.controls.pruner.value
             trusted = catalog.trusted(pruner, layer, cam)
             if trusted is None:
                 lines.append(f"{pruner_name(pruner)}: {html.escape(catalog.trust_error or 'no trusted ratio')}")
-            elif trusted["model"] is None:
-                lines.append(f"{pruner_name(pruner)}: <b style='color:{FAIL}'>{wording.NONE_TRUSTED}</b> "
-                             f"(fails at {trusted['first_failure']:.2f} on {trusted['fails_on']})")
             else:
-                failure = ("" if not trusted["fails_on"] else
-                           f"; fails at {trusted['first_failure']:.2f} on {trusted['fails_on']}")
-                lines.append(f"{pruner_name(pruner)}: trusted up to ratio "
-                             f"<b style='color:{PASS}'>{trusted['ratio']:.2f}</b>{failure}")
-        lines.append(f"<span style='color:#555;font-size:0.85em'>rule: {html.escape(verdict['rule_text'])}</span>")
-        return (f"<div style='border-left:4px solid {wording.STATE_COLOURS[state]};padding-left:6px;"
-                "line-height:1.35;font-size:13px'>" + "<br>".join(lines) + "</div>")
+                ratio = wording.trusted_ratio_text(trusted, flag)
+                lines.append(f"{pruner_name(pruner)}: <b class='pescore-ratio-verdict' style='color:{ratio.colour}'>"
+                             f"{html.escape(ratio.headline)}</b> ({html.escape(ratio.why)})")
+        lines.append(f"<details style='color:#555'><summary>the rule</summary>"
+                     f"{html.escape(wording.rule_words(catalog.verdicts.attrs))}</details>")
+        return _box(words.colour, "<br>".join(lines))
 
     # -- layout ----------------------------------------------------------------------------------------
     def _panel(self, name: str) -> widgets.VBox:
         width = self.side_width if name.startswith("side") else self.panel_width
         caption = getattr(self.captions, name)
-        caption.layout = {"width": f"{width}px", "height": "20px", "overflow": "hidden"}
+        caption.layout = {"width": f"{width}px", "height": "20px"}
         return widgets.VBox([caption, getattr(self.panels, name)], layout={"flex": "0 0 auto", "margin": "0 4px 0 0"})
 
     def _layout(self) -> list:
+        """Rows, top to bottom: the selection (the seed picker last), the view controls, the maps with
+        their colour bars, the readout, the verdict beside the side-by-side view, the summary."""
         c, p = self.controls, self.panels
         wrap = {"flex_flow": "row wrap", "align_items": "flex-end"}
         seed = [c.seed] if self._results.seeds else []  # one seed: the (hidden) picker stays out of the page
         first_row = ([c.pruner, c.ratio, c.compare] if self.by_ratio else [c.model, c.compare]) + seed
         maps = widgets.HBox([self._panel("picture"), self._panel("reference"), self._panel("candidate"),
                              self.colorbars.cam, self._panel("difference"), self.colorbars.difference,
-                             self._panel("masks")], layout={"align_items": "flex-end", "flex": "0 0 auto",
-                                                            "margin": "0 12px 0 0"})
+                             self._panel("masks")], layout=wrap)
         summary = widgets.VBox([self.captions.summary, p.summary], layout={"flex": "0 0 auto"})
         return [widgets.HBox(first_row, layout=wrap),
                 widgets.HBox([c.layer, c.cam, c.label, c.image, self.worst], layout=wrap),
-                widgets.HBox([maps, self.verdict], layout={**wrap, "align_items": "flex-start"}),
+                maps,
                 self.readout,
-                widgets.HBox([self._side_by_side, summary], layout=wrap)]
+                widgets.HBox([self.verdict, self._side_by_side], layout={**wrap, "align_items": "flex-start"}),
+                summary]
 
 
-def _reasons(verdict: dict) -> list[str]:
-    """Why a verdict is what it is, one short clause per criterion; with several seeds the PE is their
-    mean and range."""
-    pe = wording.mean_and_range(verdict["pe"], verdict["pe_min"], verdict["pe_max"], verdict["n_seeds"])
-    if verdict["rule"] == "control":
-        pe = (f"PE {pe}: bound of the gap to the control {verdict['bound']:.3f} "
-              f"{'≤' if verdict['pe_ok'] else '>'} margin {verdict['margin']:g}")
-    else:
-        pe = f"PE {pe} {'≥' if verdict['pe_ok'] else '<'} {verdict['pe_threshold']:g}"
-    accuracy = (f"accuracy drop {verdict['accuracy_drop'] * 100:.1f} points "
-                f"{'≤' if verdict['accuracy_ok'] else '>'} {verdict['max_accuracy_drop'] * 100:g}")
-    return [("" if verdict["pe_ok"] else "<b>✘</b> ") + pe,
-            ("" if verdict["accuracy_ok"] else "<b>✘</b> ") + accuracy]
+def _line(content: str) -> str:
+    """HTML ``content`` on one line of :data:`TEXT_PX` text, cut with an ellipsis where it overflows
+    (the whole text in its tooltip)."""
+    plain = html.escape(html.unescape(re.sub(r"<[^>]+>", "", content)), quote=True)
+    return (f"<div title=\"{plain}\" style='font-size:{TEXT_PX}px;line-height:20px;white-space:nowrap;"
+            f"overflow:hidden;text-overflow:ellipsis'>{content}</div>")
+
+
+def _box(colour: str, content: str) -> str:
+    """The verdict's box: ``content`` beside a bar of the state's ``colour``."""
+    return (f"<div style='font-size:{TEXT_PX}px;line-height:1.35;padding-left:6px;border-left:4px solid {colour}'>"
+            f"{content}</div>")
 
 
 def _seed_options(seeds: list[int]) -> list:
@@ -458,7 +457,7 @@ def _square(size: int) -> dict:
 
 
 def _slider_width(ratios: tuple) -> str:
-    return f"{min(640, max(260, PIXELS_PER_STOP * len(ratios) + 110))}px"
+    return f"{min(640, max(240, PIXELS_PER_STOP * len(ratios) + 90))}px"
 
 
 def _short(name: str) -> str:

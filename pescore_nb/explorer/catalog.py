@@ -162,11 +162,13 @@ class Catalog:
 
     def readout(self, model: int, layer: int, cam: int, image: int) -> dict:
         """The numbers of one image for the shown member of a group: SSIM, IoU, Conf, PE, probabilities,
-        predictions."""
+        predictions, and whether the pair shown (the reference's map and this member's) is ``degenerate``
+        (either map constant), ``reference_degenerate`` (the reference's map is)."""
         values = {name: float(self.small[name].values[model, layer, cam, image])
                   for name in (schema.SSIM, schema.IOU, schema.CONF, schema.PE)}
         prob, pred, reference = self.small[schema.PROB].values, self.small[schema.PRED].values, self.reference
-        values.update(degenerate=bool(self.small[schema.DEGENERATE].values[:, layer, cam, image].any()),
+        degenerate = self.small[schema.DEGENERATE].values[:, layer, cam, image]  # (model,): each with the reference
+        values.update(degenerate=bool(degenerate[model]), reference_degenerate=bool(degenerate[reference]),
                       ref_prob=float(prob[reference, image]), cand_prob=float(prob[model, image]),
                       ref_pred=int(pred[reference, image]), cand_pred=int(pred[model, image]),
                       label=int(self.labels[image]))
@@ -175,7 +177,7 @@ class Catalog:
     def verdict(self, model: int, layer: int, cam: int) -> dict | None:
         """The trust rule's verdict on one group at one layer and CAM method (None without verdicts):
         :data:`VERDICT_FLAGS`, :data:`VERDICT_NUMBERS` and :data:`VERDICT_TEXTS` of :func:`trust.assess`,
-        its ``role`` and ``n_seeds``, and the rule's ``rule`` (name), ``rule_text``, ``margin``,
+        its ``role`` and ``n_seeds``, and the rule's ``rule`` (name), ``control``, ``rule_text``, ``margin``,
         ``pe_threshold``, ``max_accuracy_drop``."""
         if self.verdicts is None:
             return None
@@ -185,6 +187,7 @@ class Catalog:
                  **{name: str(at[name].item()) for name in VERDICT_TEXTS}}
         attrs = self.verdicts.attrs
         found.update(role=str(at[schema.ROLE].values), n_seeds=int(at["n_seeds"]), rule=str(attrs.get("rule", "")),
+                     control=str(attrs.get("control", "")),
                      rule_text=str(attrs.get("rule_text", attrs.get("rule", ""))),
                      **{name: float(attrs.get(name, np.nan))
                         for name in ("margin", "pe_threshold", "max_accuracy_drop")})

@@ -1,7 +1,7 @@
 """Heatmap panels as RGB arrays and PNG/JPEG bytes: pure numpy, one colour lookup per pixel.
 
 Maps are ``(H, W)`` float in [0, 1], pictures ``(H, W, 3)`` uint8; every function returns
-``(H, W, 3)`` uint8 except :func:`encode` and :func:`colorbar`. The colour maps and the grey
+``(H, W, 3)`` uint8 except :func:`encode`, :func:`colorbar` and :func:`colorbar_figure`. The colour maps and the grey
 picture under an overlay are :mod:`pescore_nb.plot`'s, so the explorer and the figures agree.
 """
 from __future__ import annotations
@@ -19,6 +19,7 @@ from ..plot import CAM_COLORMAP, DIFFERENCE_COLORMAP, OVERLAY_ALPHA, difference_
 
 HEATMAP_COLORMAP = CAM_COLORMAP
 MASK_COLORS = {"reference only": (230, 60, 60), "candidate only": (60, 120, 240), "both": (255, 255, 255)}
+COLORBAR_WIDTH, COLORBAR_DPI, COLORBAR_FONT = 58, 100, 9  # px, dots per inch, points: 12.5 px text
 
 
 def _lookup_table(name: str) -> np.ndarray:
@@ -68,22 +69,39 @@ def encode(rgb: np.ndarray, image_format: str = "png") -> bytes:
 
 
 @functools.lru_cache(maxsize=16)
-def colorbar(colormap: str, low: float, high: float, label: str, height: int, width: int = 58) -> bytes:
-    """A vertical colour bar ``width x height`` px as PNG bytes: ``colormap`` from ``low`` to ``high``,
-    three ticks, ``label`` along it (9 pt text: 12 px). Cached: the explorer asks for a handful."""
-    dpi = 100
-    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi)
+def colorbar(colormap: str, low: float, high: float, label: str, height: int, width: int = COLORBAR_WIDTH) -> bytes:
+    """:func:`colorbar_figure` as PNG bytes. Cached: the explorer asks for a handful."""
+    buffer = io.BytesIO()
+    colorbar_figure(colormap, low, high, label, height, width).savefig(buffer, format="png", dpi=COLORBAR_DPI)
+    return buffer.getvalue()
+
+
+def colorbar_figure(colormap: str, low: float, high: float, label: str, height: int,
+                    width: int = COLORBAR_WIDTH) -> Figure:
+    """A vertical colour bar ``width x height`` px: ``colormap`` from ``low`` to ``high``, ``label``
+    above it, three ticks right of it (``low``, the middle, ``high``; signed when ``low < 0``), all text
+    at :data:`COLORBAR_FONT` points (12.5 px), laid out in pixels so that no text leaves the figure or
+    touches another at any range."""
+    figure = Figure(figsize=(width / COLORBAR_DPI, height / COLORBAR_DPI), dpi=COLORBAR_DPI)
     FigureCanvasAgg(figure)
-    axes = figure.add_axes((0.08, 0.06, 0.22, 0.88))
-    gradient = np.linspace(low, high, 256)[:, None]
-    axes.imshow(gradient, aspect="auto", cmap=colormap, vmin=low, vmax=high, origin="lower",
-                extent=(0, 1, low, high))
+    text_px = COLORBAR_FONT * COLORBAR_DPI / 72
+    title_px, margin_px, bar_px = text_px + 4, text_px / 2 + 2, 12  # tick labels reach half their height past the bar
+    top = height - title_px - margin_px
+    axes = figure.add_axes((4 / width, margin_px / height, bar_px / width, (top - margin_px) / height))
+    axes.imshow(np.linspace(low, high, 256)[:, None], aspect="auto", cmap=colormap, vmin=low, vmax=high,
+                origin="lower", extent=(0, 1, low, high))
     axes.set_xticks([])
     axes.yaxis.tick_right()
     ticks = [low, (low + high) / 2, high]
-    axes.set_yticks(ticks, [f"{tick:+.2g}" if low < 0 else f"{tick:.2g}" for tick in ticks], fontsize=9)
-    axes.yaxis.set_label_position("right")
-    axes.set_ylabel(label, fontsize=9, labelpad=1)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=dpi)
-    return buffer.getvalue()
+    axes.set_yticks(ticks, [_tick_text(tick, signed=low < 0) for tick in ticks], fontsize=COLORBAR_FONT)
+    axes.tick_params(axis="y", length=3, pad=2)
+    figure.text(0.5, 1 - 2 / height, label, ha="center", va="top", fontsize=COLORBAR_FONT)
+    return figure
+
+
+def _tick_text(tick: float, signed: bool) -> str:
+    """``0.5`` -> ``"0.5"``, or signed ``"+0.5"`` / ``"−0.5"`` (a true minus sign); zero is ``"0"``."""
+    if abs(tick) < 1e-12:
+        return "0"
+    text = f"{abs(tick):.2g}"
+    return (("+" if tick > 0 else "−") + text) if signed else text

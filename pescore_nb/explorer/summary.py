@@ -16,9 +16,10 @@ from matplotlib.patches import Patch, Rectangle
 from .render import encode
 
 BAR_WIDTH = 0.4
+CHARACTER_WIDTH = 0.6  # an average character's width, in font sizes: names under the bars are cut to fit
 DIMMED = 0.2
 DPI = 100
-FONT = 8  # points: 11 px at DPI 100
+FONT = 9  # points: 12.5 px at DPI 100 (the explorer's smallest text is 12 px)
 TRUSTED_COLOUR = "#009E73"  # Okabe-Ito bluish green
 TRUST_LINE_COLOUR = "#D55E00"  # vermillion
 
@@ -33,14 +34,15 @@ class SummaryFigure:
     """
 
     def __init__(self, class_names: list[str], max_ratio: float = 1.0, x_labels: list[str] | None = None,
-                 pixels: tuple[int, int] = (780, 270)):
+                 pixels: tuple[int, int] = (780, 240)):
         self.pixels = pixels
         self.figure = Figure(figsize=(pixels[0] / DPI, pixels[1] / DPI), dpi=DPI)
         FigureCanvasAgg(self.figure)
         width, height = pixels
         to_figure = lambda left, bottom, w, h: (left / width, bottom / height, w / width, h / height)  # noqa: E731
         self.curve_axes = self.figure.add_axes(to_figure(48, 48, 262, height - 60))
-        self.bar_axes = self.figure.add_axes(to_figure(388, 48, 170, height - 60))
+        bar_width = 170  # px
+        self.bar_axes = self.figure.add_axes(to_figure(388, 48, bar_width, height - 60))
         colors = [f"C{k % 10}" for k in range(len(class_names))]
         categorical = x_labels is not None
         style = {"linestyle": "none"} if categorical else {}
@@ -80,8 +82,8 @@ class SummaryFigure:
                              color=colors + ["k"], animated=True)
         self.compared_bars = axes.bar(positions + BAR_WIDTH / 2, np.zeros(len(positions)), BAR_WIDTH,
                                       color="none", edgecolor=colors + ["k"], hatch="///", animated=True)
-        axes.set_xticks(positions, list(class_names) + ["all"], rotation=30 if len(class_names) > 4 else 0,
-                        fontsize=FONT, ha="right" if len(class_names) > 4 else "center")
+        fitting = max(1, int((bar_width / len(positions) - 6) / (FONT * DPI / 72 * CHARACTER_WIDTH)))
+        axes.set_xticks(positions, [_cut(name, fitting) for name in list(class_names) + ["all"]], fontsize=FONT)
         for label, color in zip(axes.get_xticklabels(), colors + ["k"]):
             label.set_color(color)
         axes.set(ylim=(0.0, 1.05), xlim=(-0.6, len(class_names) + 0.6))
@@ -158,3 +160,10 @@ class SummaryFigure:
         for artist in self._animated:
             self.figure.draw_artist(artist)
         return encode(np.asarray(canvas.buffer_rgba()))
+
+
+def _cut(name: str, characters: int) -> str:
+    """``name`` in at most ``characters`` characters, cut with an ellipsis (the legend gives it whole)."""
+    if len(name) <= characters:
+        return name
+    return name[:characters - 1] + "…" if characters > 1 else name[:1]
