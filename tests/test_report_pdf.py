@@ -12,6 +12,7 @@ import re
 import sys
 from pathlib import Path
 
+import numpy as np
 import pypdf
 import pytest
 from playwright.sync_api import sync_playwright
@@ -28,13 +29,14 @@ CAPTION = re.compile(r"Figure (\d+)\.")  # "Figure 3." opens a caption; "Figure 
 
 @pytest.fixture(scope="module")
 def report_path(tmp_path_factory) -> Path:
-    """The report of a Dataset with two layers, three seeds and tall heatmap grids (4 images by 5 ratios)."""
+    """The report of a Dataset with two layers, three seeds and heatmap grids taller than a page (20 images
+    by 5 ratios): without the report's print styles Chromium slices them over two pages."""
     sys.path.insert(0, str(REPO / "tests"))
     from synthetic import seeded_results_dataset
 
     from pescore_nb import html_report
     ds = seeded_results_dataset(n_images=30, size=32, ratios=(0.1, 0.2, 0.3, 0.6))
-    return html_report.report(ds, tmp_path_factory.mktemp("pdf") / "report.html", n_resamples=50, heatmap_images=4)
+    return html_report.report(ds, tmp_path_factory.mktemp("pdf") / "report.html", n_resamples=50, heatmap_images=20)
 
 
 @pytest.mark.parametrize("paper", ["A4", "Letter"])
@@ -61,3 +63,24 @@ def test_each_figure_of_the_printed_report_lies_on_one_page(report_path, paper):
         captions  # each caption printed once, on one page
     assert [len(found) for found in captions] == images, (captions, images)  # no image split over two pages
     assert [n for found in captions for n in found] == list(range(1, n_figures + 1))  # in order
+    for page in pages:  # and each image drawn whole inside its page, not cut by the page's edge
+        height = float(page.mediabox.height)
+        assert all(0 <= box[1] and box[3] <= height for box in image_boxes(page)), image_boxes(page)
+
+
+def image_boxes(page) -> list[tuple[float, float, float, float]]:
+    """``(x0, y0, x1, y1)`` in points of each image ``page`` draws: the unit square through the current
+    transformation matrix at each ``Do``."""
+    matrix, saved, boxes = np.eye(3), [], []
+    for operands, operator in page.get_contents().operations:
+        if operator == b"q":
+            saved.append(matrix)
+        elif operator == b"Q":
+            matrix = saved.pop()
+        elif operator == b"cm":
+            a, b, c, d, e, f = map(float, operands)
+            matrix = np.array([[a, b, 0], [c, d, 0], [e, f, 1]]) @ matrix
+        elif operator == b"Do":
+            corners = np.array([[0, 0, 1], [1, 0, 1], [0, 1, 1], [1, 1, 1]]) @ matrix
+            boxes.append((corners[:, 0].min(), corners[:, 1].min(), corners[:, 0].max(), corners[:, 1].max()))
+    return boxes
