@@ -128,7 +128,7 @@ class Explorer(widgets.VBox):
         width, height = self.summary.pixels
         self.panels.summary.layout = {"width": f"{width}px", "height": f"{height}px", "flex": "0 0 auto"}
         self.captions.summary.layout = {"width": f"{width}px", "height": "20px"}
-        self._drawn: dict[str, tuple] = {}
+        self._drawn: dict[str, object] = {}
         self._quiet = False
         for name, control in vars(self.controls).items():
             control.observe(lambda change, name=name: self._changed(name), "value")
@@ -151,7 +151,8 @@ class Explorer(widgets.VBox):
     def selected_model(self) -> int:
         """The position of the model shown as the candidate."""
         c = self.controls
-        return self.catalog.model_at(c.pruner.value, c.ratio.value) if self.by_ratio else c.model.value
+        model = self.catalog.model_at(c.pruner.value, c.ratio.value) if self.by_ratio else c.model.value
+        return model  # type: ignore[return-value]  # a ratio on the slider always has a model
 
     def compared_model(self) -> int | None:
         """The position of the model of the side-by-side view's B; None when there is none."""
@@ -402,7 +403,7 @@ class Explorer(widgets.VBox):
                 lines.append(f"{pruner_name(pruner)}: <b class='pescore-ratio-verdict' style='color:{ratio.colour}'>"
                              f"{html.escape(ratio.headline)}</b> ({html.escape(ratio.why)})")
         lines.append(f"<details style='color:#555'><summary>the rule</summary>"
-                     f"{html.escape(wording.rule_words(catalog.verdicts.attrs))}</details>")
+                     f"{html.escape(wording.rule_words(catalog.verdicts.attrs))}</details>")  # type: ignore[union-attr]
         return _box(words.colour, "<br>".join(lines))
 
     # -- layout ----------------------------------------------------------------------------------------

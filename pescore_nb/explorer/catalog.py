@@ -140,7 +140,7 @@ class Catalog:
         """
         ratios = (0.0,) + self.ratios[pruner]
         models = [self.reference] + [self.model_at(pruner, ratio) for ratio in self.ratios[pruner]]
-        return self.curve_of(models, layer, cam, np.array(ratios))
+        return self.curve_of(models, layer, cam, np.array(ratios))  # type: ignore[arg-type]  # every ratio has a model
 
     def curve_of(self, models: list[int], layer: int, cam: int, x: np.ndarray) -> tuple:
         """The same five arrays as :meth:`curve` for ``models`` drawn at ``x``."""

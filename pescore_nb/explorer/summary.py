@@ -45,7 +45,7 @@ class SummaryFigure:
         self.bar_axes = self.figure.add_axes(to_figure(388, 48, bar_width, height - 60))
         colors = [f"C{k % 10}" for k in range(len(class_names))]
         categorical = x_labels is not None
-        style = {"linestyle": "none"} if categorical else {}
+        style: dict = {"linestyle": "none"} if categorical else {}
 
         axes = self.curve_axes
         self.pe_lines = [axes.plot([], [], color=c, marker="o", ms=3, lw=1.5, animated=True, **style)[0]
@@ -62,9 +62,9 @@ class SummaryFigure:
         self.trusted_span = Rectangle((0.0, 0.0), 0.0, 1.0, transform=axes.get_xaxis_transform(),
                                       color=TRUSTED_COLOUR, alpha=0.15, lw=0, animated=True)
         axes.add_patch(self.trusted_span)
-        if categorical:
+        if x_labels is not None:
             named = len(x_labels) <= 6  # more names than that would collide: number them as the picker lists them
-            axes.set_xticks(range(len(x_labels)), x_labels if named else ["ref"] + list(range(1, len(x_labels))),
+            axes.set_xticks(range(len(x_labels)), x_labels if named else ["ref", *map(str, range(1, len(x_labels)))],
                             rotation=20 if named else 0, ha="right" if named else "center", fontsize=FONT)
             axes.set(xlim=(-0.5, len(x_labels) - 0.5))
             axes.set_xlabel("model" if named else "model (as listed in the picker)", fontsize=FONT, labelpad=0)
@@ -151,7 +151,7 @@ class SummaryFigure:
 
     def png(self) -> bytes:
         """The figure as PNG bytes: static parts drawn once, animated artists blitted over them."""
-        canvas = self.figure.canvas
+        canvas: FigureCanvasAgg = self.figure.canvas  # type: ignore[assignment]  # the Agg canvas __init__ set
         if self._background is None:
             canvas.draw()
             self._background = canvas.copy_from_bbox(self.figure.bbox)
