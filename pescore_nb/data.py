@@ -38,11 +38,14 @@ class ImageTensorDataset(Dataset):
         classes: the class names; ``classes[targets[i]]`` names image ``i``.
         masks:   bool ``(N, H, W)``, the ground-truth object pixels of each image, or ``None``
                  when the dataset has no object masks.
+        name:    what the data set is, e.g. ``"shapes (synthetic, test split)"``; :func:`pescore_nb.evaluate`
+                 records it as the results' ``dataset_name`` (the report names the data set with it).
     """
 
     def __init__(self, images: torch.Tensor, targets: torch.Tensor, classes: list[str],
-                 masks: torch.Tensor | None = None):
+                 masks: torch.Tensor | None = None, name: str | None = None):
         self.images, self.targets, self.classes, self.masks = images, targets, classes, masks
+        self.name = name
 
     def __len__(self) -> int:
         return len(self.targets)
@@ -158,7 +161,7 @@ def shapes(n: int, size: int = 64, seed: int = 0, split: str = "train", *,
         images[i] = np.rint(image * 255)
     return ImageTensorDataset(torch.from_numpy(images).permute(0, 3, 1, 2).contiguous(),
                               torch.from_numpy(labels).long(), list(SHAPE_CLASSES),
-                              torch.from_numpy(masks))
+                              torch.from_numpy(masks), name=f"shapes (synthetic, {split} split)")
 
 
 # ---------------------------------------------------------------- digits
@@ -182,14 +185,19 @@ def digits(split: str = "train", size: int = 32, test_fraction: float = 0.3) -> 
     pixels = F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=False)
     images = pixels.clamp(0, 1).mul(255).round().to(torch.uint8).expand(-1, 3, -1, -1).contiguous()
     return ImageTensorDataset(images, torch.from_numpy(bunch.target[positions]).long(),
-                              [str(d) for d in range(10)])
+                              [str(d) for d in range(10)], name=f"digits (scikit-learn, {split} split)")
 
 
 # ---------------------------------------------------------------- a user's folder
 class ImageFolderDataset(datasets.ImageFolder):
-    """torchvision's ImageFolder with ``masks = None`` (a folder carries no object masks)."""
+    """torchvision's ImageFolder with ``masks = None`` (a folder carries no object masks) and ``name``,
+    the folder."""
 
     masks = None
+
+    @property
+    def name(self) -> str:
+        return f"image folder {self.root}"
 
 
 def image_folder(path: str | Path, size: int = 224, normalize: bool = False) -> ImageFolderDataset:

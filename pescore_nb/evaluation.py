@@ -282,11 +282,12 @@ def _source(data: Dataset | DataLoader, batch_size: int) -> tuple[Dataset, int, 
 
 
 def _dataset_attribute(dataset: Dataset, name: str):
-    """``dataset.classes`` or ``dataset.masks (N, H, W)``, also through (nested) torch Subsets; None if absent."""
+    """``dataset.classes``, ``dataset.name`` or ``dataset.masks (N, H, W)``, also through (nested) torch
+    Subsets; None if absent."""
     if not isinstance(dataset, Subset):
         return getattr(dataset, name, None)
     base = _dataset_attribute(dataset.dataset, name)
-    if base is None or name == "classes":
+    if base is None or name in ("classes", "name"):
         return base
     return base[torch.as_tensor(dataset.indices)]
 
@@ -634,6 +635,9 @@ def _attrs(job: _Job, reference_name: str, example: torch.Tensor, allow_overlap:
              "outputs": job.outputs, "allow_overlap": int(allow_overlap), "training_overlaps": json.dumps(overlaps)}
     if job.sp2ps_config is not None:
         attrs[job.sp2ps_config.attribute] = job.sp2ps_config.to_json()
+    dataset_name = _dataset_attribute(job.dataset, "name")
+    if isinstance(dataset_name, str) and dataset_name:
+        attrs["dataset_name"] = dataset_name
     return attrs
 
 

@@ -153,6 +153,20 @@ def test_a_subset_keeps_the_class_names_and_the_masks_of_its_images(results, dat
                                atol=1e-6)
 
 
+def test_the_results_name_the_data_set_and_keep_the_name_on_disk(tmp_path):
+    from pescore_nb import data as datasets
+
+    shapes = datasets.shapes(6, size=24, split="test")
+    subset = torch.utils.data.Subset(shapes, [4, 1, 0])
+    ds = evaluate(tiny_cnn(classes=6), {"other": tiny_cnn(classes=6, seed=2)}, subset, layers=["3"], progress=False)
+    assert ds.attrs["dataset_name"] == "shapes (synthetic, test split)"
+    save(ds, tmp_path / "named.nc")
+    assert load(tmp_path / "named.nc").attrs["dataset_name"] == "shapes (synthetic, test split)"
+    unnamed = evaluate(tiny_cnn(), {"other": tiny_cnn(seed=2)}, TensorDataset(torch.rand(3, 3, 24, 24),
+                       torch.tensor([0, 1, 2])), layers=["3"], progress=False)
+    assert "dataset_name" not in unnamed.attrs
+
+
 def test_a_copy_of_the_reference_scores_exactly_one(data):
     reference = tiny_cnn()
     ds = evaluate(reference, {"copy": copy.deepcopy(reference)}, data, layers=LAYERS,
