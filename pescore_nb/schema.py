@@ -115,4 +115,5 @@ DESCRIPTIONS = {
     "outputs": "what the models return: auto, logits or probabilities",
     "allow_overlap": "1 when a model was evaluated on images it was pruned or fine-tuned on (allow_overlap=True)",
     "training_overlaps": "JSON: how many evaluated images each model was pruned or fine-tuned on",
+    "dataset_name": "the evaluated data set's name, when the dataset has one (its name attribute)",
 }
