@@ -11,7 +11,7 @@ from pescore_nb.metrics import PEConfig
 def results_dataset(n_images: int = 30, size: int = 16, pruners=("l2", "random"), ratios=(0.3, 0.6),
                     layers=("features.3", "features.7"), cams=("gradcam++",), n_classes: int = 3,
                     seed: int = 0, distinct_maps: bool = False, controls: dict | None = None) -> xr.Dataset:
-    """A Dataset with the names of ``PESCORE.md``: PE falls as the ratio grows, faster for "random".
+    """A Dataset with the names of :mod:`pescore_nb.schema`: PE falls as the ratio grows, faster for "random".
 
     Heatmaps ``(model, layer, cam, image, size, size)`` drift away from the reference's blob as
     the ratio grows; scores are random but ordered so tests can check directions. With
