@@ -28,6 +28,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -231,59 +233,69 @@ def images_loaded(page, selector: str) -> bool:
     return page.eval_on_selector_all(selector, "els => els.length > 0 && els.every(e => e.complete && e.naturalWidth > 0)")
 
 
-def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, tmp_path, trained_zoo):
+def require_chromium() -> None:
     if not CHROMIUM.exists():
         pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package with "
                     "'apt-get update && apt-get install -y chromium' (.ci/run does so in CI).")
 
-    url, work = lab
-    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)  # run a copy: explorer.nc is written next to it, in work/
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
 
+@contextmanager
+def jupyterlab_page(tmp_path: Path, failure_screenshot: str) -> Iterator:
+    """A Chromium page (1440x900, its own profile) for JupyterLab; on a failure it saves
+    ``ARTIFACTS/failure_screenshot`` and prints the notebook's outputs, and it always closes Chromium."""
+    require_chromium()
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch_persistent_context(
             str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
             headless=True, viewport=WINDOW)
         page = browser.new_page()
         try:
-            open_and_run(page, url, NOTEBOOK.name)
-            ds, (_, first_shown), (second, second_shown) = first_two_models(work / RESULTS)
-            before_src, before_digest, before_pe = (page.get_attribute(CANDIDATE, "src"),
-                                                    image_digest(page, CANDIDATE), shown_pe(page))
-            assert first_shown in page.inner_text(READOUT)
-            check_the_explorers_size(page)
-            assert images_loaded(page, "img.pescore-colorbar"), "a colour bar did not load"
-            assert page.eval_on_selector_all("img.pescore-colorbar", "els => els.length") == 3
-            page.screenshot(path=str(ARTIFACTS / "explorer.png"))
-            before_verdict = page.inner_text(VERDICT)
-            assert re.search(r"(✔ trusted|✘ not trusted|\? not assessable)", before_verdict)  # one of three states
-            assert "control:finetune model PE" in before_verdict and "control:twin" in before_verdict  # or its absence
-
-            page.focus(RATIO_HANDLE)
-            page.keyboard.press("ArrowRight")
-            page.wait_for_function(f"document.querySelector('{CANDIDATE}').src !== {json.dumps(before_src)}",
-                                   timeout=30_000)
-            page.wait_for_function(f"document.querySelector('{READOUT}').innerText.includes({json.dumps(second_shown)})",
-                                   timeout=30_000)
-            page.wait_for_function(f"document.querySelector('{CANDIDATE}').naturalWidth > 0")
-            page.wait_for_function(f"document.querySelector('{VERDICT}').innerText !== {json.dumps(before_verdict)}",
-                                   timeout=30_000)
-            assert second.split("@")[1] in page.inner_text(VERDICT)  # the verdict names the model it judges
-            page.screenshot(path=str(ARTIFACTS / "explorer-after-slider.png"))
-
-            assert image_digest(page, CANDIDATE) != before_digest
-            image = int(re.search(r"image (\d+)", page.inner_text(READOUT)).group(1))
-            at = {"layer": ds.layer.values[0], "cam": ds.cam.values[0], "image": image}  # the explorer's defaults
-            assert before_pe == pytest.approx(float(ds.pe.sel(model=first_shown).sel(at)), abs=5e-5)
-            assert shown_pe(page) == pytest.approx(float(ds.pe.sel(model=second_shown).sel(at)), abs=5e-5)
-            assert shown_pe(page) != before_pe
+            yield page
         except Exception:
-            page.screenshot(path=str(ARTIFACTS / "explorer-failure.png"))
+            page.screenshot(path=str(ARTIFACTS / failure_screenshot))
             outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
             print(f"Notebook outputs at the failure (screenshot in {ARTIFACTS}):\n{outputs[-3000:]}")
             raise
         finally:
             browser.close()
+
+
+def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, tmp_path, trained_zoo):
+    url, work = lab
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)  # run a copy: explorer.nc is written next to it, in work/
+    with jupyterlab_page(tmp_path, "explorer-failure.png") as page:
+        open_and_run(page, url, NOTEBOOK.name)
+        ds, (_, first_shown), (second, second_shown) = first_two_models(work / RESULTS)
+        before_src, before_digest, before_pe = (page.get_attribute(CANDIDATE, "src"),
+                                                image_digest(page, CANDIDATE), shown_pe(page))
+        assert first_shown in page.inner_text(READOUT)
+        check_the_explorers_size(page)
+        assert images_loaded(page, "img.pescore-colorbar"), "a colour bar did not load"
+        assert page.eval_on_selector_all("img.pescore-colorbar", "els => els.length") == 3
+        page.screenshot(path=str(ARTIFACTS / "explorer.png"))
+        before_verdict = page.inner_text(VERDICT)
+        assert re.search(r"(✔ trusted|✘ not trusted|\? not assessable)", before_verdict)  # one of three states
+        assert "control:finetune model PE" in before_verdict and "control:twin" in before_verdict  # or its absence
+
+        page.focus(RATIO_HANDLE)
+        page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"document.querySelector('{CANDIDATE}').src !== {json.dumps(before_src)}",
+                               timeout=30_000)
+        page.wait_for_function(f"document.querySelector('{READOUT}').innerText.includes({json.dumps(second_shown)})",
+                               timeout=30_000)
+        page.wait_for_function(f"document.querySelector('{CANDIDATE}').naturalWidth > 0")
+        page.wait_for_function(f"document.querySelector('{VERDICT}').innerText !== {json.dumps(before_verdict)}",
+                               timeout=30_000)
+        assert second.split("@")[1] in page.inner_text(VERDICT)  # the verdict names the model it judges
+        page.screenshot(path=str(ARTIFACTS / "explorer-after-slider.png"))
+
+        assert image_digest(page, CANDIDATE) != before_digest
+        image = int(re.search(r"image (\d+)", page.inner_text(READOUT)).group(1))
+        at = {"layer": ds.layer.values[0], "cam": ds.cam.values[0], "image": image}  # the explorer's defaults
+        assert before_pe == pytest.approx(float(ds.pe.sel(model=first_shown).sel(at)), abs=5e-5)
+        assert shown_pe(page) == pytest.approx(float(ds.pe.sel(model=second_shown).sel(at)), abs=5e-5)
+        assert shown_pe(page) != before_pe
 
 
 BROWSER_RATIOS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.7)  # the demo's six: the widest ratio slider
@@ -315,9 +327,6 @@ def test_the_explorer_with_the_side_bar_open_names_none_trusted_in_the_fail_colo
     """The explorer of :func:`browser_results` in JupyterLab with the side bar open: at most 1080 x 780
     px, no text below 12 px, the seed picker on the first row; random's verdict "none trusted" in the
     not-trusted colour; the degenerate note absent on a non-degenerate pair, present on the degenerate one."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package with "
-                    "'apt-get update && apt-get install -y chromium'.")
     import nbformat
 
     import pescore_nb
@@ -330,55 +339,40 @@ def test_the_explorer_with_the_side_bar_open_names_none_trusted_in_the_fail_colo
                                                                   "language": "python"}}, cells=[nbformat.v4.new_code_cell(
         "import pescore_nb\npescore_nb.explore(pescore_nb.load('browser.nc'))")])
     nbformat.write(notebook, work / "browser.ipynb")
-    ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"), executable_path=str(CHROMIUM), args=CHROMIUM_ARGS,
-            headless=True, viewport=WINDOW)
-        page = browser.new_page()
-        try:
-            open_and_run(page, url, "browser.ipynb")
-            check_the_explorers_size(page)
-            seed, pruner = (page.locator(f".pescore-{name}").bounding_box() for name in ("seed", "pruner"))
-            assert abs(seed["y"] - pruner["y"]) < 2, "the seed picker left the first row"
-            assert seed["x"] + seed["width"] <= explorer_box(page)["x"] + MAX_EXPLORER["width"]
-            assert "degenerate" not in page.inner_text(READOUT)
-            page.screenshot(path=str(ARTIFACTS / "explorer-synthetic.png"))
+    with jupyterlab_page(tmp_path, "explorer-synthetic-failure.png") as page:
+        open_and_run(page, url, "browser.ipynb")
+        check_the_explorers_size(page)
+        seed, pruner = (page.locator(f".pescore-{name}").bounding_box() for name in ("seed", "pruner"))
+        assert abs(seed["y"] - pruner["y"]) < 2, "the seed picker left the first row"
+        assert seed["x"] + seed["width"] <= explorer_box(page)["x"] + MAX_EXPLORER["width"]
+        assert "degenerate" not in page.inner_text(READOUT)
+        page.screenshot(path=str(ARTIFACTS / "explorer-synthetic.png"))
 
-            page.select_option(".pescore-pruner select", label="random filter")
-            page.wait_for_function(f"document.querySelector('{VERDICT}').innerText.includes('none trusted')",
-                                   timeout=30_000)
-            ratio_verdict = page.locator(f"{VERDICT} .pescore-ratio-verdict")
-            assert ratio_verdict.inner_text() == "none trusted"
-            colour = ratio_verdict.evaluate("el => getComputedStyle(el).color")
-            assert colour == STATE_COLOURS_CSS["not trusted"] != STATE_COLOURS_CSS["trusted"]
-            verdict = page.inner_text(VERDICT)
-            assert "trusted up to" not in verdict and "accuracy drop 8.3 points > budget 2 points" in verdict
-            assert page.locator(f"{VERDICT} .pescore-state").evaluate("el => getComputedStyle(el).color") == colour
-            assert "random@0.05/seed0" in page.inner_text(READOUT) and "degenerate" not in page.inner_text(READOUT)
-            page.screenshot(path=str(ARTIFACTS / "explorer-none-trusted.png"))
+        page.select_option(".pescore-pruner select", label="random filter")
+        page.wait_for_function(f"document.querySelector('{VERDICT}').innerText.includes('none trusted')",
+                               timeout=30_000)
+        ratio_verdict = page.locator(f"{VERDICT} .pescore-ratio-verdict")
+        assert ratio_verdict.inner_text() == "none trusted"
+        colour = ratio_verdict.evaluate("el => getComputedStyle(el).color")
+        assert colour == STATE_COLOURS_CSS["not trusted"] != STATE_COLOURS_CSS["trusted"]
+        verdict = page.inner_text(VERDICT)
+        assert "trusted up to" not in verdict and "accuracy drop 8.3 points > budget 2 points" in verdict
+        assert page.locator(f"{VERDICT} .pescore-state").evaluate("el => getComputedStyle(el).color") == colour
+        assert "random@0.05/seed0" in page.inner_text(READOUT) and "degenerate" not in page.inner_text(READOUT)
+        page.screenshot(path=str(ARTIFACTS / "explorer-none-trusted.png"))
 
-            page.focus(RATIO_HANDLE)
-            for _ in BROWSER_RATIOS[1:]:  # to the largest ratio
-                page.keyboard.press("ArrowRight")
-            page.wait_for_function(f"document.querySelector('{READOUT}').innerText.includes('{DEGENERATE_MODEL}')",
-                                   timeout=30_000)
-            assert "the candidate's map is degenerate" in page.inner_text(READOUT)
-        except Exception:
-            page.screenshot(path=str(ARTIFACTS / "explorer-synthetic-failure.png"))
-            outputs = "\n".join(page.locator(".jp-OutputArea-output").all_inner_texts())
-            print(f"Notebook outputs at the failure (screenshot in {ARTIFACTS}):\n{outputs[-3000:]}")
-            raise
-        finally:
-            browser.close()
+        page.focus(RATIO_HANDLE)
+        for _ in BROWSER_RATIOS[1:]:  # to the largest ratio
+            page.keyboard.press("ArrowRight")
+        page.wait_for_function(f"document.querySelector('{READOUT}').innerText.includes('{DEGENERATE_MODEL}')",
+                               timeout=30_000)
+        assert "the candidate's map is degenerate" in page.inner_text(READOUT)
 
 
 def test_the_html_report_opens_in_chromium_with_every_image_and_no_error(tmp_path):
     """The report of a hand-made Dataset with three fine-tuning seeds, opened from disk: images decode,
     nothing is fetched, no console error, and it says what its verdicts' bound covers."""
-    if not CHROMIUM.exists():
-        pytest.fail(f"Chromium is missing at {CHROMIUM}: install Debian's package with "
-                    "'apt-get update && apt-get install -y chromium'.")
+    require_chromium()
     sys.path.insert(0, str(REPO / "tests"))
     from synthetic import seeded_results_dataset
 
