@@ -121,6 +121,8 @@ def test_builtin_names_the_zoo_splits():
 def test_a_built_in_split_is_generated_once_and_each_call_gets_its_own_copy():
     first = data.builtin("digits", "test")
     first.images.zero_()  # a user normalising in place
+    hits = data._generated.cache_info().hits
     second = data.builtin("digits", "test")
+    assert data._generated.cache_info().hits == hits + 1  # not generated again
     assert second.images.abs().sum() > 0
     assert torch.equal(second.images, data.digits("test").images)

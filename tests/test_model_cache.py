@@ -52,3 +52,11 @@ def test_import_refuses_a_damaged_copy_and_never_replaces_other_weights(trained_
         model_cache.export_models(folder, progress=False)
     with pytest.raises(FileNotFoundError, match="has no MANIFEST.json"):
         model_cache.import_models(tmp_path / "nowhere")
+    manifest = json.loads((folder / "MANIFEST.json").read_text())
+    files[1].unlink()
+    with pytest.raises(FileNotFoundError, match="is listed in MANIFEST.json but missing; copy the whole"):
+        model_cache.import_models(folder, cache_dir=tmp_path / "empty")
+    (folder / "MANIFEST.json").write_text(json.dumps({"../elsewhere.pt": manifest[files[0].name]}))
+    with pytest.raises(ValueError, match="not a weight file of the folder"):
+        model_cache.import_models(folder, cache_dir=tmp_path / "empty")
+    assert not (tmp_path / "empty").exists()  # nothing written by a refused import
