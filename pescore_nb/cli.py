@@ -47,6 +47,7 @@ from torch.utils.data import Dataset
 
 from . import __version__, data, prune, runconfig, schema, specs, structure, wording, zoo
 from . import model_cache
+from .cam import CamEngine
 from .controls import as_control, randomised
 from .evaluation import evaluate
 from .specs import ConfigError, FinetuneSpec, PruneSpec
@@ -156,6 +157,7 @@ def _run(args: argparse.Namespace) -> None:
                    args.overwrite, "output")
     _check_layers({schema.REFERENCE: reference}, layers)
     dataset = config.data.build()
+    _check_maps(reference, layers, config.reshape_transform, dataset[0][0][None], config.device)
     if config.prune is not None:
         train = config.prune.data.build() if config.prune.data is not None else None
         classes = list(getattr(dataset, "classes"))
@@ -174,7 +176,7 @@ def _run(args: argparse.Namespace) -> None:
     candidates.update(_controls(reference, layers, config.twin.build() if config.twin else None))
     _check_layers(candidates, layers)
     ds = evaluate(reference, candidates, dataset, layers=layers, cams=config.cams, batch_size=config.batch_size,
-                  device=config.device, config=config.pe, sp2ps_config=Sp2PSConfig() if config.sp2ps or args.sp2ps
+                  device=config.device, config=config.pe, reshape_transform=config.reshape_transform, sp2ps_config=Sp2PSConfig() if config.sp2ps or args.sp2ps
                   else None, heatmap_size=config.heatmap_size, heatmap_dtype=config.heatmap_dtype)
     _report(ds, config.results, args.overwrite, pe_threshold=config.pe_threshold,
             max_accuracy_drop=config.max_accuracy_drop)
@@ -241,6 +243,18 @@ def _cam_layers(reference: nn.Module) -> tuple[str, ...]:
         raise ConfigError("layers", f"missing, and {type(reference).__name__} has no 'cam_layers'; list the "
                           "layers to explain, e.g. [features.16], from model.named_modules().")
     return tuple(layers)
+
+
+def _check_maps(reference: nn.Module, layers: Sequence[str], reshape_transform, image: torch.Tensor,
+                device: str | None) -> None:
+    """Before any work: the reference's Grad-CAM of ``image`` ``(1, C, H, W)`` at every layer, so a layer
+    whose output is not ``(N, C, h, w)``, or a ``reshape_transform`` that does not fit it, is refused
+    before pruning (the layout is the same for every CAM method)."""
+    try:
+        CamEngine(reference, layers, "gradcam", device=device, reshape_transform=reshape_transform)(image)
+    except ValueError as error:
+        field = "layers" if reshape_transform is None else "reshape_transform"
+        raise ConfigError(field, f"the reference's maps of the first image fail: {error}") from None
 
 
 def _check_layers(models: dict[str, nn.Module], layers: Sequence[str]) -> None:

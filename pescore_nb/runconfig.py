@@ -42,6 +42,10 @@ A sample (``examples/config.yaml`` runs it offline, fine-tuning on 300 images to
       limit: 120                    # optional: only the first N images
       # size: 224                   # folders only: images are resized and cropped to size x size
     layers: [features.16]           # optional when the reference has `cam_layers`
+    # reshape_transform: vit        # optional: how a layer's output becomes (N, C, h, w), for token or
+                                    #   channels-last layers (pescore_nb.layouts): vit, swin, or
+                                    #   "package.module:callable"; {name: vit, prefix_tokens: 2} for DeiT;
+                                    #   or by layer, each a transform: {blocks.11.norm1: vit}
     cams: [gradcam++]               # CAM methods (pescore_nb.cam.CAMS)
     sp2ps: false                    # optional: also store the Sp2PS score beside PE
     pe: {iou_threshold: 0.5, combine: product}   # any PEConfig field
@@ -70,13 +74,14 @@ from typing import Any, Callable
 import torch
 import yaml
 
-from . import cam, data, prune, schema, zoo
+from . import cam, data, layouts, prune, schema, zoo
 from .evaluation import HEATMAP_DTYPES
 from .metrics import PEConfig
 from .specs import ConfigError, DataSpec, FinetuneSpec, ModelSpec, PruneSpec, import_factory
 
 REQUIRED = object()
 RESULTS_FILE = "results.nc"
+TRANSFORM_KEYS = ("name", "prefix_tokens")  # the keys of one reshape_transform given as a mapping
 
 
 # ---------------------------------------------------------------- the keys a config may hold
@@ -106,6 +111,10 @@ KEYS = (
     Key("", "prune", "a sweep of the reference made by pescore_nb.prune.sweep", "either this or candidates"),
     Key("", "data", "the evaluation images: a built-in dataset's name, or a mapping (keys of data)", "required"),
     Key("", "layers", "module names to explain, e.g. [features.16]", "the reference's cam_layers"),
+    Key("", "reshape_transform", "how a layer's output becomes (N, C, h, w) (pescore_nb.layouts): vit (tokens), "
+        "swin (channels-last) or \"package.module:callable\"; {name: vit, prefix_tokens: 2} for two prefix "
+        "tokens (DeiT); or a mapping from each of `layers` to one of these",
+        "chosen for torchvision's ViT and Swin; other layers as they are"),
     Key("", "cams", "CAM methods (pescore_nb.cam.CAMS), one or a list", "[gradcam++]"),
     Key("", "pe", "any PEConfig field (see the metric)", "PEConfig()"),
     Key("", "recommend", "the trust rule's thresholds (keys of recommend)", "their defaults"),
@@ -243,6 +252,7 @@ class RunConfig:
     prune: PruneSpec | None
     data: DataSpec
     layers: tuple[str, ...] | None
+    reshape_transform: layouts.Transform | dict[str, layouts.Transform] | None
     cams: tuple[str, ...]
     sp2ps: bool
     twin: ModelSpec | None
@@ -302,11 +312,13 @@ def read(path: str | Path, trust_pickle: bool = False) -> RunConfig:
                 raise ConfigError(f"candidates.{name}", f"'{schema.REFERENCE}' names the reference; rename it.")
             candidates[str(name)] = _model(listed, name, base, trust_pickle, candidate=True)
     evaluation = _data(top, "data", base)
+    layers = top.names("layers", "a list of module names, e.g. [features.13, features.16]", default=None)
     return RunConfig(
         reference=reference, candidates=candidates,
         prune=_prune(_Section(top.values["prune"], "prune", PRUNE_KEYS), base, evaluation) if has_prune else None,
         data=evaluation,
-        layers=top.names("layers", "a list of module names, e.g. [features.13, features.16]", default=None),
+        layers=layers,
+        reshape_transform=_reshape_transform(top, layers),
         cams=top.names("cams", "a list of CAM methods, e.g. [gradcam++]", cam.CAMS, default=("gradcam++",)),
         sp2ps=top.get("sp2ps", bool, "true or false: also store the Sp2PS score beside PE", False),
         twin=_model(top, "twin", base, trust_pickle, candidate=False) if top.values.get("twin") is not None else None,
@@ -443,6 +455,48 @@ def _data(parent: _Section, key: str, base: Path, split: str = "test") -> DataSp
                     split=section.get("split", str, f"one of {list(data.SPLITS)}", split, lambda s: s in data.SPLITS),
                     size=section.get("size", int, "an image size in pixels >= 16, e.g. 224", 224, lambda n: n >= 16),
                     limit=section.get("limit", int, "a positive number of images", None, lambda n: n >= 1))
+
+
+def _reshape_transform(top: _Section, layers: tuple[str, ...] | None):
+    """``reshape_transform``: one transform for every layer, or a mapping from each of ``layers`` to one
+    (the layers it leaves out get the automatic choice of :func:`pescore_nb.layouts.resolve`)."""
+    value = top.values.get("reshape_transform")
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) & set(TRANSFORM_KEYS):
+        return _one_transform(value, "reshape_transform")
+    if layers is None:
+        raise ConfigError("reshape_transform", f"gives transforms by layer {list(value)} but the config lists "
+                          "no layers; add them, e.g. layers: [" + ", ".join(map(str, value)) + "].")
+    for layer in value:
+        if layer not in layers:
+            raise ConfigError(f"reshape_transform.{layer}", f"is not one of layers {list(layers)}; give each "
+                              f"listed layer its transform, or one transform as {{name: vit, prefix_tokens: 1}}.")
+    return {layer: _one_transform(transform, f"reshape_transform.{layer}") for layer, transform in value.items()}
+
+
+def _one_transform(value: Any, field: str) -> layouts.Transform:
+    """One transform: a name (``vit``, ``swin``, ``package.module:callable``) or ``{name:, prefix_tokens:}``."""
+    names = sorted(layouts.NAMED)
+    what = f"one of {names}, an import path 'package.module:callable', or {{name: vit, prefix_tokens: 2}}"
+    if not isinstance(value, (str, dict)):
+        raise ConfigError(field, f"got {value!r}; give {what}.")
+    section = _Section({"name": value} if isinstance(value, str) else value, field, TRANSFORM_KEYS)
+    name_field = field if isinstance(value, str) else section.field("name")
+    name = section.get("name", str, what)
+    prefix_tokens = section.get("prefix_tokens", int, "the tokens before the patch grid, an integer >= 0 "
+                                "(1 for ViT's class token, 2 for DeiT)", None, lambda n: n >= 0)
+    if prefix_tokens is not None and name != "vit":
+        raise ConfigError(section.field("prefix_tokens"), f"goes only with name: vit, not {name!r}; remove it.")
+    if name == "vit" and prefix_tokens is not None:
+        return layouts.TokenGrid(prefix_tokens)
+    if name in layouts.NAMED:
+        return layouts.NAMED[name]()
+    if ":" not in name:
+        close = difflib.get_close_matches(name, names, n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ConfigError(name_field, f"unknown transform {name!r}; {hint}give {what}.")
+    return import_factory(name, name_field)
 
 
 def _pe_config(top: _Section) -> PEConfig:
