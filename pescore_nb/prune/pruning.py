@@ -16,10 +16,12 @@ from torch.nn.utils import prune as torch_prune
 from pescore_nb.schema import UNPRUNED
 from pescore_nb.senpis import SenpisImportance, group_filters
 
+from .attention import channels_per_group, head_groups, sync_widths, unwrapped_parameters
 from .importance import PRUNABLE, weight_importance
 
 PRUNERS = ("l1", "l2", "random", "taylor", "senpis", "unstructured")
 DATA_PRUNERS = ("taylor", "senpis")  # rank channels on a class-balanced sample of `data`
+MASKED = ("weight", "in_proj_weight")  # the tensors "unstructured" masks (the latter in attentions)
 
 
 @torch.no_grad()
@@ -121,14 +123,19 @@ def prune_model(model: nn.Module, pruner: str, ratio: float, example_input: torc
             model.zero_grad(set_to_none=True)
         else:
             _remove_channels(model, example_input, ratio, weight_importance(pruner, seed), ignored)
+    sync_widths(model)
     return 0
 
 
 def remove_masks(model: nn.Module) -> None:
     """Make the ``"unstructured"`` masks permanent: the masked weights stay zero, the masks go."""
     for module in model.modules():
-        if hasattr(module, "weight_mask"):
-            torch_prune.remove(module, "weight")
+        for name in MASKED:
+            if hasattr(module, f"{name}_mask"):
+                torch_prune.remove(module, name)
+        for key, hook in list(module._forward_pre_hooks.items()):
+            if hook is _mask_output_projection:
+                del module._forward_pre_hooks[key]
 
 
 @contextmanager
@@ -154,12 +161,14 @@ def _channels_kept(channels: int, ratio: float) -> int:
 def _remove_channels(model, example_input, ratio: float, importance, ignored: list[nn.Module]) -> None:
     """Remove ``ratio`` of the output channels of every prunable layer of ``model`` in place, ranking
     every group's channels with ``importance`` on the unpruned network first."""
-    # torch-pruning keeps int(C * (1 - ratio)) channels and skips a layer entirely when that is 0;
-    # give such layers a ratio that keeps exactly one channel instead, so more pruning never means less.
+    # torch-pruning keeps int(C * (1 - ratio)) channels (per head for attention) and skips a layer
+    # entirely when that is 0; give such layers a ratio that keeps exactly one channel (per head)
+    # instead, so more pruning never means less.
     at_risk = {}
     for module in model.modules():
         if isinstance(module, PRUNABLE) and module not in ignored:
             channels = module.out_features if isinstance(module, nn.Linear) else module.out_channels
+            channels = channels_per_group(model, module, channels)
             if int(channels * (1 - ratio)) < _channels_kept(channels, ratio):
                 at_risk[module] = max(0.0, 1 - 1.5 / channels)
     pruner = tp.pruner.BasePruner(
@@ -169,6 +178,8 @@ def _remove_channels(model, example_input, ratio: float, importance, ignored: li
         pruning_ratio=ratio,
         pruning_ratio_dict=at_risk,
         ignored_layers=ignored,
+        out_channel_groups=head_groups(model),
+        unwrapped_parameters=unwrapped_parameters(model),
     )
     pruner.step()
 
@@ -186,9 +197,13 @@ def _remove_channels_in_order(model, example_input, ratio: float, importance, ig
     torch-pruning group after another in the forward ``order`` of their first layer.
 
     ``importance`` ranks a group's channels ``(n_channels,)`` on the network already pruned before
-    it; the lowest go, ties broken by channel index (the lower index goes first).
+    it; the lowest go, ties broken by channel index (the lower index goes first). A group through
+    attention is ranked by position within a head (the mean over heads), and the same positions
+    leave every head.
     """
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input)
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=example_input,
+                                                  unwrapped_parameters=unwrapped_parameters(model))
+    heads_of = head_groups(model)
     ignored_modules = {module for layer in ignored for module in layer.modules()}
     done = set()
     for name in order:
@@ -200,15 +215,32 @@ def _remove_channels_in_order(model, example_input, ratio: float, importance, ig
         group = graph.get_pruning_group(layer, prune_out_channels, list(range(channels)))
         tied = {tied_layer for tied_layer, _, _ in group_filters(group)}
         done |= tied
-        n_removed = channels - _channels_kept(channels, ratio)
+        heads = max([heads_of.get(item.dep.target.module, 1) for item in group])
+        per_head = channels // heads
+        n_removed = per_head - _channels_kept(per_head, ratio)
         if n_removed == 0 or tied & ignored_modules:
             continue
-        removed = torch.sort(importance(group), stable=True).indices[:n_removed]
+        by_position = importance(group).reshape(heads, per_head).mean(0)
+        positions = torch.sort(by_position, stable=True).indices[:n_removed]
+        removed = (positions[None] + per_head * torch.arange(heads)[:, None]).flatten()
         graph.get_pruning_group(layer, prune_out_channels, sorted(removed.tolist())).prune()
+        sync_widths(model)
 
 
 def _mask_weights(model: nn.Module, ratio: float, ignored: list[nn.Module]) -> int:
-    """Mask the ``ratio`` smallest-magnitude weights of all prunable layers; return how many."""
+    """Mask the ``ratio`` smallest-magnitude weights of all prunable layers and attentions' input
+    projections; return how many."""
+    attentions = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None]
     weights = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE) and m not in ignored]
+    weights += [(m, "in_proj_weight") for m in attentions if m not in ignored]
     torch_prune.global_unstructured(weights, pruning_method=torch_prune.L1Unstructured, amount=ratio)
-    return sum(int((module.get_buffer("weight_mask") == 0).sum()) for module, _ in weights)
+    for attention in attentions:
+        attention.register_forward_pre_hook(_mask_output_projection)
+    return sum(int((module.get_buffer(f"{name}_mask") == 0).sum()) for module, name in weights)
+
+
+def _mask_output_projection(attention: nn.MultiheadAttention, inputs) -> None:
+    """Apply ``attention.out_proj``'s mask before ``attention`` runs: the attention reads
+    ``out_proj.weight`` without calling ``out_proj``, so the mask's own hook would never refresh it."""
+    for hook in attention.out_proj._forward_pre_hooks.values():
+        hook(attention.out_proj, inputs)

@@ -21,6 +21,7 @@ from pescore_nb.digests import TRAINING_HASHES, image_hashes
 from pescore_nb.schema import CANDIDATE, CONTROL, CONTROL_FINETUNE, UNPRUNED, seeded_name
 from pescore_nb.senpis import class_balanced_sample
 
+from .attention import refuse_unprunable
 from .finetune import Finetune
 from .jobs import Job, PruningSample, SweepInputs, make_model, make_model_in_worker, start_worker, unsendable
 from .pruning import DATA_PRUNERS, PRUNERS, layer_names, output_layer, refuse_grouped_convolutions, trace
@@ -82,6 +83,7 @@ def sweep(
     if isinstance(workers, bool) or not isinstance(workers, numbers.Integral) or workers < 1:
         raise ValueError(f"workers must be an integer >= 1, got {workers!r}; pass 1 to make the models in this "
                          "process, or the number of worker processes to make them in.")
+    refuse_unprunable(model)
     logits, executed = trace(model, example_input)
     ignored = (
         [output_layer(executed, logits.shape[1])]
