@@ -200,30 +200,31 @@ def pe_vs_ratio(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = N
     band. The reference (unpruned) model is the star at ratio 0; the controls are labelled markers
     at ratio 0. Reference lines: the control's PE (or, without a control, ``pe_threshold``), the
     accuracy budget (reference minus ``max_accuracy_drop``) and chance accuracy (1 / number of classes).
+    Each panel's axes fit the lines, bands, error bars and reference lines; a control far outside
+    them (a randomised copy) is drawn at the edge, as in :func:`drop_scatter`.
     """
     ds, layer, cam = _select(ds, layer, cam)
     view = grouping.seed_view(ds, seed)
     fig = Figure(figsize=(COLUMN_WIDTH, 4.0), layout="constrained")
     score_ax, accuracy_ax = fig.subplots(2, 1, sharex=True)
     intervals = stats.bootstrap(view, variable, n_resamples=n_resamples, level=level, seed=bootstrap_seed)
-    _lines_with_bands(score_ax, view, intervals, _spread(ds, score(ds, variable), seed))
     if grouping.CORRECT in view:
         accuracy = stats.bootstrap(view, grouping.CORRECT, n_resamples=n_resamples, level=level,
                                    seed=bootstrap_seed, class_weights="support")
     else:
         accuracy = xr.Dataset({"estimate": view[schema.ACCURACY]})
-    _lines_with_bands(accuracy_ax, view, accuracy, _spread(ds, ds[schema.ACCURACY], seed), annotate=False)
     control = structure.control(view)
-    if control is not None:
-        score_ax.axhline(float(intervals["estimate"].sel(model=control)), color="0.35", linestyle="--",
-                         linewidth=0.8, label="control PE (fine-tune only)")
-    else:
-        score_ax.axhline(pe_threshold, color="0.35", linestyle="--", linewidth=0.8,
-                         label=f"trust threshold {pe_threshold:g}")
-    reference_accuracy = float(view[schema.ACCURACY].sel(model=structure.reference(view)))
-    accuracy_ax.axhline(reference_accuracy - max_accuracy_drop, color="0.35", linestyle="--", linewidth=0.8,
-                        label=f"accuracy budget (−{max_accuracy_drop * 100:g} points)")
+    trust_pe = float(intervals["estimate"].sel(model=control)) if control is not None else pe_threshold
+    budget = float(view[schema.ACCURACY].sel(model=structure.reference(view))) - max_accuracy_drop
     n_classes = len(np.unique(ds[schema.LABEL].values))
+    score_labels = _lines_with_bands(score_ax, view, intervals, _spread(ds, score(ds, variable), seed), [trust_pe],
+                                     LABELS.get(variable, variable))
+    accuracy_labels = _lines_with_bands(accuracy_ax, view, accuracy, _spread(ds, ds[schema.ACCURACY], seed),
+                                        [budget, 1.0 / n_classes], LABELS[schema.ACCURACY].lower(), annotate=False)
+    score_ax.axhline(trust_pe, color="0.35", linestyle="--", linewidth=0.8,
+                     label="control PE (fine-tune only)" if control is not None else f"trust threshold {pe_threshold:g}")
+    accuracy_ax.axhline(budget, color="0.35", linestyle="--", linewidth=0.8,
+                        label=f"accuracy budget (−{max_accuracy_drop * 100:g} points)")
     accuracy_ax.axhline(1.0 / n_classes, color="0.6", linestyle=":", linewidth=0.8,
                         label=f"chance (1/{n_classes})")
     score_ax.set_ylabel(LABELS.get(variable, variable))
@@ -233,36 +234,50 @@ def pe_vs_ratio(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = N
                        f"{where_seeds_text(layer, cam, ds, seed)}")
     handles, labels = _unique_legend_entries([score_ax, accuracy_ax])
     fig.legend(handles, labels, loc="outside lower center", ncols=2)
+    _place_labels(fig, score_ax, score_labels)
+    _place_labels(fig, accuracy_ax, accuracy_labels)
     return fig
 
 
-def _lines_with_bands(ax, view: xr.Dataset, interval: xr.Dataset, spread=None, annotate: bool = True) -> None:
+def _lines_with_bands(ax, view: xr.Dataset, interval: xr.Dataset, spread, lines: list[float], quantity: str,
+                      annotate: bool = True) -> list[tuple[float, float, str, str]]:
     """One line (and band, when ``interval`` has ``low``/``high``) per pruner, from the reference at
-    0; the reference as a star and each control as a labelled marker at ratio 0. ``view``: one
-    model per group (:func:`grouping.seed_view`); ``spread``: the (lowest, highest) seed of each
-    group, drawn as error bars."""
+    0; the reference as a star and each control as a marker at ratio 0. ``view``: one model per group
+    (:func:`grouping.seed_view`); ``spread``: the (lowest, highest) seed of each group, drawn as error
+    bars. The axes fit all of that and the reference ``lines`` (heights); a control far outside is drawn
+    at the edge (:func:`_fit_with_controls`, saying its ``quantity``). Returns the controls' labels for
+    :func:`_place_labels`: the edge's first, then (``annotate``) each control's short name beside its marker."""
     reference = structure.reference(view)
+    extent = [(0.0, float(interval["estimate"].sel(model=reference)))] + [(0.0, height) for height in lines]
     for pruner, style in _pruner_styles(view).items():
         models = [reference] + structure.by_ratio(view, pruner)
         ratios = view[schema.RATIO].sel(model=models).values
         estimate = interval["estimate"].sel(model=models).values
         ax.plot(ratios, estimate, label=pruner_name(pruner), **style)
+        extent += list(zip(ratios, estimate))
         if "low" in interval:
-            ax.fill_between(ratios, interval["low"].sel(model=models).values,
-                            interval["high"].sel(model=models).values, color=style["color"], alpha=0.2,
-                            linewidth=0)
+            low, high = (interval[end].sel(model=models).values for end in ("low", "high"))
+            ax.fill_between(ratios, low, high, color=style["color"], alpha=0.2, linewidth=0)
+            extent += list(zip(ratios, low)) + list(zip(ratios, high))
         if spread is not None:
-            _error_bars(ax, ratios, estimate, style["color"], [extreme.sel(model=models).values for extreme in spread])
+            extremes = [extreme.sel(model=models).values for extreme in spread]
+            _error_bars(ax, ratios, estimate, style["color"], extremes)
+            extent += [point for extreme in extremes for point in zip(ratios, extreme)]
     ax.plot([0.0], [float(interval["estimate"].sel(model=reference))], label=schema.REFERENCE, **REFERENCE_STYLE)
-    for control in structure.controls(view):
-        value = float(interval["estimate"].sel(model=control))
-        style = CONTROL_STYLES.get(control, CONTROL_STYLES[schema.CONTROL_TWIN])
-        ax.plot([0.0], [value], label=control_name(control), **style)
-        if spread is not None:
-            _error_bars(ax, [0.0], [value], style["color"], [extreme.sel(model=[control]).values for extreme in spread])
-        if annotate:
-            ax.annotate("fine-tune" if control == schema.CONTROL_FINETUNE else control.split(":")[-1], (0.0, value),
-                        xytext=(6, 2), textcoords="offset points", fontsize=6, color=style["color"], va="bottom")
+    controls = {control: (0.0, float(interval["estimate"].sel(model=control))) for control in structure.controls(view)}
+    labels = _fit_with_controls(ax, extent, controls, {control: f"{quantity} {value:.2f}"
+                                                       for control, (_, value) in controls.items()})
+    limits = [ax.get_xlim(), ax.get_ylim()]
+    for control, point in controls.items():
+        if _inside(point, limits):  # drawn in place by _fit_with_controls
+            style = CONTROL_STYLES.get(control, CONTROL_STYLES[schema.CONTROL_TWIN])
+            if spread is not None:
+                _error_bars(ax, [0.0], [point[1]], style["color"],
+                            [extreme.sel(model=[control]).values for extreme in spread])
+            if annotate:
+                short = "fine-tune" if control == schema.CONTROL_FINETUNE else control.split(":")[-1]
+                labels.append((*point, short, style["color"]))
+    return labels
 
 
 def _unique_legend_entries(axes) -> tuple[list, list]:
@@ -616,7 +631,7 @@ def drop_scatter(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = 
     return fig
 
 
-CONTROL_REACH = 0.5  # a drop scatter widens its axes for a control within half their span beyond them
+CONTROL_REACH = 0.5  # a figure widens its axes for a control within half their span beyond them
 
 
 def _padded(values: list[float], share: float = 0.08) -> tuple[float, float]:

@@ -1,4 +1,5 @@
 """The explorer driven from Python, in the style of ipywidgets' own tests: set a control, check outputs."""
+import html
 import io
 import re
 
@@ -6,14 +7,16 @@ import dask.array
 import matplotlib.text
 import numpy as np
 import pytest
+import torch
 import xarray as xr
 from PIL import Image
+from torch.utils.data import Subset
 
 import pescore_nb
-from pescore_nb import by_class, schema, structure, wording
+from pescore_nb import by_class, data, evaluate, schema, structure, wording, zoo
 from pescore_nb.explorer import Explorer, explore
 from pescore_nb.explorer.app import ALL
-from pescore_nb.explorer.render import colorbar_figure
+from pescore_nb.explorer.render import colorbar_figure, overlay
 from pescore_nb.explorer.summary import SummaryFigure
 from pescore_nb.plot import DIFFERENCE_COLORMAP
 from tests.synthetic import results_dataset, seeded_results_dataset
@@ -111,9 +114,9 @@ def test_summary_curves_and_bars_equal_by_class(ds):
                                pescore_nb.score(ds).sel({schema.MODEL: models, schema.LAYER: "features.7",
                                                          schema.CAM: "gradcam"}))
     assert list(summary.marker.get_xdata()) == [0.3, 0.3]
-    heights = [bar.get_height() for bar in summary.bars[:-1]]
-    np.testing.assert_allclose(heights, pe.sel(model="random@0.30").values)
-    compared = [bar.get_height() for bar in summary.compared_bars[:-1]]
+    lengths = [bar.get_width() for bar in summary.bars[:-1]]
+    np.testing.assert_allclose(lengths, pe.sel(model="random@0.30").values)
+    compared = [bar.get_width() for bar in summary.compared_bars[:-1]]
     np.testing.assert_allclose(compared, pe.sel(model="l2@0.30").values)
 
 
@@ -137,7 +140,7 @@ def test_pruner_change_offers_its_ratios_and_keeps_the_nearest():
     c = explorer.controls
     c.ratio.value = 0.6
     assert "no random filter model here" in explorer.captions.side_b.value
-    assert all(np.isnan(bar.get_height()) or bar.get_height() == 0 for bar in explorer.summary.compared_bars)
+    assert all(bar.get_width() == 0 for bar in explorer.summary.compared_bars)
     c.pruner.value = "random"
     assert c.ratio.options == (("0.30", 0.3),)
     assert selected(explorer)[schema.MODEL] == "random@0.30"
@@ -250,6 +253,32 @@ def test_candidates_without_ratios_get_a_model_picker():
     assert "hatched control: twin" in explorer.captions.summary.value
 
 
+def test_a_users_own_models_scored_by_evaluate_show_side_by_side_with_a_verdict():
+    torch.manual_seed(0)
+    reference, mine, theirs = (zoo.VGG(10, config=[4, "M", 8]).eval() for _ in range(3))
+    ds = evaluate(reference, {"mine": mine, "theirs": theirs}, Subset(data.builtin("digits", "test"), range(20)),
+                  layers=["features.6"], progress=False)
+    assert np.isnan(ds[schema.RATIO].sel(model=["mine", "theirs"]).values).all()  # no pruner, no ratio
+    explorer = explore(ds)
+    c = explorer.controls
+    assert [name for name, _ in c.model.options] == ["mine", "theirs"]
+    assert [name for name, _ in c.compare.options] == ["theirs"]
+    image = c.image.value
+    picture = ds[schema.INPUT].isel(image=image).values.transpose(1, 2, 0)
+    expected = {model: overlay(picture, ds[schema.HEATMAP].sel(model=model).isel(layer=0, cam=0, image=image).values)
+                for model in ("mine", "theirs")}
+    assert np.abs(expected["mine"].astype(float) - expected["theirs"]).mean() > 10  # two maps to tell apart
+    for panel, model in (("side_a", "mine"), ("side_b", "theirs")):
+        shown = pixels(getattr(explorer.panels, panel).value).astype(float)  # JPEG: close, not exact
+        assert np.abs(shown - expected[model]).mean() < 3, panel
+    verdict = pescore_nb.assess(ds).sel(model="mine", layer="features.6", cam="gradcam++")
+    words = wording.verdict_text(verdict, explorer.catalog.layer_flag(0, 0))
+    assert f"style='color:{words.colour};font-size:15px'" in explorer.verdict.value
+    assert f"{words.mark} {html.escape(words.headline)}</b> · mine" in explorer.verdict.value
+    assert [tick.get_text() for tick in explorer.summary.curve_axes.get_xticklabels()] == ["reference", "mine",
+                                                                                         "theirs"]
+
+
 def test_verdict_follows_the_trust_rule_and_the_ratio():
     ds = results_dataset(n_images=30, size=16, ratios=(0.02, 0.6), controls={schema.CONTROL_FINETUNE: 0.0})
     explorer = explore(ds)
@@ -275,7 +304,7 @@ def test_colour_bars_and_a_fixed_size_summary(ds):
     width, height = explorer.summary.pixels
     assert summary.shape[:2] == (height, width)
     assert explorer.panels.summary.layout.width == f"{width}px"
-    assert explorer.summary.curve_axes.get_ylabel() and explorer.summary.bar_axes.get_ylabel()
+    assert explorer.summary.curve_axes.get_ylabel() and explorer.summary.bar_axes.get_xlabel()
     legend = [t.get_text() for t in explorer.summary.class_legend.get_texts()]
     assert legend == ["class0", "class1", "class2", "all (weighted)"]
 
@@ -465,8 +494,28 @@ def test_the_summarys_text_is_12_px_or_more_and_inside_it(ds):
     assert all(text.get_fontsize() * figure.dpi / 72 >= 12 for text, _ in texts)
     drawn = figure.get_tightbbox(figure.canvas.get_renderer()).transformed(figure.dpi_scale_trans)  # px
     assert drawn.x0 >= 0 and drawn.y0 >= 0 and drawn.x1 <= figure.bbox.x1 and drawn.y1 <= figure.bbox.y1
-    for names in (["circle", "square", "triangle"], ["a", "b", "c"], [f"class{k}" for k in range(8)]):
-        summary = SummaryFigure(names, 0.7)
-        boxes = [box for text, box in text_boxes(summary.figure) if text in summary.bar_axes.get_xticklabels()]
-        assert len(boxes) == len(names) + 1
-        assert not any(a.overlaps(b) for a, b in zip(boxes, boxes[1:])), names
+
+
+SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
+DIGITS = [str(k) for k in range(10)]
+LONG = "a class name far too long to stand beside a bar"  # cut, with an ellipsis; the legend has it whole
+
+
+@pytest.mark.parametrize("names", [SHAPES, DIGITS, ["a", "b", "c"], [f"class{k}" for k in range(16)], [LONG, "short"]])
+def test_every_class_name_beside_the_bars_is_whole_legible_and_clear_of_all_other_text(names):
+    summary = SummaryFigure(names, 0.7)
+    figure = summary.figure
+    boxes = text_boxes(figure)
+    ticks = [(text, box) for text, box in boxes if text in summary.bar_axes.get_yticklabels()]
+    assert len(ticks) == len(names) + 1
+    for name, (text, _) in zip(names + ["all"], ticks):
+        shown = text.get_text()
+        assert shown == name if name != LONG else (shown.endswith("…") and LONG.startswith(shown[:-1]))
+    for text, box in ticks:
+        assert text.get_fontsize() * figure.dpi / 72 >= 12, text.get_text()
+        assert figure.bbox.contains(box.x0, box.y0) and figure.bbox.contains(box.x1, box.y1), text.get_text()
+        others = [other for other_text, other in boxes if other_text is not text]
+        assert not any(box.overlaps(other) for other in others), f"{text.get_text()} overlaps another text"
+        assert not box.overlaps(summary.curve_axes.get_window_extent()), text.get_text()
+        assert box.x1 <= summary.bar_axes.get_window_extent().x0, text.get_text()
+    assert summary.pixels[1] >= 60 + len(ticks) * 16  # the figure grew instead of squeezing the rows

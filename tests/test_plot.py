@@ -418,6 +418,29 @@ def test_a_control_far_above_the_candidates_is_drawn_at_the_top_edge_pointing_up
     assert_apart_and_inside(fig, ax)
 
 
+def test_pe_vs_ratio_draws_a_randomised_copy_far_below_at_the_edge_not_stretching_the_axes():
+    name = schema.RANDOMISED_PREFIX + "features.3"
+    ds = results_dataset(n_images=60, pruners=DEMO_PRUNERS, ratios=(0.05, 0.1, 0.2),
+                         controls={schema.CONTROL_FINETUNE: 0.02, schema.CONTROL_TWIN: 0.3, name: 3.0})
+    fig = plot.pe_vs_ratio(ds, **FAST)
+    score_ax, accuracy_ax = fig.axes
+    pe = score(ds).sel(PICK)
+    bottom, top = score_ax.get_ylim()
+    drawn = np.concatenate([line(score_ax, plot.pruner_name(p)).get_ydata() for p in DEMO_PRUNERS]
+                           + [band.get_paths()[0].vertices[:, 1] for band in score_ax.collections
+                              if isinstance(band, PolyCollection)])
+    assert float(pe.sel(model=name)) < bottom <= drawn.min() and drawn.max() <= top
+    assert drawn.min() - bottom <= 0.1 * (top - bottom)  # the axis ends just below the lowest band
+    edge = line(score_ax, "randomised at features.3 (off scale, at the edge)")
+    assert edge.get_marker() == "v" and edge.get_ydata()[0] == pytest.approx(bottom)
+    assert edge.get_xdata()[0] == 0.0  # still at its ratio
+    assert f"randomised copy ↓ (PE-score {float(pe.sel(model=name)):.2f})" in [t.get_text() for t in score_ax.texts]
+    assert line(score_ax, "control: twin (other seed)").get_ydata()[0] == pytest.approx(float(pe.sel(model=schema.CONTROL_TWIN)))
+    assert_apart_and_inside(fig, score_ax)
+    chance = line(accuracy_ax, "chance (1/3)").get_ydata()[0]
+    assert accuracy_ax.get_ylim()[0] <= chance  # chance is a reference line: the accuracy axis keeps it
+
+
 @pytest.fixture(scope="module")
 def user_models():
     return user_models_dataset(n_images=30, size=16, controls={schema.CONTROL_FINETUNE: 0.05})

@@ -10,16 +10,18 @@ from __future__ import annotations
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.font_manager import FontProperties
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch, Rectangle
 
 from .render import encode
 
 BAR_WIDTH = 0.4
-CHARACTER_WIDTH = 0.6  # an average character's width, in font sizes: names under the bars are cut to fit
 DIMMED = 0.2
 DPI = 100
 FONT = 9  # points: 12.5 px at DPI 100 (the explorer's smallest text is 12 px)
+ROW_PX = 16  # px per class row of the bars: 12.5 px names that never touch (the figure grows to give it)
+NAME_PX = 110  # px: the widest class name beside the bars; a longer one is cut (the legend gives it whole)
 TRUSTED_COLOUR = "#009E73"  # Okabe-Ito bluish green
 TRUST_LINE_COLOUR = "#D55E00"  # vermillion
 
@@ -30,19 +32,21 @@ class SummaryFigure:
     absolute threshold), the accuracy budget, and a green band over the trusted ratios. Middle: PE
     per class (and "all") at the current ratio, for the selected pruner (solid) and the compared one
     (hatched). Right: the legends. ``x_labels`` (the picker mode, models without ratios) makes the
-    x axis categorical: one tick per model, points without lines.
+    x axis categorical: one tick per model, points without lines. The bars lie horizontally, a row
+    per class, its name beside it: ``pixels`` grows in height when :data:`ROW_PX` per row needs it.
     """
 
     def __init__(self, class_names: list[str], max_ratio: float = 1.0, x_labels: list[str] | None = None,
                  pixels: tuple[int, int] = (780, 240)):
-        self.pixels = pixels
-        self.figure = Figure(figsize=(pixels[0] / DPI, pixels[1] / DPI), dpi=DPI)
-        FigureCanvasAgg(self.figure)
-        width, height = pixels
+        rows = len(class_names) + 1  # the classes, then all
+        self.pixels = width, height = pixels[0], max(pixels[1], 60 + rows * ROW_PX)
+        self.figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+        renderer = FigureCanvasAgg(self.figure).get_renderer()
         to_figure = lambda left, bottom, w, h: (left / width, bottom / height, w / width, h / height)  # noqa: E731
         self.curve_axes = self.figure.add_axes(to_figure(48, 48, 262, height - 60))
-        bar_width = 170  # px
-        self.bar_axes = self.figure.add_axes(to_figure(388, 48, bar_width, height - 60))
+        names = [_cut(name, NAME_PX, renderer) for name in list(class_names) + ["all"]]
+        bars_left = 330 + max(_text_px(name, renderer) for name in names)  # names right-aligned left of the bars
+        self.bar_axes = self.figure.add_axes(to_figure(bars_left, 48, 564 - bars_left, height - 60))
         colors = [f"C{k % 10}" for k in range(len(class_names))]
         categorical = x_labels is not None
         style: dict = {"linestyle": "none"} if categorical else {}
@@ -77,19 +81,18 @@ class SummaryFigure:
         axes.grid(alpha=0.3)
 
         axes = self.bar_axes
-        positions = np.arange(len(class_names) + 1)
-        self.bars = axes.bar(positions - BAR_WIDTH / 2, np.zeros(len(positions)), BAR_WIDTH,
-                             color=colors + ["k"], animated=True)
-        self.compared_bars = axes.bar(positions + BAR_WIDTH / 2, np.zeros(len(positions)), BAR_WIDTH,
-                                      color="none", edgecolor=colors + ["k"], hatch="///", animated=True)
-        fitting = max(1, int((bar_width / len(positions) - 6) / (FONT * DPI / 72 * CHARACTER_WIDTH)))
-        axes.set_xticks(positions, [_cut(name, fitting) for name in list(class_names) + ["all"]], fontsize=FONT)
-        for label, color in zip(axes.get_xticklabels(), colors + ["k"]):
+        positions = np.arange(rows)
+        self.bars = axes.barh(positions - BAR_WIDTH / 2, np.zeros(rows), BAR_WIDTH, color=colors + ["k"],
+                              animated=True)
+        self.compared_bars = axes.barh(positions + BAR_WIDTH / 2, np.zeros(rows), BAR_WIDTH, color="none",
+                                       edgecolor=colors + ["k"], hatch="///", animated=True)
+        axes.set_yticks(positions, names, fontsize=FONT)
+        for label, color in zip(axes.get_yticklabels(), colors + ["k"]):
             label.set_color(color)
-        axes.set(ylim=(0.0, 1.05), xlim=(-0.6, len(class_names) + 0.6))
-        axes.set_ylabel("PE-score per class", fontsize=FONT)
+        axes.set(xlim=(0.0, 1.05), ylim=(rows - 0.4, -0.6), xticks=[0.0, 0.5, 1.0])  # the first class on top
+        axes.set_xlabel("PE-score per class", fontsize=FONT, labelpad=1)
         axes.tick_params(labelsize=FONT)
-        axes.grid(axis="y", alpha=0.3)
+        axes.grid(axis="x", alpha=0.3)
 
         classes = [Line2D([], [], color=c, lw=2, label=name) for c, name in zip(colors, class_names)]
         classes.append(Line2D([], [], color="k", lw=2.5, label="all (weighted)"))
@@ -136,11 +139,11 @@ class SummaryFigure:
         self.trusted_span.set_width(0.0 if not trusted_up_to else trusted_up_to - start)
 
     def set_bars(self, pe: np.ndarray, compared_pe: np.ndarray) -> None:
-        """Bar heights ``(K + 1,)`` (classes, then all); NaN (no such model) draws no bar."""
-        for bar, height in zip(self.bars, pe):
-            bar.set_height(0.0 if np.isnan(height) else height)
-        for bar, height in zip(self.compared_bars, compared_pe):
-            bar.set_height(0.0 if np.isnan(height) else height)
+        """Bar lengths ``(K + 1,)`` (classes, then all); NaN (no such model) draws no bar."""
+        for bar, length in zip(self.bars, pe):
+            bar.set_width(0.0 if np.isnan(length) else length)
+        for bar, length in zip(self.compared_bars, compared_pe):
+            bar.set_width(0.0 if np.isnan(length) else length)
 
     def highlight(self, selected: int | None) -> None:
         """Dim every class but position ``selected`` (None: show all)."""
@@ -162,8 +165,14 @@ class SummaryFigure:
         return encode(np.asarray(canvas.buffer_rgba()))
 
 
-def _cut(name: str, characters: int) -> str:
-    """``name`` in at most ``characters`` characters, cut with an ellipsis (the legend gives it whole)."""
-    if len(name) <= characters:
-        return name
-    return name[:characters - 1] + "…" if characters > 1 else name[:1]
+def _text_px(text: str, renderer) -> float:
+    """The width in pixels of ``text`` at :data:`FONT` points."""
+    return renderer.get_text_width_height_descent(text, FontProperties(size=FONT), ismath=False)[0]
+
+
+def _cut(name: str, pixels: float, renderer) -> str:
+    """``name`` at most ``pixels`` wide, cut with an ellipsis (the legend gives it whole)."""
+    cut = name
+    while len(cut) > 1 and _text_px(cut, renderer) > pixels:
+        cut = cut[:-2] + "…"
+    return cut
