@@ -47,7 +47,7 @@ from torch.utils.data import Dataset
 
 from . import __version__, data, prune, runconfig, schema, specs, structure, wording, zoo
 from . import model_cache
-from .cam import CamEngine
+from .cam import LAYER_FREE, CamEngine
 from .controls import as_control, randomised
 from .evaluation import evaluate
 from .specs import ConfigError, FinetuneSpec, PruneSpec
@@ -157,7 +157,7 @@ def _run(args: argparse.Namespace) -> None:
                    args.overwrite, "output")
     _check_layers({schema.REFERENCE: reference}, layers)
     dataset = config.data.build()
-    _check_maps(reference, layers, config.reshape_transform, dataset[0][0][None], config.device)
+    _check_maps(reference, layers, config.cams, config.reshape_transform, dataset[0][0][None], config.device)
     if config.prune is not None:
         train = config.prune.data.build() if config.prune.data is not None else None
         classes = list(getattr(dataset, "classes"))
@@ -176,8 +176,9 @@ def _run(args: argparse.Namespace) -> None:
     candidates.update(_controls(reference, layers, config.twin.build() if config.twin else None))
     _check_layers(candidates, layers)
     ds = evaluate(reference, candidates, dataset, layers=layers, cams=config.cams, batch_size=config.batch_size,
-                  device=config.device, config=config.pe, reshape_transform=config.reshape_transform, sp2ps_config=Sp2PSConfig() if config.sp2ps or args.sp2ps
-                  else None, heatmap_size=config.heatmap_size, heatmap_dtype=config.heatmap_dtype)
+                  device=config.device, config=config.pe, reshape_transform=config.reshape_transform,
+                  sp2ps_config=Sp2PSConfig() if config.sp2ps or args.sp2ps else None,
+                  heatmap_size=config.heatmap_size, heatmap_dtype=config.heatmap_dtype)
     _report(ds, config.results, args.overwrite, pe_threshold=config.pe_threshold,
             max_accuracy_drop=config.max_accuracy_drop)
 
@@ -245,11 +246,14 @@ def _cam_layers(reference: nn.Module) -> tuple[str, ...]:
     return tuple(layers)
 
 
-def _check_maps(reference: nn.Module, layers: Sequence[str], reshape_transform, image: torch.Tensor,
-                device: str | None) -> None:
+def _check_maps(reference: nn.Module, layers: Sequence[str], cams: Sequence[str], reshape_transform,
+                image: torch.Tensor, device: str | None) -> None:
     """Before any work: the reference's Grad-CAM of ``image`` ``(1, C, H, W)`` at every layer, so a layer
     whose output is not ``(N, C, h, w)``, or a ``reshape_transform`` that does not fit it, is refused
-    before pruning (the layout is the same for every CAM method)."""
+    before pruning (every CAM method reads the layer the same way; none is made when all of ``cams``
+    ignore the layers)."""
+    if all(method in LAYER_FREE for method in cams):
+        return
     try:
         CamEngine(reference, layers, "gradcam", device=device, reshape_transform=reshape_transform)(image)
     except ValueError as error:

@@ -502,6 +502,13 @@ def test_bad_runs_give_one_line_and_exit_2(case, changes, needle, tiny_config, c
     assert needle in error_line(capsys.readouterr().err)
 
 
+def test_a_layer_that_gives_no_map_is_refused_before_any_pruning(tiny_config, capsys, monkeypatch):
+    monkeypatch.setattr(prune, "sweep", lambda *args, **kwargs: pytest.fail("pruned before checking the layer"))
+    assert cli.main(["run", str(tiny_config(**NOT_SPATIAL))]) == 2
+    assert error_line(capsys.readouterr().err).startswith("pescore: error: layers: the reference's maps of the first "
+                                                          "image fail: Layer 'classifier.1' gives")
+
+
 def test_a_candidate_with_other_classes_and_a_factory_that_raises_give_one_line(tiny_config, tmp_path, capsys):
     torch.save(zoo.VGG(4, config=TINY_VGG).state_dict(), tmp_path / "four.pt")
     path = tiny_config(prune=None, candidates={"four": {"factory": "pescore_nb.zoo:VGG", "weights": "four.pt",
