@@ -1,8 +1,8 @@
 """The command line ``pescore`` (also ``python -m pescore_nb``): the whole job, headless.
 
-    pescore demo [--out DIR] [--seed BASE] [--quick] [--raw] [--sp2ps] [--overwrite]
-        Loads (or trains once) the zoo's VGG on ``shapes`` and its twin (zoo seed 1), prunes the VGG
-        with ``l2``, ``senpis``, ``taylor`` and ``random`` at 0.05 ... 0.7 (SeNPIS-Faster and Taylor
+    pescore demo [--model vgg|vit] [--out DIR] [--seed BASE] [--quick] [--raw] [--sp2ps] [--overwrite]
+        Loads (or trains once) the zoo's VGG (``--model vit``: its ViT) on ``shapes`` and its twin
+        (zoo seed 1), prunes it with ``l2``, ``senpis``, ``taylor`` and ``random`` at 0.05 ... 0.7 (SeNPIS-Faster and Taylor
         read the training split), fine-tunes each pruned copy and the unpruned ``control:finetune``
         with one recipe (Adam, learning rate annealed to zero), once per fine-tuning seed: the
         ``DEMO_SEEDS`` seeds BASE, BASE + 1, ... (``--seed``, default 0; it never changes the reference
@@ -68,6 +68,7 @@ DEMO_HEATMAPS: dict[str, Any] = {"heatmap_size": (32, 32),  # the CAMs are coars
 DEMO_SEEDS = 4  # fine-tuning seeds of every candidate and of control:finetune: --seed, --seed + 1, ...
 QUICK_SEEDS = 3  # benchmarks/demo_design.md: 4 seeds reproduce the verdict; --quick keeps 3 to stay fast
 DEMO_CAMS = ("gradcam++",)
+DEMO_MODELS = ("vgg", "vit")  # the zoo architectures --model takes, the default first
 REPORT_FILE = "report.html"
 MAX_FILE_NAME = 255  # bytes: the limit of common file systems
 USER_ERRORS = (ConfigError, ValueError, TypeError, OSError, ImportError)  # bad input: one line, exit 2
@@ -92,7 +93,9 @@ def _parser() -> argparse.ArgumentParser:
                                      "model still look at the same pixels, with the same confidence?")
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
-    demo = commands.add_parser("demo", help="prune and score the zoo's VGG on the built-in shapes data")
+    demo = commands.add_parser("demo", help="prune and score the zoo's VGG (or ViT) on the built-in shapes data")
+    demo.add_argument("--model", choices=DEMO_MODELS, default=DEMO_MODELS[0],
+                      help="the zoo model to prune: a small VGG (default) or a small vision transformer")
     demo.add_argument("--out", default="pescore-demo", help="output folder (default: ./pescore-demo)")
     demo.add_argument("--seed", type=int, default=0, metavar="BASE",
                       help=f"first fine-tuning seed: the models are made with the {DEMO_SEEDS} seeds BASE, BASE+1, ... "
@@ -128,8 +131,8 @@ def _parser() -> argparse.ArgumentParser:
 def _demo(args: argparse.Namespace) -> None:
     results = Path(args.out).expanduser().resolve() / runconfig.RESULTS_FILE
     spec = QUICK_PRUNE if args.quick else DEMO_PRUNE
-    _check_outputs(results, spec.pruners, zoo.cam_layers("vgg", "shapes"), DEMO_CAMS, args.overwrite, "--out")
-    reference = zoo.load("vgg", "shapes")
+    _check_outputs(results, spec.pruners, zoo.cam_layers(args.model, "shapes"), DEMO_CAMS, args.overwrite, "--out")
+    reference = zoo.load(args.model, "shapes")
     test = data.shapes(QUICK_IMAGES, split="test") if args.quick else data.builtin("shapes", "test")
     train = data.builtin("shapes", "train")
     finetune = None
@@ -138,7 +141,7 @@ def _demo(args: argparse.Namespace) -> None:
         finetune = DEMO_FINETUNE.build(specs.first_images(train, images))
     candidates = prune.sweep(reference, train[0][0][None], spec.ratios, pruner=spec.pruners, seed=args.seed,
                              seeds=QUICK_SEEDS if args.quick else DEMO_SEEDS, finetune=finetune, data=train, progress=True, workers=_cores())
-    candidates.update(_controls(reference, reference.cam_layers, zoo.load("vgg", "shapes", seed=1)))
+    candidates.update(_controls(reference, reference.cam_layers, zoo.load(args.model, "shapes", seed=1)))
     ds = evaluate(reference, candidates, test, layers=reference.cam_layers, cams=DEMO_CAMS,
                   sp2ps_config=Sp2PSConfig() if args.sp2ps else None, **DEMO_HEATMAPS)
     _report(ds, results, args.overwrite)
