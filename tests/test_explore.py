@@ -305,8 +305,9 @@ def test_colour_bars_and_a_fixed_size_summary(ds):
     assert summary.shape[:2] == (height, width)
     assert explorer.panels.summary.layout.width == f"{width}px"
     assert explorer.summary.curve_axes.get_ylabel() and explorer.summary.bar_axes.get_xlabel()
-    legend = [t.get_text() for t in explorer.summary.class_legend.get_texts()]
-    assert legend == ["class0", "class1", "class2", "all (weighted)"]
+    names = explorer.summary.bar_axes.get_yticklabels()
+    assert [name.get_text() for name in names] == ["class0", "class1", "class2", "all"]
+    assert [name.get_color() for name in names] == [line.get_color() for line in explorer.summary.pe_lines] + ["k"]
 
 
 def test_the_difference_is_drawn_over_a_visible_symmetric_range():
@@ -468,6 +469,17 @@ def text_boxes(figure) -> list:
             if text.get_visible() and text.get_text().strip()]
 
 
+def drawn_text_boxes(figure) -> list:
+    """:func:`text_boxes` less the tick labels beyond an axis' view limits (matplotlib keeps, never draws them)."""
+    boxes, hidden = text_boxes(figure), set()  # drawn first: the ticks take their places
+    for ax in figure.axes:
+        for axis in (ax.xaxis, ax.yaxis):
+            low, high = sorted(axis.get_view_interval())
+            drawn = {id(tick.label1) for tick in axis.get_major_ticks() if low <= tick.get_loc() <= high}
+            hidden |= {id(tick.label1) for tick in axis.majorTicks} - drawn  # the pool holds spare ticks too
+    return [(text, box) for text, box in boxes if id(text) not in hidden]
+
+
 @pytest.mark.parametrize("limit", [1.0, 0.5, 0.2, 0.1])
 def test_the_difference_colour_bar_label_is_inside_the_figure_and_clear_of_the_ticks(limit):
     figure = colorbar_figure(DIFFERENCE_COLORMAP, -limit, limit, "Δ CAM", 140)  # the explorer's panel height
@@ -498,24 +510,30 @@ def test_the_summarys_text_is_12_px_or_more_and_inside_it(ds):
 
 SHAPES = ["circle", "square", "triangle", "star", "cross", "ring"]
 DIGITS = [str(k) for k in range(10)]
-LONG = "a class name far too long to stand beside a bar"  # cut, with an ellipsis; the legend has it whole
+LONG = "a class name far too long to stand beside a bar"  # cut, with an ellipsis (the class picker has it whole)
 
 
+MODELS = {"by ratio": {"max_ratio": 0.7}, "three models": {"x_labels": ["reference", "mine-medium-wide", "theirs"]},
+          "nine models": {"x_labels": ["reference"] + [f"model-{k}" for k in range(8)]}}
+
+
+@pytest.mark.parametrize("mode", list(MODELS))
 @pytest.mark.parametrize("names", [SHAPES, DIGITS, ["a", "b", "c"], [f"class{k}" for k in range(16)], [LONG, "short"]])
-def test_every_class_name_beside_the_bars_is_whole_legible_and_clear_of_all_other_text(names):
-    summary = SummaryFigure(names, 0.7)
+def test_every_text_of_the_summary_is_legible_whole_and_clear_of_the_others(names, mode):
+    summary = SummaryFigure(names, **MODELS[mode])
     figure = summary.figure
-    boxes = text_boxes(figure)
-    ticks = [(text, box) for text, box in boxes if text in summary.bar_axes.get_yticklabels()]
-    assert len(ticks) == len(names) + 1
-    for name, (text, _) in zip(names + ["all"], ticks):
-        shown = text.get_text()
-        assert shown == name if name != LONG else (shown.endswith("…") and LONG.startswith(shown[:-1]))
-    for text, box in ticks:
+    boxes = drawn_text_boxes(figure)
+    for i, (text, box) in enumerate(boxes):
         assert text.get_fontsize() * figure.dpi / 72 >= 12, text.get_text()
         assert figure.bbox.contains(box.x0, box.y0) and figure.bbox.contains(box.x1, box.y1), text.get_text()
-        others = [other for other_text, other in boxes if other_text is not text]
-        assert not any(box.overlaps(other) for other in others), f"{text.get_text()} overlaps another text"
-        assert not box.overlaps(summary.curve_axes.get_window_extent()), text.get_text()
-        assert box.x1 <= summary.bar_axes.get_window_extent().x0, text.get_text()
+        assert not any(box.overlaps(other) for _, other in boxes[i + 1:]), f"{text.get_text()} overlaps another text"
+    ticks = [text for text, _ in boxes if text in summary.bar_axes.get_yticklabels()]
+    assert len(ticks) == len(names) + 1
+    for name, text in zip(names + ["all"], ticks):
+        shown = text.get_text()
+        assert shown == name if name != LONG else (shown.endswith("…") and LONG.startswith(shown[:-1]))
+        box = text.get_window_extent()
+        assert not box.overlaps(summary.curve_axes.get_window_extent()) and box.x1 <= summary.bar_axes.get_window_extent().x0
     assert summary.pixels[1] >= 60 + len(ticks) * 16  # the figure grew instead of squeezing the rows
+    under = [text.get_text() for text in summary.curve_axes.get_xticklabels()] if "x_labels" in MODELS[mode] else []
+    assert under in ([], ["reference", "mine-med…", "theirs"], ["ref", *map(str, range(1, 9))])

@@ -123,8 +123,8 @@ class Explorer(widgets.VBox):
         if self.by_ratio:
             self.summary = SummaryFigure(class_names, max(max(r) for r in catalog.ratios.values()))
         else:
-            self.summary = SummaryFigure(class_names, x_labels=["reference"] + [_short(catalog.name(m))
-                                                                                for m in catalog.pickable])
+            names = [catalog.name(model) for model in catalog.pickable]
+            self.summary = SummaryFigure(class_names, x_labels=["reference", *names])
         width, height = self.summary.pixels
         self.panels.summary.layout = {"width": f"{width}px", "height": f"{height}px", "flex": "0 0 auto"}
         self.captions.summary.layout = {"width": f"{width}px", "height": "20px"}
@@ -459,10 +459,6 @@ def _square(size: int) -> dict:
 
 def _slider_width(ratios: tuple) -> str:
     return f"{min(640, max(240, PIXELS_PER_STOP * len(ratios) + 90))}px"
-
-
-def _short(name: str) -> str:
-    return name if len(name) <= 14 else name[:13] + "…"
 
 
 def _ratio_options(ratios: tuple) -> list:

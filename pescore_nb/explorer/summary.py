@@ -21,7 +21,9 @@ DIMMED = 0.2
 DPI = 100
 FONT = 9  # points: 12.5 px at DPI 100 (the explorer's smallest text is 12 px)
 ROW_PX = 16  # px per class row of the bars: 12.5 px names that never touch (the figure grows to give it)
-NAME_PX = 110  # px: the widest class name beside the bars; a longer one is cut (the legend gives it whole)
+NAME_PX = 110  # px: the widest class name beside the bars; a longer one is cut with an ellipsis
+CURVE_PX = 262  # px: the width of the curves' axes
+NAMED_MODELS = 6  # models named under the curves (the picker mode); more are numbered
 TRUSTED_COLOUR = "#009E73"  # Okabe-Ito bluish green
 TRUST_LINE_COLOUR = "#D55E00"  # vermillion
 
@@ -31,9 +33,11 @@ class SummaryFigure:
     ones in black, a dotted marker at the current ratio, the trust line (the control's PE, or the
     absolute threshold), the accuracy budget, and a green band over the trusted ratios. Middle: PE
     per class (and "all") at the current ratio, for the selected pruner (solid) and the compared one
-    (hatched). Right: the legends. ``x_labels`` (the picker mode, models without ratios) makes the
-    x axis categorical: one tick per model, points without lines. The bars lie horizontally, a row
-    per class, its name beside it: ``pixels`` grows in height when :data:`ROW_PX` per row needs it.
+    (hatched): horizontal bars, a row per class, its name beside it in the class's colour (the key to
+    the colours of the lines, too); ``pixels`` grows in height when :data:`ROW_PX` per row needs it.
+    Right: the legend of the line styles. ``x_labels`` (the picker mode, models without ratios) makes
+    the x axis categorical: one tick per model, points without lines; up to :data:`NAMED_MODELS` models
+    are named (cut to their tick's width), more are numbered as the picker lists them.
     """
 
     def __init__(self, class_names: list[str], max_ratio: float = 1.0, x_labels: list[str] | None = None,
@@ -43,7 +47,7 @@ class SummaryFigure:
         self.figure = Figure(figsize=(width / DPI, height / DPI), dpi=DPI)
         renderer = FigureCanvasAgg(self.figure).get_renderer()
         to_figure = lambda left, bottom, w, h: (left / width, bottom / height, w / width, h / height)  # noqa: E731
-        self.curve_axes = self.figure.add_axes(to_figure(48, 48, 262, height - 60))
+        self.curve_axes = self.figure.add_axes(to_figure(48, 48, CURVE_PX, height - 60))
         names = [_cut(name, NAME_PX, renderer) for name in list(class_names) + ["all"]]
         bars_left = 330 + max(_text_px(name, renderer) for name in names)  # names right-aligned left of the bars
         self.bar_axes = self.figure.add_axes(to_figure(bars_left, 48, 564 - bars_left, height - 60))
@@ -67,11 +71,13 @@ class SummaryFigure:
                                       color=TRUSTED_COLOUR, alpha=0.15, lw=0, animated=True)
         axes.add_patch(self.trusted_span)
         if x_labels is not None:
-            named = len(x_labels) <= 6  # more names than that would collide: number them as the picker lists them
-            axes.set_xticks(range(len(x_labels)), x_labels if named else ["ref", *map(str, range(1, len(x_labels)))],
-                            rotation=20 if named else 0, ha="right" if named else "center", fontsize=FONT)
+            named = len(x_labels) <= NAMED_MODELS
+            slot = CURVE_PX / len(x_labels) - 6  # px: a name's room under its tick
+            ticks = ([_cut(name, slot, renderer) for name in x_labels] if named
+                     else ["ref", *map(str, range(1, len(x_labels)))])
+            axes.set_xticks(range(len(x_labels)), ticks, fontsize=FONT)
             axes.set(xlim=(-0.5, len(x_labels) - 0.5))
-            axes.set_xlabel("model" if named else "model (as listed in the picker)", fontsize=FONT, labelpad=0)
+            axes.set_xlabel("model" if named else "model (as listed in the picker)", fontsize=FONT, labelpad=1)
         else:
             axes.set(xlim=(-0.02, max_ratio + 0.02))
             axes.set_xlabel("pruning ratio", fontsize=FONT, labelpad=1)
@@ -94,21 +100,15 @@ class SummaryFigure:
         axes.tick_params(labelsize=FONT)
         axes.grid(axis="x", alpha=0.3)
 
-        classes = [Line2D([], [], color=c, lw=2, label=name) for c, name in zip(colors, class_names)]
-        classes.append(Line2D([], [], color="k", lw=2.5, label="all (weighted)"))
-        styles = [Line2D([], [], color="0.3", lw=1.5, label="PE-score"),
+        styles = [Line2D([], [], color="k", lw=2.5, label="all classes (weighted)"),
+                  Line2D([], [], color="0.3", lw=1.5, label="PE-score"),
                   Line2D([], [], color="0.3", ls="--", lw=1, label="accuracy"),
                   Line2D([], [], color=TRUST_LINE_COLOUR, ls="-.", lw=1.2, label="trust line (PE)"),
                   Line2D([], [], color="0.45", ls=(0, (1, 1)), lw=1, label="accuracy budget"),
                   Patch(color=TRUSTED_COLOUR, alpha=0.3, label="trusted ratios"),
                   Patch(facecolor="0.3", label="bars: selected"),
                   Patch(facecolor="none", edgecolor="0.3", hatch="///", label="bars: compared")]
-        legend_left = 572 / width
-        self.class_legend = self.figure.legend(handles=classes, loc="upper left", bbox_to_anchor=(legend_left, 1.0),
-                                               fontsize=FONT, frameon=False, title="class", title_fontsize=FONT,
-                                               ncols=2 if len(classes) > 6 else 1, handlelength=1.2,
-                                               borderaxespad=0.2, labelspacing=0.25, columnspacing=0.8)
-        self.style_legend = self.figure.legend(handles=styles, loc="lower left", bbox_to_anchor=(legend_left, 0.0),
+        self.style_legend = self.figure.legend(handles=styles, loc="center left", bbox_to_anchor=(572 / width, 0.5),
                                                fontsize=FONT, frameon=False, handlelength=1.8, borderaxespad=0.2,
                                                labelspacing=0.25)
 
@@ -171,7 +171,7 @@ def _text_px(text: str, renderer) -> float:
 
 
 def _cut(name: str, pixels: float, renderer) -> str:
-    """``name`` at most ``pixels`` wide, cut with an ellipsis (the legend gives it whole)."""
+    """``name`` at most ``pixels`` wide, cut with an ellipsis."""
     cut = name
     while len(cut) > 1 and _text_px(cut, renderer) > pixels:
         cut = cut[:-2] + "…"
