@@ -30,7 +30,7 @@ def randomised(model: nn.Module, layer: str, seed: int = 0) -> nn.Module:
 
     Modules are taken in registration order (``model.named_modules()``, the forward order of
     sequential nets and torchvision's ResNets); every one at or after ``layer`` that has
-    ``reset_parameters`` draws new weights from ``seed``, and batch norms forget their running
+    ``reset_parameters`` (an attention: its input projection too) draws new weights from ``seed``, and batch norms forget their running
     statistics. ``model`` itself is untouched; the copy is in eval mode and marked as the control
     ``control:randomised@<layer>`` (:data:`schema.RANDOMISED_PREFIX`).
     """
@@ -45,6 +45,8 @@ def randomised(model: nn.Module, layer: str, seed: int = 0) -> nn.Module:
         for _, module in list(copied.named_modules())[names.index(layer):]:
             if hasattr(module, "reset_parameters"):
                 module.reset_parameters()
+            if isinstance(module, nn.MultiheadAttention):  # its input projection has no public reset
+                module._reset_parameters()
             if hasattr(module, "reset_running_stats"):
                 module.reset_running_stats()
     return as_control(copied.to(device).eval(), {"randomised_from": layer, "seed": seed})

@@ -13,18 +13,22 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 from pathlib import Path
 from typing import Sized, cast
 
 import torch
+import torchvision
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+from torchvision.models.vision_transformer import ConvStemConfig
 
 from pescore_nb import data as datasets
 
 CACHE_ENV = "PESCORE_CACHE"
 TRAINING_THREADS = 2
+VIT_EPOCHS = 20
 
 
 def _conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
@@ -129,6 +133,44 @@ class ResNet(nn.Module):
         return self.fc(torch.flatten(self.avgpool(x), 1))
 
 
+class ViT(torchvision.models.VisionTransformer):
+    """A small torchvision ``VisionTransformer`` with a convolutional stem: ``stem`` lists the
+    ``(channels, stride)`` of its 3x3 conv-bn-relu layers (the default takes a 64x64 image to an
+    8x8 token grid), then ``num_layers`` encoder blocks of ``num_heads`` heads, width ``hidden_dim``.
+    A stem of convolutions instead of a patchify layer is what lets a ViT learn from a few thousand
+    images (Xiao et al. 2021, "Early convolutions help transformers see better"); the recipes tried
+    are recorded in ``benchmarks/vit_design.md``.
+
+    ``cam_layers`` is the last block's input norm, ``encoder.layers.encoder_layer_<L-1>.ln_1``: the
+    last block's output reaches the head only through the class token, so its patch tokens get no
+    gradient. Its output is tokens ``(N, 1 + 64, hidden_dim)``, which :mod:`pescore_nb.layouts`
+    folds to ``(N, hidden_dim, 8, 8)`` maps for any ``VisionTransformer``.
+    """
+
+    def __init__(self, num_classes: int, image_size: int = 64,
+                 stem: tuple[tuple[int, int], ...] = ((16, 2), (32, 2), (64, 1), (64, 2)),
+                 num_layers: int = 4, num_heads: int = 4, hidden_dim: int = 64, mlp_dim: int = 128):
+        stem_layers = [ConvStemConfig(out_channels=channels, kernel_size=3, stride=stride) for channels, stride in stem]
+        super().__init__(image_size=image_size, patch_size=math.prod(stride for _, stride in stem),
+                         num_layers=num_layers, num_heads=num_heads, hidden_dim=hidden_dim, mlp_dim=mlp_dim,
+                         num_classes=num_classes, conv_stem_configs=stem_layers)
+
+    @property
+    def cam_layers(self) -> tuple[str, ...]:
+        """The last encoder block's input layer norm, in a tuple."""
+        return (f"encoder.layers.encoder_layer_{len(self.encoder.layers) - 1}.ln_1",)
+
+    def reset_parameters(self) -> None:
+        """Draw the parameters that no submodule's ``reset_parameters`` covers: the class token
+        (zeros), the position embedding (normal, std 0.02) and each attention's input projection,
+        as torchvision initialises them. :func:`train` calls it, then every submodule's."""
+        nn.init.zeros_(self.class_token)
+        nn.init.normal_(self.encoder.pos_embedding, std=0.02)
+        for module in self.modules():
+            if isinstance(module, nn.MultiheadAttention):
+                module._reset_parameters()
+
+
 @contextlib.contextmanager
 def _deterministic(threads: int):
     """Deterministic algorithms and a fixed thread count inside the block; restored after."""
@@ -202,10 +244,14 @@ def accuracy(model: nn.Module, data: Dataset, batch_size: int = 256,
     return correct / len(cast(Sized, data))
 
 
-ARCHITECTURES: dict[str, type[VGG] | type[ResNet]] = {"vgg": VGG, "resnet": ResNet}
+ZooModel = VGG | ResNet | ViT
+ARCHITECTURES: dict[str, type[VGG] | type[ResNet] | type[ViT]] = {"vgg": VGG, "resnet": ResNet, "vit": ViT}
 TRAINING = {  # train() hyper-parameters for each built-in dataset
     "shapes": {"epochs": 10, "batch_size": 32, "lr": 3e-3, "weight_decay": 5e-4, "augment": True, "seed": 0},
     "digits": {"epochs": 8, "batch_size": 32, "lr": 3e-3, "weight_decay": 5e-4, "augment": False, "seed": 0},
+}
+TRAINING_BY_ARCHITECTURE = {  # what differs for an architecture: a ViT needs more epochs than the CNNs
+    "vit": {"epochs": VIT_EPOCHS},  # benchmarks/vit_training.py times it against the VGG
 }
 
 
@@ -224,25 +270,32 @@ def _recipe_key(model: nn.Module, train_data: datasets.ImageTensorDataset, train
     return digest.hexdigest()[:16]
 
 
-def _training(dataset: str, seed: int) -> dict:
-    """The :func:`train` arguments of the zoo's models on ``dataset``, with ``seed``."""
+def training(arch: str, dataset: str, seed: int = 0) -> dict:
+    """The :func:`train` arguments of the zoo's ``arch`` on ``dataset``, with ``seed``."""
     if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
         raise ValueError(f"seed must be an integer >= 0 (0 is the zoo's reference, 1 its twin), got {seed!r}.")
-    return {**TRAINING[dataset], "seed": seed}
+    return {**TRAINING[dataset], **TRAINING_BY_ARCHITECTURE.get(arch, {}), "seed": seed}
 
 
 def _recipe(arch: str, dataset: str, cache_dir: str | Path | None,
-            seed: int = 0) -> tuple[VGG | ResNet, datasets.ImageTensorDataset, Path]:
+            seed: int = 0) -> tuple[ZooModel, datasets.ImageTensorDataset, Path]:
     """The untrained model, its training split, and the cache file of its trained weights."""
     if arch not in ARCHITECTURES:
         raise ValueError(f"No architecture {arch!r} in the zoo; use one of {sorted(ARCHITECTURES)}.")
     if dataset not in TRAINING:
         raise ValueError(f"The zoo has no models for dataset {dataset!r}; use one of {sorted(TRAINING)}.")
     train_data = datasets.builtin(dataset, "train")
-    model = ARCHITECTURES[arch](num_classes=len(train_data.classes))
+    model = build(arch, num_classes=len(train_data.classes), image_size=train_data.images.shape[-1])
     folder = Path(cache_dir or default_cache_dir()).expanduser()
-    key = _recipe_key(model, train_data, _training(dataset, seed))
+    key = _recipe_key(model, train_data, training(arch, dataset, seed))
     return model, train_data, folder / f"{arch}-{dataset}-{key}.pt"
+
+
+def build(arch: str, num_classes: int, image_size: int) -> ZooModel:
+    """An untrained zoo ``arch`` for ``num_classes`` classes of square ``image_size`` images."""
+    if arch == "vit":
+        return ViT(num_classes, image_size=image_size)
+    return ARCHITECTURES[arch](num_classes=num_classes)
 
 
 def cam_layers(arch: str = "vgg", dataset: str = "shapes") -> tuple[str, ...]:
@@ -257,8 +310,8 @@ def cached_path(arch: str = "vgg", dataset: str = "shapes", *, seed: int = 0,
 
 
 def load(arch: str = "vgg", dataset: str = "shapes", *, seed: int = 0, cache_dir: str | Path | None = None,
-         train_if_missing: bool = True, progress: bool = True) -> VGG | ResNet:
-    """A model of ``arch`` ("vgg" or "resnet") trained on the built-in ``dataset`` ("shapes" or "digits").
+         train_if_missing: bool = True, progress: bool = True) -> ZooModel:
+    """A model of ``arch`` ("vgg", "resnet" or "vit") trained on the built-in ``dataset`` ("shapes" or "digits").
 
     The first call trains it on ``data.builtin(dataset, "train")`` (deterministic, on the CPU: a
     minute or two on 2 idle cores, longer on a busy machine) and saves its state_dict as ``<cache>/<arch>-<dataset>-<hash>.pt``, the
@@ -280,7 +333,7 @@ def load(arch: str = "vgg", dataset: str = "shapes", *, seed: int = 0, cache_dir
     if not train_if_missing:
         raise FileNotFoundError(f"No cached {arch} model for {dataset} at {path}; call "
                                 f"load({arch!r}, {dataset!r}) with train_if_missing=True to train it.")
-    train(model, train_data, **_training(dataset, seed), progress=progress)
+    train(model, train_data, **training(arch, dataset, seed), progress=progress)
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_suffix(f".{os.getpid()}.partial")
     torch.save(model.state_dict(), partial)

@@ -81,8 +81,8 @@ def test_default_cache_dir_follows_the_environment(monkeypatch, tmp_path):
 
 
 def test_load_rejects_unknown_names():
-    with pytest.raises(ValueError, match="No architecture 'vit'"):
-        zoo.load("vit")
+    with pytest.raises(ValueError, match="No architecture 'swin'"):
+        zoo.load("swin")
     with pytest.raises(ValueError, match="no models for dataset 'cifar'"):
         zoo.load("vgg", "cifar")
 

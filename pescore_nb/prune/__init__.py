@@ -54,6 +54,17 @@ Pruners (:data:`PRUNERS`) and what ``ratio`` means for each:
   :func:`torch.nn.utils.prune.remove`. ``ratio`` is the fraction of those weights set to zero
   (``round(ratio * n_weights)`` of them); biases and normalisation layers are untouched.
 
+Vision transformers (torchvision's ``VisionTransformer``, :mod:`~pescore_nb.prune.attention`): the
+structured pruners remove ``ratio`` of the residual stream (``hidden_dim``: the patch embedding, the
+class token, the position embedding, every layer norm and attention) as ``num_heads`` groups, the same
+positions from every head, so each head keeps ``max(1, int(head_dim * (1 - ratio)))`` of its
+``head_dim`` and ``num_heads`` stays; each block's MLP hidden layer (``mlp_dim``) loses ``ratio``
+like any layer; ``model.hidden_dim`` and ``model.mlp_dim`` follow. The token grid is untouched, so
+the pruned copy's CAM layers compare with the reference's. ``"senpis"`` ranks a position by the
+mean of its channels' scores over the heads. ``"unstructured"`` also masks each attention's input
+projection (``in_proj_weight``) and output projection. torchvision's ``SwinTransformer`` is refused
+(its CAMs still work: prune it with your own tool and pass the copies to ``evaluate``).
+
 The classifier's output layer is never pruned, so the logits keep their ``num_classes``
 columns: it is found automatically as the last Conv/Linear layer that produces the logits,
 and ``ignored_layers=`` replaces that choice (those layers keep their output channels, and
