@@ -221,8 +221,8 @@ def pe_vs_ratio(ds: xr.Dataset, variable: str = schema.PE, layer: str | None = N
                                      LABELS.get(variable, variable))
     accuracy_labels = _lines_with_bands(accuracy_ax, view, accuracy, _spread(ds, ds[schema.ACCURACY], seed),
                                         [budget, 1.0 / n_classes], LABELS[schema.ACCURACY].lower(), annotate=False)
-    score_ax.axhline(trust_pe, color="0.35", linestyle="--", linewidth=0.8,
-                     label="control PE (fine-tune only)" if control is not None else f"trust threshold {pe_threshold:g}")
+    trust_line = "control PE (fine-tune only)" if control is not None else f"trust threshold {pe_threshold:g}"
+    score_ax.axhline(trust_pe, color="0.35", linestyle="--", linewidth=0.8, label=trust_line)
     accuracy_ax.axhline(budget, color="0.35", linestyle="--", linewidth=0.8,
                         label=f"accuracy budget (−{max_accuracy_drop * 100:g} points)")
     accuracy_ax.axhline(1.0 / n_classes, color="0.6", linestyle=":", linewidth=0.8,

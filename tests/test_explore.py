@@ -532,8 +532,8 @@ def test_every_text_of_the_summary_is_legible_whole_and_clear_of_the_others(name
     for name, text in zip(names + ["all"], ticks):
         shown = text.get_text()
         assert shown == name if name != LONG else (shown.endswith("…") and LONG.startswith(shown[:-1]))
-        box = text.get_window_extent()
-        assert not box.overlaps(summary.curve_axes.get_window_extent()) and box.x1 <= summary.bar_axes.get_window_extent().x0
+        box, bars = text.get_window_extent(), summary.bar_axes.get_window_extent()
+        assert not box.overlaps(summary.curve_axes.get_window_extent()) and box.x1 <= bars.x0
     assert summary.pixels[1] >= 60 + len(ticks) * 16  # the figure grew instead of squeezing the rows
     under = [text.get_text() for text in summary.curve_axes.get_xticklabels()] if "x_labels" in MODELS[mode] else []
     assert under in ([], ["reference", "mine-med…", "theirs"], ["ref", *map(str, range(1, 9))])

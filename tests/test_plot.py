@@ -435,7 +435,8 @@ def test_pe_vs_ratio_draws_a_randomised_copy_far_below_at_the_edge_not_stretchin
     assert edge.get_marker() == "v" and edge.get_ydata()[0] == pytest.approx(bottom)
     assert edge.get_xdata()[0] == 0.0  # still at its ratio
     assert f"randomised copy ↓ (PE-score {float(pe.sel(model=name)):.2f})" in [t.get_text() for t in score_ax.texts]
-    assert line(score_ax, "control: twin (other seed)").get_ydata()[0] == pytest.approx(float(pe.sel(model=schema.CONTROL_TWIN)))
+    twin = float(pe.sel(model=schema.CONTROL_TWIN))
+    assert line(score_ax, "control: twin (other seed)").get_ydata()[0] == pytest.approx(twin)  # near: in place
     assert_apart_and_inside(fig, score_ax)
     chance = line(accuracy_ax, "chance (1/3)").get_ydata()[0]
     assert accuracy_ax.get_ylim()[0] <= chance  # chance is a reference line: the accuracy axis keeps it

@@ -67,8 +67,9 @@ def test_run_scores_token_layers_as_evaluate_does_with_the_same_transform(prefix
     assert cli.main(["run", str(path)]) == 0, capsys.readouterr().err
     run = load(tmp_path / "out" / "results.nc", lazy=False)
     models = {"theirs": TokenNet(prefix_tokens, seed=1).eval()}
-    direct = evaluate(TokenNet(prefix_tokens, seed=0).eval(), models, Subset(data.builtin("digits", "test"), range(IMAGES)),
-                      layers=[LAYER], cams=["gradcam", "gradcam++"],
+    images = Subset(data.builtin("digits", "test"), range(IMAGES))
+    direct = evaluate(TokenNet(prefix_tokens, seed=0).eval(), models, images, layers=[LAYER],
+                      cams=["gradcam", "gradcam++"],
                       reshape_transform=layouts.TokenGrid(prefix_tokens))
     compared = [schema.REFERENCE, "theirs"]
     maps = run[schema.HEATMAP].sel(model=compared).values
