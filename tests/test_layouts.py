@@ -9,7 +9,7 @@ from pytorch_grad_cam.utils.svd_on_activations import get_2d_projection_with_sig
 from torch import nn
 from torchvision.models import VisionTransformer, convnext_tiny, swin_t
 
-from pescore_nb import CamEngine, layouts
+from pescore_nb import CamEngine, data, layouts, zoo
 from test_cam import LIBRARY_CLASSES
 
 VIT_LAYERS = ["encoder.layers.encoder_layer_1.ln_1", "encoder.layers.encoder_layer_2.ln_1"]
@@ -154,3 +154,20 @@ def test_evaluate_scores_a_vit_and_an_untrained_one_is_called_out(vit_batch):
     with pytest.warns(DegenerateMapWarning, match="Every map of the reference is degenerate.*VisionTransformer "
                                                   "zero-initialises its head"):
         pe.evaluate(untrained, {}, data, layers=VIT_LAYERS[-1], cams="gradcam++", progress=False)
+
+
+@pytest.mark.slow
+def test_the_zoo_vit_maps_equal_pytorch_grad_cam_on_the_shapes_test_images():
+    """The trained zoo ViT (its 8x8 token grid) on test images, every native method: the engine's maps
+    equal pytorch-grad-cam's with its documented transform; few maps are degenerate, so this proves something."""
+    model = zoo.load("vit", "shapes", progress=False)
+    test = data.builtin("shapes", "test")
+    picked = range(0, len(test), 25)
+    images, targets = torch.stack([test[i][0] for i in picked]), test.targets[list(picked)]
+    layer = model.cam_layers[0]
+    output = CamEngine(model, [layer], list(LIBRARY_CLASSES)).compute(images, targets)
+    assert float(output.degenerate.float().mean()) <= 0.01  # all-zero maps equal all-zero maps: no proof
+    for j, method in enumerate(LIBRARY_CLASSES):
+        expected = library_maps(model, layer, LIBRARY_CLASSES[method], images, targets,
+                                lambda tensor: vit_transform(tensor, 8, 8))
+        assert (output.heatmaps[0, j] - expected).abs().max() < 1e-4, method
