@@ -21,7 +21,7 @@ from pescore_nb import zoo
 
 MANIFEST = "MANIFEST.json"
 # The zoo models the notebooks and the demo load: (architecture, dataset, seed); seed 1 is the twin.
-CLASS_MODELS = (("vgg", "shapes", 0), ("vgg", "shapes", 1))
+CLASS_MODELS = (("vgg", "shapes", 0), ("vgg", "shapes", 1), ("vit", "shapes", 0), ("vit", "shapes", 1))
 
 
 def export_models(folder: str | Path, *, cache_dir: str | Path | None = None, progress: bool = True) -> list[Path]:

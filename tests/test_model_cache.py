@@ -16,7 +16,7 @@ def trained_cache(tmp_path, monkeypatch):
         path = zoo.cached_path(arch, dataset, seed=seed, cache_dir=cache)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.manual_seed(seed)
-        torch.save(zoo.VGG(6).state_dict(), path)
+        torch.save(zoo.build(arch, 6, 64).state_dict(), path)
     monkeypatch.setenv(zoo.CACHE_ENV, str(cache))
     return cache
 

@@ -150,6 +150,8 @@ def trained_zoo():
     from pescore_nb import zoo
     zoo.load("vgg", "shapes", progress=False)
     zoo.load("vgg", "shapes", seed=1, progress=False)  # the twin of 01 and 03
+    zoo.load("vit", "shapes", progress=False)  # 05 and its twin
+    zoo.load("vit", "shapes", seed=1, progress=False)
 
 
 @pytest.fixture(scope="session")
