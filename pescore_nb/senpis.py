@@ -128,7 +128,8 @@ class SenpisImportance(tp.importance.Importance):
 
     def _forward(self, filters, ablated: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
         """The model's logits on ``images`` with the ablation hooks of ``ablated`` on the group's layers."""
-        hooks = [layer.register_forward_hook(_ablation_hook(ablated, idxs, root_idxs, len(self.labels)))
+        hooks = [layer.register_forward_hook(_ablation_hook(ablated, idxs, root_idxs, len(self.labels),
+                                                            channels_last=isinstance(layer, nn.Linear)))
                  for layer, idxs, root_idxs in filters]
         try:
             return self.model(images)
@@ -137,18 +138,22 @@ class SenpisImportance(tp.importance.Importance):
                 hook.remove()
 
 
-def _ablation_hook(ablated: torch.Tensor, idxs: list[int], root_idxs: list[int], n_images: int):
+def _ablation_hook(ablated: torch.Tensor, idxs: list[int], root_idxs: list[int], n_images: int, channels_last: bool):
     """Forward hook that zeroes, in copy ``b`` of the repeated sample, the layer's output channels tied to
     root channel ``ablated[b]`` (``-1``: none); the layer's output is ``(len(ablated) * n_images, C, ...)``,
-    or ``(n_images, C, ...)``, which it first repeats ``len(ablated)`` times."""
+    or ``(n_images, C, ...)``, which it first repeats ``len(ablated)`` times. ``channels_last``: the
+    channels are the output's last dimension (a Linear layer: ``(N, C)``, or ``(N, tokens, C)`` in a ViT)."""
     kept = torch.as_tensor(root_idxs)[None] != ablated[:, None]  # (B + 1, len(idxs))
 
     def hook(module, inputs, output):
         if output.shape[0] == n_images:
             output = output.repeat(len(ablated), *[1] * (output.ndim - 1))
-        mask = output.new_ones(len(ablated), output.shape[1])
+        channel_dim = output.ndim - 1 if channels_last else 1
+        mask = output.new_ones(len(ablated), output.shape[channel_dim])
         mask[:, idxs] = kept.to(mask)
-        mask = mask.repeat_interleave(n_images, 0)
-        return output * mask.view(*mask.shape, *[1] * (output.ndim - 2))
+        mask = mask.repeat_interleave(n_images, 0)  # (len(ablated) * n_images, C)
+        shape = [mask.shape[0]] + [1] * (output.ndim - 1)
+        shape[channel_dim] = mask.shape[1]
+        return output * mask.view(shape)
 
     return hook

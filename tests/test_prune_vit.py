@@ -1,14 +1,20 @@
 """Pruning torchvision's VisionTransformer: head-consistent widths, every pruner, the token grid kept,
 and SwinTransformer refused with the fix."""
 
+import copy
+
 import pytest
 import torch
+import torch.nn.functional as F
+import torch_pruning as tp
 import torchvision
 from torch import nn
 
 import pescore_nb
 from pescore_nb import data, prune, zoo
+from pescore_nb.prune.attention import unwrapped_parameters
 from pescore_nb.prune.pruning import remove_masks
+from pescore_nb.senpis import SenpisImportance, class_balanced_sample
 
 STRUCTURED = ("l1", "l2", "random", "taylor", "senpis")
 HEADS, HEAD_DIM = 4, 8
@@ -18,7 +24,7 @@ HEADS, HEAD_DIM = 4, 8
 def vit():
     """A two-block zoo ViT (4 heads of 8), its head re-drawn so that gradients and maps are not zero."""
     torch.manual_seed(0)
-    model = zoo.ViT(6, stem=(8, 16, 32), num_layers=2, num_heads=HEADS, hidden_dim=HEADS * HEAD_DIM, mlp_dim=64)
+    model = zoo.ViT(6, stem=((8, 2), (16, 2), (32, 2)), num_layers=2, num_heads=HEADS, hidden_dim=HEADS * HEAD_DIM, mlp_dim=64)
     nn.init.normal_(model.heads.head.weight, std=0.5)
     return model.eval()
 
@@ -107,3 +113,32 @@ def test_pruning_a_swin_transformer_is_refused_with_the_fix():
     with pytest.raises(ValueError, match="SwinTransformer.*evaluate"):
         prune.sweep(swin, torch.rand(1, 3, 64, 64), [0.3])
     assert all(torch.equal(before[name], p) for name, p in swin.state_dict().items())
+
+
+def test_senpis_ablates_a_token_layers_channels_not_its_tokens(vit, shapes_train):
+    """SeNPIS of an MLP layer, whose output is ``(N, tokens, channels)``, equals zeroing one of its
+    filters at a time by hand (float64)."""
+    model = copy.deepcopy(vit).double()
+    images, labels = class_balanced_sample(shapes_train, 1, seed=0)
+    images = images.double()
+    layer = model.encoder.layers[0].mlp[0]
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=images[:1],
+                                                  unwrapped_parameters=unwrapped_parameters(model))
+    group = graph.get_pruning_group(layer, tp.prune_linear_out_channels, list(range(layer.out_features)))
+    scores = SenpisImportance(model, images, labels)(group)
+
+    @torch.no_grad()
+    def class_losses():
+        losses = F.cross_entropy(model(images), labels, reduction="none")
+        return torch.stack([losses[labels == k].mean() for k in labels.unique()])
+
+    original, by_hand = class_losses(), []
+    for channel in range(layer.out_features):
+        saved = layer.weight[channel].clone(), layer.bias[channel].clone()
+        with torch.no_grad():
+            layer.weight[channel], layer.bias[channel] = 0, 0
+        by_hand.append(float((class_losses() - original).abs().mean()))
+        with torch.no_grad():
+            layer.weight[channel], layer.bias[channel] = saved
+    torch.testing.assert_close(scores, torch.tensor(by_hand, dtype=scores.dtype))
+    assert scores.max() > 0
