@@ -1,0 +1,43 @@
+"""``pescore demo --model vit --quick``: the demo's pipeline end to end on the zoo ViT.
+
+The zoo ViT and its twin are trained once per machine (minutes on 2 cores) and then loaded from the
+cache ($PESCORE_CACHE, else ~/.cache/pescore_nb); the quick demo itself takes about two minutes.
+"""
+import time
+
+import pytest
+
+from pescore_nb import cli, load, schema, structure, trust, zoo
+from test_cli import pescore
+
+
+@pytest.fixture(scope="module")
+def vit_demo(tmp_path_factory):
+    zoo.load("vit", "shapes", progress=False)
+    zoo.load("vit", "shapes", seed=1, progress=False)
+    folder = tmp_path_factory.mktemp("vit-demo")
+    start = time.monotonic()
+    done = pescore("demo", "--model", "vit", "--quick", "--out", "out", cwd=folder)
+    print(f"pescore demo --model vit --quick: {time.monotonic() - start:.0f} s with the models cached")
+    return done, folder / "out"
+
+
+@pytest.mark.slow
+def test_the_vit_demo_prunes_scores_and_reports_the_vit(vit_demo):
+    done, out = vit_demo
+    assert done.returncode == 0, done.stderr[-2000:]
+    ds = load(out / "results.nc", lazy=False)
+    assert ds[schema.LAYER].values.tolist() == list(zoo.cam_layers("vit", "shapes"))
+    assert set(ds[schema.PRUNER].values) == {schema.UNPRUNED, *cli.DEMO_PRUNERS}
+    assert {schema.CONTROL_FINETUNE, schema.CONTROL_TWIN} <= set(structure.seed_groups(ds))
+    assert structure.all_seeds(ds) == [0, 1, 2]
+    params = ds[schema.PARAMS].to_series()
+    reference = params[schema.REFERENCE]
+    for pruner in cli.DEMO_PRUNERS:
+        by_ratio = [params[f"{pruner}@{ratio:.2f}/seed0"] for ratio in cli.QUICK_PRUNE.ratios]
+        assert reference > by_ratio[0] > by_ratio[1] > by_ratio[2]
+    pe = ds[schema.PE].mean("image")
+    assert float(pe.sel(model=schema.REFERENCE).min()) == 1.0
+    checks = trust.layer_checks(ds)
+    assert float(checks.degenerate_share.max()) <= 0.10  # of the reference's maps
+    assert (out / "report.html").exists() and "Largest trusted ratio" in done.stdout
