@@ -9,10 +9,11 @@ import math
 
 import pytest
 
-from pescore_nb import wording
+from pescore_nb import trust, wording
 from test_notebooks import executed, trained_zoo  # noqa: F401  (fixtures)
 
 NAME = "05_vision_transformers"
+NAMES = {"vgg": "VGG", "vit": "ViT"}
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +64,11 @@ def test_the_controls_are_reported_and_the_verdict_worded_by_the_vocabulary(run)
         check = facts["checks"][arch]
         assert all(math.isfinite(check[key]) for key in ("twin_pe", "randomised_pe", "energy_in_mask"))
         assert f"Twin PE {check['twin_pe']:.2f}, randomised-copy PE {check['randomised_pe']:.2f}" in outputs(run)
+        if check["twin_pe"] - check["randomised_pe"] < trust.MIN_PE_ABOVE_RANDOMISED:
+            # "the checks flag the layer, every candidate there is 'not assessable', and the line says why"
+            assert not check["usable"]
+            line = next(line for line in outputs(run).splitlines() if line.startswith(f"{NAMES[arch]}: "))
+            assert wording.NONE_TRUSTED in line and "not assessable" in line and "layer flagged" in line
         (row,) = facts["recommend"][arch]
         if row["model"] is None:
             assert f": {wording.NONE_TRUSTED}." in outputs(run)
