@@ -13,6 +13,8 @@ copy still compares with the reference's.
 
 from __future__ import annotations
 
+from typing import cast
+
 import torchvision
 from torch import nn
 
@@ -59,4 +61,4 @@ def sync_widths(model: nn.Module) -> None:
 def _embedding(model: torchvision.models.VisionTransformer) -> nn.Module:
     """The convolution whose output channels are the ViT's residual stream (its patch embedding)."""
     stem = model.conv_proj
-    return stem.conv_last if isinstance(stem, nn.Sequential) else stem
+    return cast(nn.Module, stem.conv_last) if isinstance(stem, nn.Sequential) else stem

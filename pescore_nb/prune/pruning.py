@@ -231,7 +231,8 @@ def _mask_weights(model: nn.Module, ratio: float, ignored: list[nn.Module]) -> i
     """Mask the ``ratio`` smallest-magnitude weights of all prunable layers and attentions' input
     projections; return how many."""
     attentions = [m for m in model.modules() if isinstance(m, nn.MultiheadAttention) and m.in_proj_weight is not None]
-    weights = [(m, "weight") for m in model.modules() if isinstance(m, PRUNABLE) and m not in ignored]
+    weights: list[tuple[nn.Module, str]] = [(m, "weight") for m in model.modules()
+                                             if isinstance(m, PRUNABLE) and m not in ignored]
     weights += [(m, "in_proj_weight") for m in attentions if m not in ignored]
     torch_prune.global_unstructured(weights, pruning_method=torch_prune.L1Unstructured, amount=ratio)
     for attention in attentions:
