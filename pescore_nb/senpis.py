@@ -21,7 +21,8 @@ the same forward pass as the ablated ones, so a filter that changes nothing scor
 The network before the group's layers is the same for every copy, so the sample runs through it once
 and is repeated at the group's first layer; a network where a tensor from before that layer joins
 one after it (a residual shortcut around the group) cannot be split so, and gets the repeated sample
-from its input instead (same scores, up to float rounding).
+from its input instead (same scores, up to float rounding). In a torchvision ``VisionTransformer``,
+a group inside one encoder block (its MLP) gets the sample repeated at that block's input.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from typing import Sized, cast
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
+import torchvision
 from torch import nn
 from torch.utils.data import Dataset
 from torch_pruning.pruner import function as tp_function
@@ -107,7 +109,11 @@ class SenpisImportance(tp.importance.Importance):
     def _scores(self, filters, channels: torch.Tensor) -> torch.Tensor:
         """Importance ``(B,)`` of the root channels ``channels`` ``(B,)``, ablated in one forward pass."""
         ablated = torch.cat([torch.tensor([-1]), channels])  # copy 0 ablates nothing
-        logits = self._repeat_at_group(filters, ablated) if self.repeat_at_group else None
+        block = self._block_holding(filters)
+        if block is not None:
+            logits = self._forward(filters, ablated, self.images, repeat_at=block)
+        else:
+            logits = self._repeat_at_group(filters, ablated) if self.repeat_at_group else None
         if logits is None:
             logits = self._forward(filters, ablated, self.images.repeat(len(ablated), *[1] * (self.images.ndim - 1)))
         losses = F.cross_entropy(logits, self.labels.repeat(len(ablated)), reduction="none")
@@ -126,11 +132,24 @@ class SenpisImportance(tp.importance.Importance):
             return None
         return logits
 
-    def _forward(self, filters, ablated: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
-        """The model's logits on ``images`` with the ablation hooks of ``ablated`` on the group's layers."""
+    def _block_holding(self, filters) -> nn.Module | None:
+        """The encoder block of a torchvision ``VisionTransformer`` that holds every layer of the group
+        (its input is the only path into it: the sample can be repeated there), or ``None``."""
+        if not isinstance(self.model, torchvision.models.VisionTransformer):
+            return None
+        layers = {layer for layer, _, _ in filters}
+        return next((block for block in self.model.encoder.layers if layers <= set(block.modules())), None)
+
+    def _forward(self, filters, ablated: torch.Tensor, images: torch.Tensor,
+                 repeat_at: nn.Module | None = None) -> torch.Tensor:
+        """The model's logits on ``images`` with the ablation hooks of ``ablated`` on the group's layers;
+        ``repeat_at``: a module whose input is repeated ``len(ablated)`` times before it runs."""
         hooks = [layer.register_forward_hook(_ablation_hook(ablated, idxs, root_idxs, len(self.labels),
                                                             channels_last=isinstance(layer, nn.Linear)))
                  for layer, idxs, root_idxs in filters]
+        if repeat_at is not None:
+            hooks.append(repeat_at.register_forward_pre_hook(
+                lambda module, args: (args[0].repeat(len(ablated), *[1] * (args[0].ndim - 1)), *args[1:])))
         try:
             return self.model(images)
         finally:

@@ -115,13 +115,14 @@ def test_pruning_a_swin_transformer_is_refused_with_the_fix():
     assert all(torch.equal(before[name], p) for name, p in swin.state_dict().items())
 
 
-def test_senpis_ablates_a_token_layers_channels_not_its_tokens(vit, shapes_train):
-    """SeNPIS of an MLP layer, whose output is ``(N, tokens, channels)``, equals zeroing one of its
-    filters at a time by hand (float64)."""
+@pytest.mark.parametrize("block", [0, 1])
+def test_senpis_ablates_a_token_layers_channels_not_its_tokens(vit, shapes_train, block):
+    """SeNPIS of an MLP layer, whose output is ``(N, tokens, channels)`` and which gets the sample
+    repeated at its block's input, equals zeroing one of its filters at a time by hand (float64)."""
     model = copy.deepcopy(vit).double()
     images, labels = class_balanced_sample(shapes_train, 1, seed=0)
     images = images.double()
-    layer = model.encoder.layers[0].mlp[0]
+    layer = model.encoder.layers[block].mlp[0]
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=images[:1],
                                                   unwrapped_parameters=unwrapped_parameters(model))
     group = graph.get_pruning_group(layer, tp.prune_linear_out_channels, list(range(layer.out_features)))
