@@ -110,6 +110,7 @@ class SenpisImportance(tp.importance.Importance):
         """Importance ``(B,)`` of the root channels ``channels`` ``(B,)``, ablated in one forward pass."""
         ablated = torch.cat([torch.tensor([-1]), channels])  # copy 0 ablates nothing
         block = self._block_holding(filters)
+        logits: torch.Tensor | None
         if block is not None:
             logits = self._forward(filters, ablated, self.images, repeat_at=block)
         else:
