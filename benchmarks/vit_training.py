@@ -12,6 +12,7 @@ into the zoo's cache (where ``zoo.load`` finds them) when they are not there yet
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import tempfile
 import time
@@ -36,9 +37,12 @@ def main() -> None:
             seconds[arch] = time.perf_counter() - start
             accuracy[arch] = zoo.accuracy(model, test)
             print(f"{arch}: trained in {seconds[arch]:.1f} s, test accuracy {accuracy[arch]:.3f}", flush=True)
-            if args.install and not zoo.cached_path(arch, "shapes").exists():
-                zoo.cached_path(arch, "shapes").parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy(zoo.cached_path(arch, "shapes", cache_dir=folder), zoo.cached_path(arch, "shapes"))
+            installed = zoo.cached_path(arch, "shapes")
+            if args.install and not installed.exists():
+                installed.parent.mkdir(parents=True, exist_ok=True)
+                partial = installed.with_suffix(".partial")  # never a half-copied file where zoo.load looks
+                shutil.copy(zoo.cached_path(arch, "shapes", cache_dir=folder), partial)
+                os.replace(partial, installed)
         degenerate = CamEngine(model, model.cam_layers, ["gradcam++"]).compute(images).degenerate
     print(f"ViT / VGG training time: {seconds['vit'] / seconds['vgg']:.2f}x (goal <= 2)")
     print(f"ViT Grad-CAM++ maps at {model.cam_layers[0]} not degenerate: "
