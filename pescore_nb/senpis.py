@@ -22,11 +22,15 @@ The network before the group's layers is the same for every copy, so the sample 
 and is repeated at the group's first layer; a network where a tensor from before that layer joins
 one after it (a residual shortcut around the group) cannot be split so, and gets the repeated sample
 from its input instead (same scores, up to float rounding). In a torchvision ``VisionTransformer``,
-a group inside one encoder block (its MLP) gets the sample repeated at that block's input.
+a group inside one encoder block (its MLP) gets the sample repeated at that block's input, and a
+group in the stem at its first layer (the batch size is read after the stem while SeNPIS runs). An
+attention's filters are its output projection's rows, ablated at the attention's output (batch first).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Sized, cast
 
 import torch
@@ -38,10 +42,12 @@ from torch.utils.data import Dataset
 from torch_pruning.pruner import function as tp_function
 
 # The torch-pruning functions that remove a Conv/Linear layer's output channels (its filters).
+# An attention's are its output projection's rows.
 FILTER_FNS = (
     tp_function.prune_conv_out_channels,
     tp_function.prune_depthwise_conv_out_channels,
     tp_function.prune_linear_out_channels,
+    tp_function.prune_multihead_attention_out_channels,
 )
 
 
@@ -76,7 +82,8 @@ def class_balanced_sample(data: Dataset, samples_per_class: int, seed: int) -> t
 
 
 def group_filters(group) -> list[tuple[nn.Module, list[int], list[int]]]:
-    """``(layer, channels, root channels)`` of each Conv/Linear whose filters a torch-pruning group removes.
+    """``(layer, channels, root channels)`` of each Conv/Linear (or ``nn.MultiheadAttention``, whose
+    output projection's rows are its filters) whose filters a torch-pruning group removes.
 
     ``channels[j]`` of ``layer`` is tied to channel ``root channels[j]`` of the group's root layer.
     """
@@ -145,27 +152,47 @@ class SenpisImportance(tp.importance.Importance):
                  repeat_at: nn.Module | None = None) -> torch.Tensor:
         """The model's logits on ``images`` with the ablation hooks of ``ablated`` on the group's layers;
         ``repeat_at``: a module whose input is repeated ``len(ablated)`` times before it runs."""
-        hooks = [layer.register_forward_hook(_ablation_hook(ablated, idxs, root_idxs, len(self.labels),
-                                                            channels_last=isinstance(layer, nn.Linear)))
+        hooks = [layer.register_forward_hook(_ablation_hook(
+                     ablated, idxs, root_idxs, len(self.labels),
+                     channels_last=isinstance(layer, (nn.Linear, nn.MultiheadAttention))))
                  for layer, idxs, root_idxs in filters]
         if repeat_at is not None:
             hooks.append(repeat_at.register_forward_pre_hook(
                 lambda module, args: (args[0].repeat(len(ablated), *[1] * (args[0].ndim - 1)), *args[1:])))
         try:
-            return self.model(images)
+            with _batch_read_after_stem(self.model):
+                return self.model(images)
         finally:
             for hook in hooks:
                 hook.remove()
+
+
+@contextmanager
+def _batch_read_after_stem(model: nn.Module) -> Iterator[None]:
+    """In a torchvision ``VisionTransformer``, turn the stem's output ``(B, D, h, w)`` into tokens
+    ``(B, h * w, D)`` with ``B`` read from it, not from the images (torchvision's ``_process_input``
+    reads it from the images, so a sample repeated inside the stem would fail); other models as they are."""
+    if not isinstance(model, torchvision.models.VisionTransformer):
+        yield
+        return
+    model._process_input = lambda images: model.conv_proj(images).flatten(2).transpose(1, 2)  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        del model._process_input
 
 
 def _ablation_hook(ablated: torch.Tensor, idxs: list[int], root_idxs: list[int], n_images: int, channels_last: bool):
     """Forward hook that zeroes, in copy ``b`` of the repeated sample, the layer's output channels tied to
     root channel ``ablated[b]`` (``-1``: none); the layer's output is ``(len(ablated) * n_images, C, ...)``,
     or ``(n_images, C, ...)``, which it first repeats ``len(ablated)`` times. ``channels_last``: the
-    channels are the output's last dimension (a Linear layer: ``(N, C)``, or ``(N, tokens, C)`` in a ViT)."""
+    channels are the output's last dimension (a Linear layer: ``(N, C)``, or ``(N, tokens, C)`` in a ViT).
+    A tuple output (a batch-first attention's) has its first item masked."""
     kept = torch.as_tensor(root_idxs)[None] != ablated[:, None]  # (B + 1, len(idxs))
 
     def hook(module, inputs, output):
+        if isinstance(output, tuple):  # nn.MultiheadAttention: (attention output, attention weights)
+            return (hook(module, inputs, output[0]), *output[1:])
         if output.shape[0] == n_images:
             output = output.repeat(len(ablated), *[1] * (output.ndim - 1))
         channel_dim = output.ndim - 1 if channels_last else 1

@@ -237,6 +237,18 @@ DATA = TensorDataset(torch.randn(9, 3, 8, 8, generator=torch.Generator().manual_
 GROUPED = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=2), nn.Flatten(), nn.LazyLinear(3))
 
 
+class SequenceFirstAttention(nn.Module):
+    """Tokens of a convolution through an ``nn.MultiheadAttention`` with ``batch_first=False``."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv, self.attention, self.head = nn.Conv2d(3, 4, 3), nn.MultiheadAttention(4, 2), nn.Linear(4, 3)
+
+    def forward(self, images):
+        tokens = self.conv(images).flatten(2).permute(2, 0, 1)  # (tokens, N, 4)
+        return self.head(self.attention(tokens, tokens, tokens)[0].mean(0))
+
+
 @pytest.mark.parametrize(
     "kwargs, message",
     [
@@ -255,6 +267,8 @@ GROUPED = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 4, 3, groups
         (dict(pruner="senpis", data=TensorDataset(torch.randn(0, 3, 8, 8), torch.zeros(0))), "data is empty"),
         (dict(pruner="senpis", data=DATA, model=GROUPED),
          "pruner 'senpis' cannot prune the grouped convolution '2' (groups=2); use pruner='l2' or 'taylor'"),
+        (dict(pruner="senpis", data=DATA, model=SequenceFirstAttention()),
+         "pruner 'senpis' needs batch-first attentions, and 'attention' has batch_first=False; use pruner='l2'"),
         (dict(ratios=[0.5, 1.0]), "must be a number in [0, 1), got 1.0"),
         (dict(ratios=[-0.1]), "must be a number in [0, 1), got -0.1"),
         (dict(ratios=[]), "ratios must be a non-empty list of fractions such as [0.1, 0.3, 0.5], got []"),

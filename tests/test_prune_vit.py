@@ -14,7 +14,7 @@ import pescore_nb
 from pescore_nb import data, prune, zoo
 from pescore_nb.prune.attention import unwrapped_parameters
 from pescore_nb.prune.pruning import remove_masks
-from pescore_nb.senpis import SenpisImportance, class_balanced_sample
+from pescore_nb.senpis import SenpisImportance, class_balanced_sample, group_filters
 
 STRUCTURED = ("l1", "l2", "random", "taylor", "senpis")
 HEADS, HEAD_DIM = 4, 8
@@ -115,17 +115,28 @@ def test_pruning_a_swin_transformer_is_refused_with_the_fix():
     assert all(torch.equal(before[name], p) for name, p in swin.state_dict().items())
 
 
-@pytest.mark.parametrize("block", [0, 1])
-def test_senpis_ablates_a_token_layers_channels_not_its_tokens(vit, shapes_train, block):
-    """SeNPIS of an MLP layer, whose output is ``(N, tokens, channels)`` and which gets the sample
-    repeated at its block's input, equals zeroing one of its filters at a time by hand (float64)."""
+VIT_GROUPS = ["conv_proj.conv_bn_relu_0.0", "conv_proj.conv_bn_relu_2.0", "conv_proj.conv_last",
+              "encoder.layers.encoder_layer_0.mlp.0", "encoder.layers.encoder_layer_1.mlp.0"]
+
+
+@pytest.mark.parametrize("root", VIT_GROUPS)
+def test_senpis_of_every_kind_of_vit_group_equals_zeroing_its_filters_by_hand(vit, shapes_train, root):
+    """SeNPIS of a stem convolution (the sample repeated inside the stem), of the residual stream (the
+    stem's last convolution tied to every attention's output projection and every MLP's output) and of
+    an MLP layer (output ``(N, tokens, channels)``, the sample repeated at its block's input) equals
+    zeroing, one root channel at a time, the tied filters of every layer of the group by hand (float64)."""
     model = copy.deepcopy(vit).double()
     images, labels = class_balanced_sample(shapes_train, 1, seed=0)
     images = images.double()
-    layer = model.encoder.layers[block].mlp[0]
+    layer = model.get_submodule(root)
     graph = tp.DependencyGraph().build_dependency(model, example_inputs=images[:1],
                                                   unwrapped_parameters=unwrapped_parameters(model))
-    group = graph.get_pruning_group(layer, tp.prune_linear_out_channels, list(range(layer.out_features)))
+    prune_out_channels = graph.get_pruner_of_module(layer).prune_out_channels
+    channels = graph.get_out_channels(layer)
+    group = graph.get_pruning_group(layer, prune_out_channels, list(range(channels)))
+    filters = group_filters(group)
+    if root == "conv_proj.conv_last":
+        assert {tied for tied, _, _ in filters} >= set(_attentions(model))
     scores = SenpisImportance(model, images, labels)(group)
 
     @torch.no_grad()
@@ -134,12 +145,21 @@ def test_senpis_ablates_a_token_layers_channels_not_its_tokens(vit, shapes_train
         return torch.stack([losses[labels == k].mean() for k in labels.unique()])
 
     original, by_hand = class_losses(), []
-    for channel in range(layer.out_features):
-        saved = layer.weight[channel].clone(), layer.bias[channel].clone()
+    weighted = [(tied.out_proj if isinstance(tied, nn.MultiheadAttention) else tied, idxs, root_idxs)
+                for tied, idxs, root_idxs in filters]  # an attention's filters: its output projection's rows
+    saved = {tied: (tied.weight.clone(), None if tied.bias is None else tied.bias.clone()) for tied, _, _ in weighted}
+    for channel in range(channels):
         with torch.no_grad():
-            layer.weight[channel], layer.bias[channel] = 0, 0
+            for tied, idxs, root_idxs in weighted:
+                rows = [idx for idx, root_idx in zip(idxs, root_idxs) if root_idx == channel]
+                tied.weight[rows] = 0
+                if tied.bias is not None:
+                    tied.bias[rows] = 0
         by_hand.append(float((class_losses() - original).abs().mean()))
         with torch.no_grad():
-            layer.weight[channel], layer.bias[channel] = saved
+            for tied, (weight, bias) in saved.items():
+                tied.weight.copy_(weight)
+                if bias is not None:
+                    tied.bias.copy_(bias)
     torch.testing.assert_close(scores, torch.tensor(by_hand, dtype=scores.dtype))
     assert scores.max() > 0

@@ -89,12 +89,18 @@ def layer_names(model: nn.Module, layers: Sequence[str | nn.Module]) -> list[str
     return names
 
 
-def refuse_grouped_convolutions(model: nn.Module) -> None:
-    """``"senpis"`` removes single channels, which a grouped (not depthwise) convolution cannot lose."""
+def refuse_for_senpis(model: nn.Module) -> None:
+    """``"senpis"`` removes single channels, which a grouped (not depthwise) convolution cannot lose, and
+    ablates an attention's output channels on its batch-first output."""
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.conv._ConvNd) and module.groups not in (1, module.out_channels):
             raise ValueError(
                 f"pruner 'senpis' cannot prune the grouped convolution {name!r} (groups={module.groups}); "
+                "use pruner='l2' or 'taylor' for this model."
+            )
+        if isinstance(module, nn.MultiheadAttention) and not module.batch_first:
+            raise ValueError(
+                f"pruner 'senpis' needs batch-first attentions, and {name!r} has batch_first=False; "
                 "use pruner='l2' or 'taylor' for this model."
             )
 

@@ -24,7 +24,7 @@ from pescore_nb.senpis import class_balanced_sample
 from .attention import refuse_unprunable
 from .finetune import Finetune
 from .jobs import Job, PruningSample, SweepInputs, make_model, make_model_in_worker, start_worker, unsendable
-from .pruning import DATA_PRUNERS, PRUNERS, layer_names, output_layer, refuse_grouped_convolutions, trace
+from .pruning import DATA_PRUNERS, PRUNERS, layer_names, output_layer, refuse_for_senpis, trace
 
 
 def sweep(
@@ -91,7 +91,7 @@ def sweep(
         else layer_names(model, ignored_layers)
     )
     if "senpis" in pruners:
-        refuse_grouped_convolutions(model)
+        refuse_for_senpis(model)
     inputs = SweepInputs(
         model=model, example_input=example_input, ignored=ignored, order=[name for name, _ in executed],
         finetune=finetune, finetune_digest=None if finetune is None else _digest(finetune.data),
