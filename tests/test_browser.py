@@ -1,6 +1,6 @@
 """The explorer in a real JupyterLab in a real Chromium at 1440x900 with JupyterLab's side bar open (its
 default): open ``notebooks/02_explorer.ipynb``, run all its cells (it prunes the zoo model, evaluates
-and saves ``explorer.nc``, then shows the explorer), check that the explorer is at most 1080 x 780 px
+and saves ``explorer-<version>.nc``, then shows the explorer), check that the explorer is at most 1080 x 780 px
 with no text below 12 px, that the controls, the map panels, their colour bars, the verdict, the
 readout and the summary all lie inside the window, move the ratio slider, see the candidate heatmap,
 the PE readout and the verdict change. On a hand-made Dataset with three seeds, a pruner with no
@@ -37,6 +37,8 @@ import xarray as xr
 from playwright.sync_api import TimeoutError as PlaywrightTimeout
 from playwright.sync_api import sync_playwright
 
+import pescore_nb
+
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(600, func_only=True)]  # zoo training not timed
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,7 +48,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 NOTEBOOK = REPO / "notebooks" / "02_explorer.ipynb"
-RESULTS = "explorer.nc"  # what the notebook writes next to itself
+RESULTS = f"explorer-{pescore_nb.__version__}.nc"  # what the notebook writes next to itself
 CANDIDATE, READOUT, RATIO_HANDLE = "img.pescore-candidate", ".pescore-readout", ".pescore-ratio .noUi-handle"
 VERDICT = ".pescore-verdict"
 # Everything a user must see at once: the controls, the five map panels, the colour bars, the verdict,
@@ -263,7 +265,7 @@ def jupyterlab_page(tmp_path: Path, failure_screenshot: str) -> Iterator:
 
 def test_ratio_slider_changes_candidate_heatmap_and_readout_in_jupyterlab(lab, tmp_path, trained_zoo):
     url, work = lab
-    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)  # run a copy: explorer.nc is written next to it, in work/
+    shutil.copy(NOTEBOOK, work / NOTEBOOK.name)  # run a copy: its results file is written next to it, in work/
     with jupyterlab_page(tmp_path, "explorer-failure.png") as page:
         open_and_run(page, url, NOTEBOOK.name)
         ds, (_, first_shown), (second, second_shown) = first_two_models(work / RESULTS)
