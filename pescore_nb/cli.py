@@ -9,7 +9,8 @@
         or the twin), in as many worker processes as the machine has cores (``--raw``: no fine-tuning
         and no such control), adds a cascading-randomised copy per layer, scores Grad-CAM++ at the
         model's ``cam_layers`` on the test images, and writes DIR (default ``./pescore-demo``).
-        ``--quick``: three ratios, less fine-tuning data, 120 test images, ``QUICK_SEEDS`` seeds.
+        ``--quick``: three ratios, less fine-tuning data, 120 test images, ``QUICK_SEEDS`` seeds, and
+        ``QUICK_SAMPLES_PER_CLASS`` images of each class for SeNPIS-Faster and Taylor to rank on.
     pescore run CONFIG.yaml [--overwrite] [--trust-pickle] [--sp2ps]
         The same for your models and data; the config is described in :mod:`pescore_nb.runconfig`
         (``examples/config.yaml`` is a sample that runs offline). A config names Python factories
@@ -67,6 +68,7 @@ DEMO_HEATMAPS: dict[str, Any] = {"heatmap_size": (32, 32),  # the CAMs are coars
                                  "heatmap_dtype": "float16"}
 DEMO_SEEDS = 4  # fine-tuning seeds of every candidate and of control:finetune: --seed, --seed + 1, ...
 QUICK_SEEDS = 3  # benchmarks/demo_design.md: 4 seeds reproduce the verdict; --quick keeps 3 to stay fast
+QUICK_SAMPLES_PER_CLASS = 3  # SeNPIS's cost grows with its sample (the full demo: sweep's default, 5)
 DEMO_CAMS = ("gradcam++",)
 DEMO_MODELS = ("vgg", "vit")  # the zoo architectures --model takes, the default first
 REPORT_FILE = "report.html"
@@ -102,7 +104,8 @@ def _parser() -> argparse.ArgumentParser:
                       "(default 0); the reference and the twin stay zoo seeds 0 and 1")
     demo.add_argument("--quick", action="store_true",
                       help=f"{len(QUICK_PRUNE.ratios)} ratios, {QUICK_FINETUNE_IMAGES} fine-tuning and {QUICK_IMAGES} "
-                      f"test images, {QUICK_SEEDS} seeds")
+                      f"test images, {QUICK_SEEDS} seeds, {QUICK_SAMPLES_PER_CLASS} images of each class to rank "
+                      "channels on")
     demo.add_argument("--raw", action="store_true", help="do not fine-tune the pruned copies")
     demo.set_defaults(command=_demo)
     run = commands.add_parser("run", help="score your own models and data, as a YAML config says")
@@ -139,8 +142,9 @@ def _demo(args: argparse.Namespace) -> None:
     if not args.raw:
         images = QUICK_FINETUNE_IMAGES if args.quick else DEMO_FINETUNE_IMAGES
         finetune = DEMO_FINETUNE.build(specs.first_images(train, images))
+    quick = {"seeds": QUICK_SEEDS, "samples_per_class": QUICK_SAMPLES_PER_CLASS} if args.quick else {"seeds": DEMO_SEEDS}
     candidates = prune.sweep(reference, train[0][0][None], spec.ratios, pruner=spec.pruners, seed=args.seed,
-                             seeds=QUICK_SEEDS if args.quick else DEMO_SEEDS, finetune=finetune, data=train, progress=True, workers=_cores())
+                             finetune=finetune, data=train, progress=True, workers=_cores(), **quick)
     candidates.update(_controls(reference, reference.cam_layers, zoo.load(args.model, "shapes", seed=1)))
     ds = evaluate(reference, candidates, test, layers=reference.cam_layers, cams=DEMO_CAMS,
                   sp2ps_config=Sp2PSConfig() if args.sp2ps else None, **DEMO_HEATMAPS)

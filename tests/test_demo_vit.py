@@ -3,11 +3,15 @@
 The zoo ViT and its twin are trained once per machine (minutes on 2 cores) and then loaded from the
 cache ($PESCORE_CACHE, else ~/.cache/pescore_nb); the quick demo itself takes about two minutes.
 """
+import hashlib
+import json
 import time
 
 import pytest
+import torch
 
-from pescore_nb import cli, load, schema, structure, trust, zoo
+from pescore_nb import cli, data, load, schema, structure, trust, zoo
+from pescore_nb.senpis import class_balanced_sample
 from test_cli import pescore
 
 
@@ -41,3 +45,20 @@ def test_the_vit_demo_prunes_scores_and_reports_the_vit(vit_demo):
     checks = trust.layer_checks(ds)
     assert float(checks.degenerate_share.max()) <= 0.10  # of the reference's maps
     assert (out / "report.html").exists() and "Largest trusted ratio" in done.stdout
+
+
+@pytest.mark.slow
+def test_the_quick_demo_ranks_channels_on_its_smaller_sample(vit_demo):
+    """SeNPIS and Taylor in ``--quick`` rank on ``QUICK_SAMPLES_PER_CLASS`` images of each class, drawn
+    with each model's seed: the digest recorded in the provenance is recomputed here from the images."""
+    _, out = vit_demo
+    ds = load(out / "results.nc", lazy=False)
+    train = data.builtin("shapes", "train")
+    for seed in structure.all_seeds(ds):
+        images, labels = class_balanced_sample(train, cli.QUICK_SAMPLES_PER_CLASS, seed)
+        assert len(labels) == cli.QUICK_SAMPLES_PER_CLASS * len(train.classes)
+        sha = hashlib.sha256(b"".join(image.contiguous().numpy().tobytes() for image in images))
+        sha.update(labels.to(torch.int64).numpy().tobytes())
+        for pruner in ("senpis", "taylor"):
+            provenance = json.loads(str(ds[schema.PROVENANCE].sel(model=f"{pruner}@0.10/seed{seed}").item()))
+            assert provenance["pruning_data_digest"] == sha.hexdigest()[:16]
