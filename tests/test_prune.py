@@ -6,6 +6,7 @@ import hashlib
 import json
 import math
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -693,6 +694,20 @@ def test_workers_make_the_same_models_in_separate_processes_with_one_thread_each
     assert len(worker_pids) == 2 and os.getpid() not in worker_pids
     assert {threads for _, threads, _ in read_batches(tmp_path / "spread")} == {1}
     assert f"{len(here)}/{len(here)}" in capsys.readouterr().err
+
+
+def test_a_script_without_a_main_guard_gets_the_fix_not_a_broken_pool(tmp_path):
+    """Spawned workers import the script that calls ``sweep``; without ``if __name__ == "__main__":``
+    each one would run the sweep again and die while starting."""
+    script = tmp_path / "unguarded.py"
+    script.write_text("import torch\nfrom torch import nn\nfrom pescore_nb import prune\n"
+                      "model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(144, 3))\n"
+                      "prune.sweep(model, torch.randn(1, 3, 8, 8), [0.25, 0.5], workers=2)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    last_line = done.stderr.strip().splitlines()[-1]
+    assert done.returncode == 1
+    assert last_line.startswith("RuntimeError: A worker process of sweep(workers > 1) died.")
+    assert 'under `if __name__ == "__main__":`' in last_line and last_line.endswith("or pass workers=1.")
 
 
 class NotebookNet(nn.Sequential):

@@ -8,6 +8,7 @@ import numbers
 import pickle
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from typing import TypeGuard
 
 import numpy as np
@@ -180,6 +181,13 @@ def _make_in_workers(inputs: SweepInputs, jobs: list[Job], workers: int, bar: tq
             for future in as_completed(futures):
                 future.result()
                 bar.update()
+        except BrokenProcessPool:
+            pool.shutdown(cancel_futures=True)
+            raise RuntimeError(
+                "A worker process of sweep(workers > 1) died. A worker imports the script that started it, so "
+                "a script must call sweep under `if __name__ == \"__main__\":` (the worker's own error, printed "
+                "above, then says 'bootstrapping phase'); a worker can also be killed for memory. Add the guard, "
+                "or pass workers=1.") from None
         except BaseException:
             pool.shutdown(cancel_futures=True)
             raise
