@@ -5,6 +5,7 @@ cache ($PESCORE_CACHE, else ~/.cache/pescore_nb); the quick demo itself takes ab
 """
 import hashlib
 import json
+import re
 import time
 
 import pytest
@@ -62,3 +63,17 @@ def test_the_quick_demo_ranks_channels_on_its_smaller_sample(vit_demo):
         for pruner in ("senpis", "taylor"):
             provenance = json.loads(str(ds[schema.PROVENANCE].sel(model=f"{pruner}@0.10/seed{seed}").item()))
             assert provenance["pruning_data_digest"] == sha.hexdigest()[:16]
+
+
+@pytest.mark.slow
+def test_the_zoo_vits_maps_do_not_reproduce_so_its_layer_is_flagged_and_nothing_trusted(vit_demo):
+    """What README and docs/transformers.md say of the zoo ViT: its twin's PE is hardly above the
+    randomised copy's, so the layer checks flag its CAM layer and no pruner gets a trusted ratio."""
+    done, out = vit_demo
+    ds = load(out / "results.nc", lazy=False)
+    checks = trust.layer_checks(ds)
+    assert not bool(checks.usable.any())
+    assert bool((checks.twin_pe - checks.randomised_pe < checks.attrs["min_above_randomised"]).all())
+    assert not trust.recommend(ds).layer_usable.any()
+    for pruner in cli.DEMO_PRUNERS:
+        assert re.search(rf"^{pruner} +\S+ +gradcam\+\+ +none trusted \(layer flagged\)", done.stdout, re.M), pruner
