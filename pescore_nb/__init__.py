@@ -3,7 +3,7 @@
 Importing the package loads neither ipywidgets nor matplotlib: ``explore`` and ``report`` (and
 the ``ds.pescore`` accessor's views) load them when first used.
 """
-__version__ = "0.5.0"
+__version__ = "0.5.1"
 
 from . import accessor  # registers the ds.pescore accessor
 from .cam import CamEngine
