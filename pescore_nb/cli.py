@@ -68,7 +68,7 @@ DEMO_HEATMAPS: dict[str, Any] = {"heatmap_size": (32, 32),  # the CAMs are coars
                                  "heatmap_dtype": "float16"}
 DEMO_SEEDS = 4  # fine-tuning seeds of every candidate and of control:finetune: --seed, --seed + 1, ...
 QUICK_SEEDS = 3  # benchmarks/demo_design.md: 4 seeds reproduce the verdict; --quick keeps 3 to stay fast
-QUICK_SAMPLES_PER_CLASS = 3  # SeNPIS's cost grows with its sample (the full demo: sweep's default, 5)
+DEMO_SAMPLES_PER_CLASS, QUICK_SAMPLES_PER_CLASS = 5, 3  # images of each class SeNPIS and Taylor rank on
 DEMO_CAMS = ("gradcam++",)
 DEMO_MODELS = ("vgg", "vit")  # the zoo architectures --model takes, the default first
 REPORT_FILE = "report.html"
@@ -142,9 +142,10 @@ def _demo(args: argparse.Namespace) -> None:
     if not args.raw:
         images = QUICK_FINETUNE_IMAGES if args.quick else DEMO_FINETUNE_IMAGES
         finetune = DEMO_FINETUNE.build(specs.first_images(train, images))
-    quick = {"seeds": QUICK_SEEDS, "samples_per_class": QUICK_SAMPLES_PER_CLASS} if args.quick else {"seeds": DEMO_SEEDS}
+    seeds, samples = (QUICK_SEEDS, QUICK_SAMPLES_PER_CLASS) if args.quick else (DEMO_SEEDS, DEMO_SAMPLES_PER_CLASS)
     candidates = prune.sweep(reference, train[0][0][None], spec.ratios, pruner=spec.pruners, seed=args.seed,
-                             finetune=finetune, data=train, progress=True, workers=_cores(), **quick)
+                             seeds=seeds, finetune=finetune, data=train, samples_per_class=samples, progress=True,
+                             workers=_cores())
     candidates.update(_controls(reference, reference.cam_layers, zoo.load(args.model, "shapes", seed=1)))
     ds = evaluate(reference, candidates, test, layers=reference.cam_layers, cams=DEMO_CAMS,
                   sp2ps_config=Sp2PSConfig() if args.sp2ps else None, **DEMO_HEATMAPS)

@@ -175,7 +175,7 @@ def _batch_read_after_stem(model: nn.Module) -> Iterator[None]:
     if not isinstance(model, torchvision.models.VisionTransformer):
         yield
         return
-    model._process_input = lambda images: model.conv_proj(images).flatten(2).transpose(1, 2)  # type: ignore[method-assign]
+    model._process_input = lambda images: model.conv_proj(images).flatten(2).transpose(1, 2)
     try:
         yield
     finally:

@@ -37,6 +37,8 @@ def test_seed_gives_the_sweep_base_and_the_following_seeds(recorded, tmp_path, a
     assert call["finetune"] is not None
     ratios = (cli.QUICK_PRUNE if "--quick" in argv else cli.DEMO_PRUNE).ratios
     assert list(call["ratios"]) == list(ratios)
+    quick = "--quick" in argv
+    assert call["samples_per_class"] == (cli.QUICK_SAMPLES_PER_CLASS if quick else cli.DEMO_SAMPLES_PER_CLASS)
 
 
 def test_a_seed_is_a_number(capsys):
