@@ -137,7 +137,10 @@ def test_senpis_of_every_kind_of_vit_group_equals_zeroing_its_filters_by_hand(vi
     filters = group_filters(group)
     if root == "conv_proj.conv_last":
         assert {tied for tied, _, _ in filters} >= set(_attentions(model))
-    scores = SenpisImportance(model, images, labels)(group)
+    importance = SenpisImportance(model, images, labels)
+    scores = importance(group)
+    assert importance.repeat_at_group  # a stem group ran the sample once up to it, not the fallback
+    assert "_process_input" not in vars(model)  # the ViT is left as it was
 
     @torch.no_grad()
     def class_losses():
